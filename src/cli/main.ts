@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+import { runServe } from './serve.js';
+
+const HELP = `Usage: sightline <command> [options]
+
+Commands:
+  serve     serve the HTTP API (the embedded default)
+
+Run "sightline <command> --help" for the options of a command.
+`;
+
+const commands: Record<string, (argv: string[]) => Promise<number>> = {
+  serve: runServe,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const run = commands[command];
+  if (!run) {
+    process.stderr.write(`sightline: unknown command "${command}"\n\n${HELP}`);
+    return 2;
+  }
+  return run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    // Exit explicitly: a stop that timed out must not wait for the requests it gave up on.
+    process.exit(code);
+  },
+  (err: Error) => {
+    process.stderr.write(`sightline: ${err.stack ?? err.message}\n`);
+    process.exitCode = 1;
+  },
+);

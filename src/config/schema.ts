@@ -1,0 +1,72 @@
+import { Type, type Static } from '@sinclair/typebox';
+
+/**
+ * The one place where every Sightline setting, its type, limits and default live.
+ * Keys are snake_case; each is also `SIGHTLINE_<KEY>` in the environment and
+ * `--<key-with-dashes>` on the command line. The README's config table is checked
+ * against this schema by a test, so docs cannot drift from code.
+ */
+export const ConfigSchema = Type.Object(
+  {
+    host: Type.String({ default: '0.0.0.0', minLength: 1, description: 'Listen address.' }),
+    port: Type.Integer({ default: 8080, minimum: 0, maximum: 65535, description: 'Listen port (0 picks a free one).' }),
+    data_dir: Type.String({
+      default: './data',
+      minLength: 1,
+      description: 'Where the embedded default keeps its files (SQLite, uploads).',
+    }),
+    models_dir: Type.String({ default: './models', minLength: 1, description: 'The model repository.' }),
+    default_model: Type.String({
+      default: '',
+      description: 'Model used when a request names none (`name` or `name:version`); empty picks the only model.',
+    }),
+    log_level: Type.Union(
+      ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+      { default: 'info', description: 'pino log level.' },
+    ),
+    body_limit_bytes: Type.Integer({
+      default: 20 * 1024 * 1024,
+      minimum: 1024,
+      description: 'Largest accepted request body (raw image or multipart), in bytes.',
+    }),
+    max_image_pixels: Type.Integer({
+      default: 40_000_000,
+      minimum: 1,
+      description: 'Largest accepted image, width × height, checked from the header before decoding.',
+    }),
+    max_detections_limit: Type.Integer({
+      default: 1000,
+      minimum: 1,
+      description: 'Upper bound for the per-request `max_det` override.',
+    }),
+    intra_op_threads: Type.Integer({
+      default: 0,
+      minimum: 0,
+      maximum: 256,
+      description: 'ONNX Runtime intra-op threads per model instance (0: one per core).',
+    }),
+    inter_op_threads: Type.Integer({
+      default: 1,
+      minimum: 1,
+      maximum: 256,
+      description: 'ONNX Runtime inter-op threads per model instance.',
+    }),
+    warmup_runs: Type.Integer({
+      default: 1,
+      minimum: 0,
+      maximum: 100,
+      description: 'Warm-up inferences a model runs before it reports READY.',
+    }),
+    shutdown_timeout_ms: Type.Integer({
+      default: 10_000,
+      minimum: 0,
+      description: 'On SIGTERM, how long in-flight requests may take before the process exits anyway.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+export type Config = Static<typeof ConfigSchema>;
+
+/** Config keys in schema order. */
+export const CONFIG_KEYS = Object.keys(ConfigSchema.properties) as (keyof Config)[];

@@ -1,0 +1,36 @@
+import createError from '@fastify/error';
+
+/**
+ * Every error Sightline returns to a client, with its stable code and HTTP status.
+ * Codes are part of the API: once published a code is never reused or renamed.
+ * The README lists them all (a test checks that it does).
+ */
+export const Errors = {
+  // request input
+  INVALID_REQUEST: createError('INVALID_REQUEST', 'Invalid request: %s', 400),
+  EMPTY_BODY: createError('EMPTY_BODY', 'The request carries no image', 400),
+  INVALID_IMAGE: createError('INVALID_IMAGE', 'The body is not a readable image: %s', 400),
+  UNSUPPORTED_MEDIA_TYPE: createError(
+    'UNSUPPORTED_MEDIA_TYPE',
+    'Unsupported content type %s: send image/jpeg, image/png, image/webp or multipart/form-data with field "image"',
+    415,
+  ),
+  BODY_TOO_LARGE: createError('BODY_TOO_LARGE', 'The request body exceeds the limit of %s bytes', 413),
+  IMAGE_TOO_LARGE: createError('IMAGE_TOO_LARGE', 'The image has %s pixels, more than the limit of %s', 413),
+  NOT_FOUND: createError('NOT_FOUND', 'No route %s', 404),
+  // models
+  MODEL_NOT_FOUND: createError('MODEL_NOT_FOUND', 'No model %s in the repository', 404),
+  MODEL_NOT_READY: createError('MODEL_NOT_READY', 'Model %s is %s', 503),
+  NO_DEFAULT_MODEL: createError('NO_DEFAULT_MODEL', 'No model named in the request and no default model: %s', 400),
+  INFERENCE_FAILED: createError('INFERENCE_FAILED', 'Inference failed: %s', 500),
+  // server
+  SHUTTING_DOWN: createError('SHUTTING_DOWN', 'The server is shutting down', 503),
+  INTERNAL_ERROR: createError('INTERNAL_ERROR', 'Internal error', 500),
+} as const;
+
+export type ErrorCode = keyof typeof Errors;
+
+export const ERROR_CODES = Object.keys(Errors) as ErrorCode[];
+
+/** Errors after which a client may simply try again later. */
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN']);

@@ -1,0 +1,17 @@
+import type { RunnerInfo, RunnerOptions } from './runner.js';
+
+/** Messages between OnnxRunner (main thread) and onnx-worker (its thread). */
+export interface WorkerData {
+  modelPath: string;
+  options: RunnerOptions;
+}
+
+export type WorkerRequest =
+  | { type: 'run'; id: number; images: Uint8Array[]; width: number; height: number }
+  | { type: 'close' };
+
+export type WorkerReply =
+  | { type: 'ready'; info: RunnerInfo }
+  | { type: 'failed'; message: string }
+  | { type: 'result'; id: number; output: Float32Array; dims: number[]; preprocessMs: number; inferMs: number }
+  | { type: 'error'; id: number; message: string };

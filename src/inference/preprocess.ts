@@ -1,0 +1,88 @@
+import sharp, { type Metadata, type OutputInfo } from 'sharp';
+import { Errors } from '../errors.js';
+import { letterboxGeometry, LETTERBOX_PAD_VALUE, type Letterbox } from './letterbox.js';
+
+export const SUPPORTED_IMAGE_FORMATS = new Set(['jpeg', 'png', 'webp']);
+
+export interface PreparedImage {
+  /** Letterboxed RGB pixels, uint8, HWC, inputHeight × inputWidth × 3. */
+  pixels: Uint8Array;
+  letterbox: Letterbox;
+  format: string;
+}
+
+export interface PrepareOptions {
+  inputWidth: number;
+  inputHeight: number;
+  maxPixels: number;
+}
+
+/**
+ * Decodes, orients and letterboxes one image with sharp (libvips threads, off the
+ * event loop). The header is read and checked against the pixel limit before any
+ * pixel is decoded, so a decompression bomb costs a few bytes of parsing.
+ */
+export async function prepareImage(bytes: Buffer, options: PrepareOptions): Promise<PreparedImage> {
+  if (bytes.length === 0) throw new Errors.EMPTY_BODY();
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, { pages: 1 }).metadata();
+  } catch (err) {
+    throw new Errors.INVALID_IMAGE(cleanSharpMessage(err));
+  }
+  const format = meta.format ?? 'unknown';
+  if (!SUPPORTED_IMAGE_FORMATS.has(format)) {
+    throw new Errors.UNSUPPORTED_MEDIA_TYPE(`(content is ${format})`);
+  }
+  if (!meta.width || !meta.height) throw new Errors.INVALID_IMAGE('no dimensions in the header');
+  const pixelCount = meta.width * meta.height;
+  if (pixelCount > options.maxPixels) {
+    throw new Errors.IMAGE_TOO_LARGE(pixelCount, options.maxPixels);
+  }
+  // EXIF orientations 5–8 turn the image by 90°: width and height swap.
+  const turned = (meta.orientation ?? 1) >= 5;
+  const width = turned ? meta.height : meta.width;
+  const height = turned ? meta.width : meta.height;
+  const lb = letterboxGeometry(width, height, options.inputWidth, options.inputHeight);
+  const pad = { r: LETTERBOX_PAD_VALUE, g: LETTERBOX_PAD_VALUE, b: LETTERBOX_PAD_VALUE };
+  let data: Buffer;
+  let info: OutputInfo;
+  try {
+    ({ data, info } = await sharp(bytes, { pages: 1, limitInputPixels: options.maxPixels })
+      .rotate()
+      .removeAlpha()
+      .toColourspace('srgb')
+      .resize(lb.scaledWidth, lb.scaledHeight, { fit: 'fill', kernel: 'linear' })
+      .extend({
+        top: lb.padTop,
+        bottom: lb.inputHeight - lb.scaledHeight - lb.padTop,
+        left: lb.padLeft,
+        right: lb.inputWidth - lb.scaledWidth - lb.padLeft,
+        background: pad,
+      })
+      .raw({ depth: 'uchar' })
+      .toBuffer({ resolveWithObject: true }));
+  } catch (err) {
+    throw new Errors.INVALID_IMAGE(cleanSharpMessage(err));
+  }
+  if (info.channels !== 3 || info.width !== lb.inputWidth || info.height !== lb.inputHeight) {
+    throw new Errors.INVALID_IMAGE(`decoded to ${info.width}×${info.height}×${info.channels}, expected RGB`);
+  }
+  return { pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), letterbox: lb, format };
+}
+
+function cleanSharpMessage(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.split('\n')[0]!.trim().slice(0, 200);
+}
+
+/** uint8 HWC RGB → float32 NCHW in [0, 1], written at `offset` of `out`. */
+export function hwcToChwFloat(pixels: Uint8Array, width: number, height: number, out: Float32Array, offset = 0): void {
+  const plane = width * height;
+  const scale = 1 / 255;
+  for (let i = 0, p = 0; i < plane; i++, p += 3) {
+    out[offset + i] = pixels[p]! * scale;
+    out[offset + plane + i] = pixels[p + 1]! * scale;
+    out[offset + 2 * plane + i] = pixels[p + 2]! * scale;
+  }
+}

@@ -1,0 +1,195 @@
+import { readdirSync, existsSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { Errors } from '../errors.js';
+import { readModelManifest, type ModelManifest, type OutputFormat } from './model-manifest.js';
+import { resolveFormat } from './postprocess/decoders.js';
+import { LETTERBOX_PAD_VALUE } from './letterbox.js';
+import type { ModelRunner, RunnerOptions } from './runner.js';
+import { OnnxRunner } from './onnx-runner.js';
+
+export type ModelState = 'LOADING' | 'READY' | 'FAILED';
+
+/** One version of one model in the repository and where its loading stands. */
+export interface ModelEntry {
+  name: string;
+  version: string;
+  dir: string;
+  state: ModelState;
+  /** Why the model FAILED. */
+  reason?: string;
+  stateSince: Date;
+  manifest?: ModelManifest;
+  format?: OutputFormat;
+  /** True when the format came from the output shape, not from model.json. */
+  formatDetected?: boolean;
+  inputWidth?: number;
+  inputHeight?: number;
+  runner?: ModelRunner;
+}
+
+/** A READY entry, with everything inference needs filled in. */
+export type ReadyModel = ModelEntry & Required<Pick<ModelEntry, 'manifest' | 'format' | 'inputWidth' | 'inputHeight' | 'runner'>>;
+
+export interface RepositoryOptions {
+  dir: string;
+  /** `name` or `name:version`; empty picks the only model. */
+  defaultModel: string;
+  runner: RunnerOptions;
+  warmupRuns: number;
+  logger: Logger;
+  onStateChange?: (entry: ModelEntry) => void;
+  /** Creates model instances; the ONNX worker-thread runner unless a test or back end says otherwise. */
+  createRunner?: (modelPath: string, options: RunnerOptions) => Promise<ModelRunner>;
+}
+
+const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function compareVersions(a: string, b: string): number {
+  const na = Number(a);
+  const nb = Number(b);
+  if (Number.isFinite(na) && Number.isFinite(nb)) return na - nb;
+  return a.localeCompare(b);
+}
+
+/**
+ * The model repository: `<dir>/<name>/<version>/model.onnx` + `model.json`, as
+ * Triton lays it out. Every version loads independently, so one broken model is
+ * reported as FAILED and never stops the others.
+ */
+export class ModelRepository {
+  private readonly entries: ModelEntry[] = [];
+  private loading: Promise<void> | undefined;
+
+  constructor(private readonly options: RepositoryOptions) {
+    this.entries = this.discover();
+  }
+
+  private discover(): ModelEntry[] {
+    const root = resolve(this.options.dir);
+    const found: ModelEntry[] = [];
+    if (!existsSync(root)) {
+      this.options.logger.warn({ event: 'model_repository_missing', dir: root }, `model repository ${root} does not exist`);
+      return found;
+    }
+    for (const name of readdirSync(root).sort()) {
+      const modelDir = join(root, name);
+      if (!SAFE_NAME.test(name) || !statSync(modelDir).isDirectory()) continue;
+      for (const version of readdirSync(modelDir).sort(compareVersions)) {
+        const dir = join(modelDir, version);
+        if (!SAFE_NAME.test(version) || !statSync(dir).isDirectory()) continue;
+        if (!existsSync(join(dir, 'model.onnx'))) continue;
+        found.push({ name, version, dir, state: 'LOADING', stateSince: new Date() });
+      }
+    }
+    return found;
+  }
+
+  list(): readonly ModelEntry[] {
+    return this.entries;
+  }
+
+  /** Loads every model; resolves when each is READY or FAILED. Idempotent. */
+  loadAll(): Promise<void> {
+    this.loading ??= Promise.all(this.entries.map((entry) => this.load(entry))).then(() => undefined);
+    return this.loading;
+  }
+
+  private setState(entry: ModelEntry, state: ModelState, reason?: string): void {
+    entry.state = state;
+    entry.reason = reason;
+    entry.stateSince = new Date();
+    this.options.onStateChange?.(entry);
+  }
+
+  private async load(entry: ModelEntry): Promise<void> {
+    const { logger } = this.options;
+    const id = `${entry.name}:${entry.version}`;
+    logger.info({ event: 'model_loading', model: entry.name, version: entry.version }, `loading model ${id}`);
+    this.options.onStateChange?.(entry);
+    let runner: ModelRunner | undefined;
+    try {
+      const manifest = await readModelManifest(join(entry.dir, 'model.json'));
+      const create = this.options.createRunner ?? ((path, opts) => OnnxRunner.create(path, opts));
+      runner = await create(join(entry.dir, 'model.onnx'), {
+        ...this.options.runner,
+        ...(manifest.input?.name ? { inputName: manifest.input.name } : {}),
+      });
+      const [width, height] = inputSize(manifest, runner.info.inputShape);
+      // Warm-up doubles as a check: the output shape must fit a known format.
+      const grey = new Uint8Array(width * height * 3).fill(LETTERBOX_PAD_VALUE);
+      let dims: number[] = [];
+      for (let i = 0; i < Math.max(1, this.options.warmupRuns); i++) {
+        ({ dims } = await runner.run([grey], width, height));
+      }
+      const { format, detected } = resolveFormat(manifest.format, dims, manifest.labels.length);
+      Object.assign(entry, { manifest, format, formatDetected: detected, inputWidth: width, inputHeight: height, runner });
+      this.setState(entry, 'READY');
+      logger.info(
+        { event: 'model_ready', model: entry.name, version: entry.version, format, format_detected: detected, input: `${width}x${height}`, output_shape: dims },
+        `model ${id} READY (${format}${detected ? ', detected from output shape' : ''}, input ${width}x${height})`,
+      );
+    } catch (err) {
+      await runner?.close().catch(() => undefined);
+      const reason = (err as Error).message;
+      this.setState(entry, 'FAILED', reason);
+      logger.error({ event: 'model_failed', model: entry.name, version: entry.version, reason }, `model ${id} FAILED: ${reason}`);
+    }
+  }
+
+  /** The default model reference, or why there is none. */
+  defaultModel(): { ref: string } | { error: string } {
+    if (this.options.defaultModel) return { ref: this.options.defaultModel };
+    const names = [...new Set(this.entries.map((e) => e.name))];
+    if (names.length === 1) return { ref: names[0]! };
+    if (names.length === 0) return { error: `the model repository ${resolve(this.options.dir)} holds no model` };
+    return { error: `${names.length} models (${names.join(', ')}) and no default_model configured` };
+  }
+
+  /**
+   * Finds the entry for `name` or `name:version` (the default model when absent).
+   * A bare name means its newest READY version, else its newest version.
+   */
+  find(ref: string | undefined): ModelEntry {
+    let wanted = ref;
+    if (!wanted) {
+      const def = this.defaultModel();
+      if ('error' in def) throw new Errors.NO_DEFAULT_MODEL(def.error);
+      wanted = def.ref;
+    }
+    const [name, version] = wanted.split(':', 2);
+    const versions = this.entries.filter((e) => e.name === name);
+    if (version !== undefined) {
+      const entry = versions.find((e) => e.version === version);
+      if (!entry) throw new Errors.MODEL_NOT_FOUND(JSON.stringify(wanted));
+      return entry;
+    }
+    const newest = versions.filter((e) => e.state === 'READY').at(-1) ?? versions.at(-1);
+    if (!newest) throw new Errors.MODEL_NOT_FOUND(JSON.stringify(wanted));
+    return newest;
+  }
+
+  /** Like find(), but the model must be READY. */
+  findReady(ref: string | undefined): ReadyModel {
+    const entry = this.find(ref);
+    if (entry.state !== 'READY') {
+      const detail = entry.state === 'FAILED' ? `FAILED: ${entry.reason ?? ''}` : entry.state;
+      throw new Errors.MODEL_NOT_READY(`${entry.name}:${entry.version}`, detail);
+    }
+    return entry as ReadyModel;
+  }
+
+  async close(): Promise<void> {
+    await this.loading?.catch(() => undefined);
+    await Promise.all(this.entries.map((e) => e.runner?.close()));
+  }
+}
+
+function inputSize(manifest: ModelManifest, shape: (number | string)[]): [number, number] {
+  const width = manifest.input?.width ?? (typeof shape[3] === 'number' ? shape[3] : undefined);
+  const height = manifest.input?.height ?? (typeof shape[2] === 'number' ? shape[2] : undefined);
+  if (!width || !height) {
+    throw new Error(`input size unknown (input shape [${shape.join(', ')}]): set input.width and input.height in model.json`);
+  }
+  return [width, height];
+}

@@ -1,0 +1,50 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Buckets from 0.5 ms to 10 s: fine at the low end where decode and
+ * post-processing live, wide enough for CPU inference of large models.
+ */
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Sightline's Prometheus metrics, one registry per server instance (names from DESIGN.md). */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    requests: new Counter({
+      name: 'sightline_requests_total',
+      help: 'HTTP requests answered, by route, production line and status code.',
+      labelNames: ['route', 'line', 'status'] as const,
+      registers,
+    }),
+    stageDuration: new Histogram({
+      name: 'sightline_stage_duration_seconds',
+      help: 'Time per pipeline stage (queue, decode, preprocess, infer, postprocess).',
+      labelNames: ['model', 'stage'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    detections: new Counter({
+      name: 'sightline_detections_total',
+      help: 'Detections returned, by line and label.',
+      labelNames: ['line', 'label'] as const,
+      registers,
+    }),
+    verdicts: new Counter({
+      name: 'sightline_verdicts_total',
+      help: 'Inspection verdicts, by line and verdict.',
+      labelNames: ['line', 'verdict'] as const,
+      registers,
+    }),
+    modelReady: new Gauge({
+      name: 'sightline_model_ready',
+      help: '1 when the model version is READY, else 0.',
+      labelNames: ['model', 'version'] as const,
+      registers,
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,113 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import multipart from '@fastify/multipart';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import { createLogger } from '../log.js';
+import { createMetrics, type Metrics } from '../ops/metrics.js';
+import { ModelRepository, type RepositoryOptions } from '../inference/repository.js';
+import { installErrorHandler } from './error-handler.js';
+import { requestIdFor } from './request-id.js';
+import { detectRoutes } from './routes/detect.js';
+import { modelRoutes } from './routes/models.js';
+import { healthRoutes } from './routes/health.js';
+import { metricsRoutes } from './routes/metrics.js';
+
+export interface Sightline {
+  config: Config;
+  models: ModelRepository;
+  metrics: Metrics;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    sightline: Sightline;
+  }
+}
+
+export interface BuildOptions {
+  logger?: Logger;
+  /** Passed to the model repository (e.g. another runner back end). */
+  createRunner?: RepositoryOptions['createRunner'];
+  /** Wait until every model is READY or FAILED before returning (default: load in the background). */
+  waitForModels?: boolean;
+}
+
+export const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'application/octet-stream'];
+
+/**
+ * Builds the HTTP API without listening, so tests drive it with inject() and the
+ * CLI with listen(). Models load in the background; /readyz says when they are in.
+ */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const logger = options.logger ?? createLogger(config.log_level);
+  const app = Fastify({
+    // pino's Logger is a FastifyBaseLogger; the cast keeps the instance's default generics.
+    loggerInstance: logger as FastifyBaseLogger,
+    // Our own hooks log request_start/success/failure with the fields DESIGN.md names.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
+    genReqId: requestIdFor,
+    bodyLimit: config.body_limit_bytes,
+    return503OnClosing: true,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
+  });
+
+  const metrics = createMetrics();
+  const models = new ModelRepository({
+    dir: config.models_dir,
+    defaultModel: config.default_model,
+    runner: { intraOpThreads: config.intra_op_threads, interOpThreads: config.inter_op_threads },
+    warmupRuns: config.warmup_runs,
+    logger,
+    createRunner: options.createRunner,
+    onStateChange: (entry) =>
+      metrics.modelReady.set({ model: entry.name, version: entry.version }, entry.state === 'READY' ? 1 : 0),
+  });
+  app.decorate('sightline', { config, models, metrics });
+
+  installErrorHandler(app, config.body_limit_bytes);
+  app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  await app.register(multipart, {
+    limits: { fileSize: config.body_limit_bytes, files: 4, fields: 16, parts: 20 },
+    throwFileSizeLimit: true,
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+    request.log.info({ event: 'request_start', method: request.method, url: request.url.split('?')[0] }, 'request start');
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    const status = reply.statusCode;
+    const line = request.line ?? 'none';
+    metrics.requests.inc({ route, line, status: String(status) });
+    const fields = { route, line, status, duration_ms: Math.round(reply.elapsedTime * 1000) / 1000 };
+    if (status < 400) {
+      request.log.info({ event: 'request_success', ...fields }, 'request success');
+    } else {
+      const failure = request.failure;
+      const level = status >= 500 && status !== 503 ? 'error' : 'warn';
+      request.log[level]({ event: 'request_failure', ...fields, error_code: failure?.code, err: failure?.err }, 'request failure');
+    }
+  });
+
+  await app.register(healthRoutes);
+  await app.register(metricsRoutes);
+  await app.register(modelRoutes);
+  await app.register(detectRoutes);
+
+  app.addHook('onClose', async () => {
+    await models.close();
+  });
+
+  const loading = models.loadAll().then(() => {
+    const list = models.list();
+    const ready = list.filter((e) => e.state === 'READY').map((e) => `${e.name}:${e.version}`);
+    const failed = list.filter((e) => e.state === 'FAILED').map((e) => `${e.name}:${e.version}`);
+    logger.info(
+      { event: 'models_loaded', ready, failed },
+      `serving ${ready.length ? ready.join(', ') : 'no model'}${failed.length ? `; failed: ${failed.join(', ')}` : ''}`,
+    );
+  });
+  if (options.waitForModels) await loading;
+  return app;
+}

@@ -1,0 +1,81 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { Type, type Static } from '@sinclair/typebox';
+import { Errors } from '../../errors.js';
+import { detect, STAGES } from '../../inference/detector.js';
+
+export const LINE_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
+export const MODEL_REF_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$';
+export const DEFAULT_LINE = 'default';
+
+export function detectQuerySchema(maxDetectionsLimit: number) {
+  return Type.Object(
+    {
+      line: Type.Optional(Type.String({ pattern: LINE_PATTERN })),
+      model: Type.Optional(Type.String({ pattern: MODEL_REF_PATTERN })),
+      conf: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+      iou: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+      max_det: Type.Optional(Type.Integer({ minimum: 1, maximum: maxDetectionsLimit })),
+      agnostic: Type.Optional(Type.Boolean()),
+    },
+    { additionalProperties: false },
+  );
+}
+type DetectQuery = Static<ReturnType<typeof detectQuerySchema>>;
+
+/** The image bytes of a raw-body or multipart (`image` field) request. */
+async function readImage(request: FastifyRequest): Promise<Buffer> {
+  if (request.isMultipart()) {
+    let image: Buffer | undefined;
+    for await (const part of request.parts()) {
+      if (part.type === 'file') {
+        // Drain every file part so the request completes, keep the one named image.
+        const bytes = await part.toBuffer();
+        if (part.fieldname === 'image' && !image) image = bytes;
+      }
+    }
+    if (!image) throw new Errors.EMPTY_BODY();
+    return image;
+  }
+  const body = request.body;
+  if (body === undefined || body === null) throw new Errors.EMPTY_BODY();
+  if (!Buffer.isBuffer(body)) throw new Errors.UNSUPPORTED_MEDIA_TYPE(request.headers['content-type'] ?? '(none)');
+  return body;
+}
+
+export async function detectRoutes(app: FastifyInstance): Promise<void> {
+  const { config, models, metrics } = app.sightline;
+
+  app.post<{ Querystring: DetectQuery }>(
+    '/v1/detect',
+    { schema: { querystring: detectQuerySchema(config.max_detections_limit) } },
+    async (request) => {
+      const query = request.query;
+      const line = query.line ?? DEFAULT_LINE;
+      request.line = line;
+      const image = await readImage(request);
+      const model = models.findReady(query.model);
+      const outcome = await detect(model, image, {
+        conf: query.conf,
+        iou: query.iou,
+        maxDetections: query.max_det,
+        agnostic: query.agnostic,
+        maxPixels: config.max_image_pixels,
+      });
+      for (const stage of STAGES) {
+        metrics.stageDuration.observe({ model: model.name, stage }, outcome.timings_ms[stage] / 1000);
+      }
+      metrics.verdicts.inc({ line, verdict: outcome.verdict });
+      for (const d of outcome.detections) metrics.detections.inc({ line, label: d.label });
+      request.log.info(
+        { event: 'detection_result', line, model: model.name, version: model.version, verdict: outcome.verdict, detections: outcome.detections.length },
+        'detection result',
+      );
+      return {
+        request_id: request.id,
+        line,
+        model: { name: model.name, version: model.version },
+        ...outcome,
+      };
+    },
+  );
+}
