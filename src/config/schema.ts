@@ -10,11 +10,6 @@ export const ConfigSchema = Type.Object(
   {
     host: Type.String({ default: '0.0.0.0', minLength: 1, description: 'Listen address.' }),
     port: Type.Integer({ default: 8080, minimum: 0, maximum: 65535, description: 'Listen port (0 picks a free one).' }),
-    data_dir: Type.String({
-      default: './data',
-      minLength: 1,
-      description: 'Where the embedded default keeps its files (SQLite, uploads).',
-    }),
     models_dir: Type.String({ default: './models', minLength: 1, description: 'The model repository.' }),
     default_model: Type.String({
       default: '',
@@ -53,7 +48,7 @@ export const ConfigSchema = Type.Object(
     }),
     warmup_runs: Type.Integer({
       default: 1,
-      minimum: 0,
+      minimum: 1,
       maximum: 100,
       description: 'Warm-up inferences a model runs before it reports READY.',
     }),

@@ -95,6 +95,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(modelRoutes);
   await app.register(detectRoutes);
 
+  // Responses that finish while the server closes must not leave keep-alive
+  // sockets behind: server.close() would wait for them until they time out.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (closing) reply.header('connection', 'close');
+  });
+
   app.addHook('onClose', async () => {
     await models.close();
   });
