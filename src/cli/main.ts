@@ -1,16 +1,19 @@
 #!/usr/bin/env node
 import { runServe } from './serve.js';
+import { runEval } from './eval.js';
 
 const HELP = `Usage: sightline <command> [options]
 
 Commands:
   serve     serve the HTTP API (the embedded default)
+  eval      measure a model's accuracy on a dataset through the serving pipeline
 
 Run "sightline <command> --help" for the options of a command.
 `;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: runServe,
+  eval: runEval,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -39,6 +39,8 @@ export interface RepositoryOptions {
   warmupRuns: number;
   logger: Logger;
   onStateChange?: (entry: ModelEntry) => void;
+  /** Loads only the versions this accepts (e.g. the one model `sightline eval` measures). */
+  include?: (name: string, version: string) => boolean;
   /** Creates model instances; the ONNX worker-thread runner unless a test or back end says otherwise. */
   createRunner?: (modelPath: string, options: RunnerOptions) => Promise<ModelRunner>;
 }
@@ -79,6 +81,7 @@ export class ModelRepository {
         const dir = join(modelDir, version);
         if (!SAFE_NAME.test(version) || !statSync(dir).isDirectory()) continue;
         if (!existsSync(join(dir, 'model.onnx'))) continue;
+        if (this.options.include && !this.options.include(name, version)) continue;
         found.push({ name, version, dir, state: 'LOADING', stateSince: new Date() });
       }
     }

@@ -1,0 +1,137 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { parseCommand } from './config-args.js';
+import { ConfigError } from '../config/load.js';
+import { createLogger } from '../log.js';
+import { ModelRepository } from '../inference/repository.js';
+import { detect } from '../inference/detector.js';
+import { readDataset } from '../eval/dataset.js';
+import { evaluateDetections, type ImageEvaluation } from '../eval/metrics.js';
+
+const HELP = `Usage: sightline eval --model NAME[:VERSION] --data DIR [options]
+
+Runs every image of an Ultralytics-layout dataset (DIR/images, DIR/labels,
+DIR/data.yaml) through the server's own pre-processing, inference and
+post-processing, and reports per-class precision and recall (IoU 0.5, at the
+model's conf), AP50 and AP50-95 (COCO 101-point, IoU 0.50:0.05:0.95) and means.
+
+Options:
+  --model NAME[:VERSION]   model to measure (required)
+  --data DIR               dataset folder (required)
+  --json FILE              where to write the JSON report [eval-NAME-VERSION.json]
+  --conf X                 lowest score kept for the AP curves [0.001]
+  --iou X                  NMS IoU threshold [0.7]
+  --models-dir DIR         the model repository [./models]; every serve option works too
+  -h, --help               show this help
+`;
+
+const EXTRA = {
+  model: { type: 'string' as const },
+  data: { type: 'string' as const },
+  json: { type: 'string' as const },
+  conf: { type: 'string' as const },
+  iou: { type: 'string' as const },
+};
+
+function pct(v: number): string {
+  return v.toFixed(3).padStart(8);
+}
+
+export async function runEval(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseCommand(argv, EXTRA);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`sightline eval: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (parsed.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const { config, extra } = parsed;
+  const ref = extra.model as string | undefined;
+  const dataDir = extra.data as string | undefined;
+  const conf = Number(extra.conf ?? 0.001);
+  const iou = Number(extra.iou ?? 0.7);
+  if (!ref || !dataDir || !(conf >= 0 && conf <= 1) || !(iou >= 0 && iou <= 1)) {
+    process.stderr.write(`sightline eval: --model and --data are required; --conf and --iou lie in [0, 1]\n\n${HELP}`);
+    return 2;
+  }
+  const [name, version] = ref.split(':', 2);
+  const logger = createLogger(config.log_level === 'info' ? 'warn' : config.log_level);
+  const models = new ModelRepository({
+    dir: config.models_dir,
+    defaultModel: '',
+    runner: { intraOpThreads: config.intra_op_threads, interOpThreads: config.inter_op_threads },
+    warmupRuns: config.warmup_runs,
+    logger,
+    include: (n, v) => n === name && (version === undefined || v === version),
+  });
+  try {
+    await models.loadAll();
+    let model;
+    try {
+      model = models.findReady(ref);
+    } catch (err) {
+      process.stderr.write(`sightline eval: ${(err as Error).message}\n`);
+      return 1;
+    }
+    const dataset = readDataset(dataDir);
+    const labels = model.manifest.labels;
+    // Dataset classes map to model labels by name when data.yaml names them.
+    const classMap = dataset.names?.map((n) => labels.indexOf(n)) ?? labels.map((_, i) => i);
+    const evaluations: ImageEvaluation[] = new Array(dataset.images.length);
+    const started = performance.now();
+    let next = 0;
+    let inferMs = 0;
+    // Two images in flight: decoding one overlaps inference of the other, as in the server.
+    const workers = Array.from({ length: 2 }, async () => {
+      while (next < dataset.images.length) {
+        const index = next++;
+        const item = dataset.images[index]!;
+        const outcome = await detect(model, await readFile(item.path), {
+          conf,
+          iou,
+          maxDetections: 300,
+          maxPixels: config.max_image_pixels,
+        });
+        inferMs += outcome.timings_ms.infer;
+        const { width, height } = outcome.image;
+        evaluations[index] = {
+          truths: item.labels
+            .map((l) => ({ classId: classMap[l.classId] ?? -1, x1: (l.cx - l.w / 2) * width, y1: (l.cy - l.h / 2) * height, x2: (l.cx + l.w / 2) * width, y2: (l.cy + l.h / 2) * height }))
+            .filter((t) => t.classId >= 0),
+          predictions: outcome.detections.map((d) => ({ ...d.box, score: d.score, classId: d.class_id })),
+        };
+      }
+    });
+    await Promise.all(workers);
+    const seconds = (performance.now() - started) / 1000;
+    const metrics = evaluateDetections(evaluations, labels, model.manifest.conf);
+
+    const lines = [
+      `model ${model.name}:${model.version}  data ${resolve(dataDir)}  images ${metrics.images}  (${(metrics.images / seconds).toFixed(1)} img/s, infer ${(inferMs / metrics.images).toFixed(1)} ms/img)`,
+      `${'class'.padEnd(14)}${'instances'.padStart(10)}${'P'.padStart(8)}${'R'.padStart(8)}${'AP50'.padStart(8)}${'AP50-95'.padStart(8)}`,
+      ...metrics.classes.map((c) => `${c.label.padEnd(14)}${String(c.instances).padStart(10)}${pct(c.precision)}${pct(c.recall)}${pct(c.ap50)}${pct(c.ap50_95)}`),
+      `${'all'.padEnd(14)}${String(metrics.classes.reduce((n, c) => n + c.instances, 0)).padStart(10)}${pct(metrics.mean.precision)}${pct(metrics.mean.recall)}${pct(metrics.mean.map50)}${pct(metrics.mean.map50_95)}`,
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+    const jsonPath = (extra.json as string | undefined) ?? `eval-${model.name}-${model.version}.json`;
+    const report = {
+      model: { name: model.name, version: model.version },
+      data: resolve(dataDir),
+      settings: { conf, iou, operating_conf: model.manifest.conf, iou_thresholds: '0.50:0.05:0.95', interpolation: 'coco-101' },
+      ...metrics,
+      seconds,
+    };
+    await writeFile(jsonPath, JSON.stringify(report, null, 2) + '\n');
+    process.stdout.write(`wrote ${jsonPath}\n`);
+    return 0;
+  } finally {
+    await models.close();
+  }
+}
