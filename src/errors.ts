@@ -23,6 +23,9 @@ export const Errors = {
   MODEL_NOT_READY: createError('MODEL_NOT_READY', 'Model %s is %s', 503),
   NO_DEFAULT_MODEL: createError('NO_DEFAULT_MODEL', 'No model named in the request and no default model: %s', 400),
   INFERENCE_FAILED: createError('INFERENCE_FAILED', 'Inference failed: %s', 500),
+  // admission
+  OVERLOADED: createError('OVERLOADED', 'The server is overloaded: %s', 503),
+  DEADLINE_EXCEEDED: createError('DEADLINE_EXCEEDED', 'The request deadline passed %s', 504),
   // server
   SHUTTING_DOWN: createError('SHUTTING_DOWN', 'The server is shutting down', 503),
   INTERNAL_ERROR: createError('INTERNAL_ERROR', 'Internal error', 500),
@@ -33,4 +36,4 @@ export type ErrorCode = keyof typeof Errors;
 export const ERROR_CODES = Object.keys(Errors) as ErrorCode[];
 
 /** Errors after which a client may simply try again later. */
-export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN']);
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN', 'OVERLOADED']);

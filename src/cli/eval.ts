@@ -4,6 +4,7 @@ import { parseCommand } from './config-args.js';
 import { ConfigError } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { ModelRepository } from '../inference/repository.js';
+import { repositoryOptions } from '../inference/from-config.js';
 import { detect } from '../inference/detector.js';
 import { readDataset } from '../eval/dataset.js';
 import { evaluateDetections, type ImageEvaluation } from '../eval/metrics.js';
@@ -63,14 +64,12 @@ export async function runEval(argv: string[]): Promise<number> {
   }
   const [name, version] = ref.split(':', 2);
   const logger = createLogger(config.log_level === 'info' ? 'warn' : config.log_level);
-  const models = new ModelRepository({
-    dir: config.models_dir,
-    defaultModel: '',
-    runner: { intraOpThreads: config.intra_op_threads, interOpThreads: config.inter_op_threads },
-    warmupRuns: config.warmup_runs,
-    logger,
-    include: (n, v) => n === name && (version === undefined || v === version),
-  });
+  const models = new ModelRepository(
+    repositoryOptions(config, logger, {
+      defaultModel: '',
+      include: (n, v) => n === name && (version === undefined || v === version),
+    }),
+  );
   try {
     await models.loadAll();
     let model;

@@ -34,17 +34,57 @@ export const ConfigSchema = Type.Object(
       minimum: 1,
       description: 'Upper bound for the per-request `max_det` override.',
     }),
+    instances: Type.Integer({
+      default: 0,
+      minimum: 0,
+      maximum: 64,
+      description: 'Model instances (worker threads with a session each) per model; 0: cores ÷ intra-op threads.',
+    }),
     intra_op_threads: Type.Integer({
       default: 0,
       minimum: 0,
       maximum: 256,
-      description: 'ONNX Runtime intra-op threads per model instance (0: one per core).',
+      description: 'ONNX Runtime intra-op threads per instance; 0: cores ÷ instances (1 when both are 0).',
     }),
     inter_op_threads: Type.Integer({
       default: 1,
       minimum: 1,
       maximum: 256,
       description: 'ONNX Runtime inter-op threads per model instance.',
+    }),
+    max_batch_size: Type.Integer({
+      default: 4,
+      minimum: 1,
+      maximum: 256,
+      description: 'Largest batch per inference (a model with a fixed batch axis runs at its size).',
+    }),
+    max_queue_delay_ms: Type.Number({
+      default: 2,
+      minimum: 0,
+      maximum: 1000,
+      description: 'Longest wait for a batch to fill while more requests are being decoded.',
+    }),
+    max_queue: Type.Integer({
+      default: 0,
+      minimum: 0,
+      maximum: 100_000,
+      description: 'Requests admitted per model (queued or decoding) before new ones get 503 OVERLOADED; 0: 8 × instances.',
+    }),
+    request_timeout_ms: Type.Integer({
+      default: 30_000,
+      minimum: 1,
+      maximum: 3_600_000,
+      description: 'Deadline of a request without X-Request-Timeout-Ms; past it the request gets 504 DEADLINE_EXCEEDED.',
+    }),
+    max_event_loop_delay_ms: Type.Integer({
+      default: 1000,
+      minimum: 0,
+      description: 'Event-loop delay above which inference requests get 503 OVERLOADED (0: off).',
+    }),
+    max_rss_bytes: Type.Integer({
+      default: 0,
+      minimum: 0,
+      description: 'Resident memory above which inference requests get 503 OVERLOADED; 0: 75% of the machine\'s memory.',
     }),
     warmup_runs: Type.Integer({
       default: 1,

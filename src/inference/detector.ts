@@ -5,6 +5,7 @@ import { unletterboxBox, type Box, type Letterbox } from './letterbox.js';
 import { DECODERS, NMS_IN_MODEL } from './postprocess/decoders.js';
 import { nonMaxSuppression } from './postprocess/nms.js';
 import type { ReadyModel } from './repository.js';
+import type { Priority } from './batcher.js';
 
 export interface Detection {
   label: string;
@@ -25,6 +26,9 @@ export interface DetectOptions {
   maxDetections?: number;
   agnostic?: boolean;
   maxPixels: number;
+  priority?: Priority;
+  /** Absolute deadline in performance.now() milliseconds. */
+  deadline?: number;
 }
 
 export interface DetectionOutcome {
@@ -78,30 +82,34 @@ export function verdictOf(model: ReadyModel, detections: readonly Detection[]): 
   return detections.some((d) => rule[d.label] !== undefined && d.score >= rule[d.label]!) ? 'ng' : 'ok';
 }
 
-/** The whole single-image path: decode + letterbox, inference, decode + NMS, verdict. */
+/**
+ * The whole single-image path: admission (before any decoding), decode +
+ * letterbox, the model's batcher, decode + NMS, verdict.
+ */
 export async function detect(model: ReadyModel, bytes: Buffer, options: DetectOptions): Promise<DetectionOutcome> {
   const t0 = performance.now();
-  const prepared = await prepareImage(bytes, {
-    inputWidth: model.inputWidth,
-    inputHeight: model.inputHeight,
-    maxPixels: options.maxPixels,
-  });
-  const t1 = performance.now();
-  let run;
+  if (bytes.length === 0) throw new Errors.EMPTY_BODY();
+  const admission = model.batcher.admit(options.priority ?? 'normal', options.deadline);
+  let prepared;
   try {
-    run = await model.runner.run([prepared.pixels], model.inputWidth, model.inputHeight);
+    prepared = await prepareImage(bytes, {
+      inputWidth: model.inputWidth,
+      inputHeight: model.inputHeight,
+      maxPixels: options.maxPixels,
+    });
   } catch (err) {
-    throw new Errors.INFERENCE_FAILED((err as Error).message);
+    admission.release();
+    throw err;
   }
+  const t1 = performance.now();
+  const run = await admission.submit(prepared.pixels);
   const t2 = performance.now();
-  const detections = postprocess(model, run.output, run.dims, 0, prepared.letterbox, options);
+  const detections = postprocess(model, run.output, run.dims, run.index, prepared.letterbox, options);
   const verdict = verdictOf(model, detections);
   const t3 = performance.now();
-  const decode = t1 - t0;
-  const queue = Math.max(0, t2 - t1 - run.preprocessMs - run.inferMs);
   const timings: StageTimings = {
-    queue: round(queue, 3),
-    decode: round(decode, 3),
+    queue: round(run.queueMs, 3),
+    decode: round(t1 - t0, 3),
     preprocess: round(run.preprocessMs, 3),
     infer: round(run.inferMs, 3),
     postprocess: round(t3 - t2, 3),

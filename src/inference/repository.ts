@@ -7,6 +7,7 @@ import { resolveFormat } from './postprocess/decoders.js';
 import { LETTERBOX_PAD_VALUE } from './letterbox.js';
 import type { ModelRunner, RunnerOptions } from './runner.js';
 import { OnnxRunner } from './onnx-runner.js';
+import { Batcher, type BatcherOptions } from './batcher.js';
 
 export type ModelState = 'LOADING' | 'READY' | 'FAILED';
 
@@ -25,17 +26,34 @@ export interface ModelEntry {
   formatDetected?: boolean;
   inputWidth?: number;
   inputHeight?: number;
-  runner?: ModelRunner;
+  /** One per instance, each in its own worker thread. */
+  runners?: ModelRunner[];
+  batcher?: Batcher;
 }
 
 /** A READY entry, with everything inference needs filled in. */
-export type ReadyModel = ModelEntry & Required<Pick<ModelEntry, 'manifest' | 'format' | 'inputWidth' | 'inputHeight' | 'runner'>>;
+export type ReadyModel = ModelEntry & Required<Pick<ModelEntry, 'manifest' | 'format' | 'inputWidth' | 'inputHeight' | 'runners' | 'batcher'>>;
+
+/** Batching settings shared by every model; callbacks receive the model they concern. */
+export interface BatchingOptions {
+  maxBatch: number;
+  maxDelayMs: number;
+  /** Admitted requests per model; 0 means 8 × instances. */
+  maxQueue: number;
+  onBatch?: (entry: ModelEntry, size: number) => void;
+  onExpired?: (entry: ModelEntry) => void;
+  onShed?: (entry: ModelEntry, reason: 'queue_full' | 'displaced') => void;
+  onDepthChange?: (entry: ModelEntry, depth: number) => void;
+}
 
 export interface RepositoryOptions {
   dir: string;
   /** `name` or `name:version`; empty picks the only model. */
   defaultModel: string;
   runner: RunnerOptions;
+  /** Model instances per model version. */
+  instances: number;
+  batching: BatchingOptions;
   warmupRuns: number;
   logger: Logger;
   onStateChange?: (entry: ModelEntry) => void;
@@ -110,30 +128,62 @@ export class ModelRepository {
     const id = `${entry.name}:${entry.version}`;
     logger.info({ event: 'model_loading', model: entry.name, version: entry.version }, `loading model ${id}`);
     this.options.onStateChange?.(entry);
-    let runner: ModelRunner | undefined;
+    const runners: ModelRunner[] = [];
     try {
       const manifest = await readModelManifest(join(entry.dir, 'model.json'));
       const create = this.options.createRunner ?? ((path, opts) => OnnxRunner.create(path, opts));
-      runner = await create(join(entry.dir, 'model.onnx'), {
-        ...this.options.runner,
-        ...(manifest.input?.name ? { inputName: manifest.input.name } : {}),
-      });
-      const [width, height] = inputSize(manifest, runner.info.inputShape);
+      const runnerOptions = { ...this.options.runner, ...(manifest.input?.name ? { inputName: manifest.input.name } : {}) };
+      for (let i = 0; i < Math.max(1, this.options.instances); i++) {
+        runners.push(await create(join(entry.dir, 'model.onnx'), runnerOptions));
+      }
+      const first = runners[0]!;
+      const [width, height] = inputSize(manifest, first.info.inputShape);
+      // A static batch axis (e.g. an export with batch=4) must always get that many images.
+      const batchAxis = first.info.inputShape[0];
+      const fixedBatch = typeof batchAxis === 'number' && batchAxis > 0 ? batchAxis : undefined;
       // Warm-up doubles as a check: the output shape must fit a known format.
       const grey = new Uint8Array(width * height * 3).fill(LETTERBOX_PAD_VALUE);
+      const warmBatch = Array.from({ length: fixedBatch ?? 1 }, () => grey);
       let dims: number[] = [];
-      for (let i = 0; i < Math.max(1, this.options.warmupRuns); i++) {
-        ({ dims } = await runner.run([grey], width, height));
+      for (const runner of runners) {
+        for (let i = 0; i < Math.max(1, this.options.warmupRuns); i++) {
+          ({ dims } = await runner.run(warmBatch, width, height));
+        }
       }
-      const { format, detected } = resolveFormat(manifest.format, dims, manifest.labels.length);
-      Object.assign(entry, { manifest, format, formatDetected: detected, inputWidth: width, inputHeight: height, runner });
+      const { format, detected } = resolveFormat(manifest.format, [1, ...dims.slice(1)], manifest.labels.length);
+      const { batching } = this.options;
+      const batcherOptions: BatcherOptions = {
+        width,
+        height,
+        maxBatch: fixedBatch ?? batching.maxBatch,
+        ...(fixedBatch ? { fixedBatch } : {}),
+        maxDelayMs: batching.maxDelayMs,
+        maxQueue: batching.maxQueue > 0 ? batching.maxQueue : 8 * runners.length,
+        onBatch: (size) => batching.onBatch?.(entry, size),
+        onExpired: () => batching.onExpired?.(entry),
+        onShed: (reason) => batching.onShed?.(entry, reason),
+        onDepthChange: (depth) => batching.onDepthChange?.(entry, depth),
+      };
+      const batcher = new Batcher(runners, batcherOptions);
+      Object.assign(entry, { manifest, format, formatDetected: detected, inputWidth: width, inputHeight: height, runners, batcher });
       this.setState(entry, 'READY');
       logger.info(
-        { event: 'model_ready', model: entry.name, version: entry.version, format, format_detected: detected, input: `${width}x${height}`, output_shape: dims },
-        `model ${id} READY (${format}${detected ? ', detected from output shape' : ''}, input ${width}x${height})`,
+        {
+          event: 'model_ready',
+          model: entry.name,
+          version: entry.version,
+          format,
+          format_detected: detected,
+          input: `${width}x${height}`,
+          output_shape: dims,
+          instances: runners.length,
+          max_batch: batcherOptions.maxBatch,
+          max_queue: batcherOptions.maxQueue,
+        },
+        `model ${id} READY (${format}${detected ? ', detected from output shape' : ''}, input ${width}x${height}, ${runners.length} instance(s))`,
       );
     } catch (err) {
-      await runner?.close().catch(() => undefined);
+      await Promise.all(runners.map((r) => r.close().catch(() => undefined)));
       const reason = (err as Error).message;
       this.setState(entry, 'FAILED', reason);
       logger.error({ event: 'model_failed', model: entry.name, version: entry.version, reason }, `model ${id} FAILED: ${reason}`);
@@ -184,7 +234,8 @@ export class ModelRepository {
 
   async close(): Promise<void> {
     await this.loading?.catch(() => undefined);
-    await Promise.all(this.entries.map((e) => e.runner?.close()));
+    for (const e of this.entries) e.batcher?.close();
+    await Promise.all(this.entries.flatMap((e) => (e.runners ?? []).map((r) => r.close())));
   }
 }
 

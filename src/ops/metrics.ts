@@ -38,6 +38,25 @@ export function createMetrics() {
       labelNames: ['line', 'verdict'] as const,
       registers,
     }),
+    batchSize: new Histogram({
+      name: 'sightline_batch_size',
+      help: 'Requests per inference batch.',
+      labelNames: ['model'] as const,
+      buckets: [1, 2, 4, 8, 16, 32, 64],
+      registers,
+    }),
+    queueDepth: new Gauge({
+      name: 'sightline_queue_depth',
+      help: 'Requests admitted and not yet running (queued or decoding), per queue.',
+      labelNames: ['queue'] as const,
+      registers,
+    }),
+    rejected: new Counter({
+      name: 'sightline_rejected_total',
+      help: 'Requests refused or dropped by admission control, by reason.',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
     modelReady: new Gauge({
       name: 'sightline_model_ready',
       help: '1 when the model version is READY, else 0.',

@@ -4,7 +4,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../log.js';
 import { createMetrics, type Metrics } from '../ops/metrics.js';
-import { ModelRepository, type RepositoryOptions } from '../inference/repository.js';
+import { ModelRepository, type ModelEntry, type RepositoryOptions } from '../inference/repository.js';
+import { repositoryOptions } from '../inference/from-config.js';
 import { installErrorHandler } from './error-handler.js';
 import { requestIdFor } from './request-id.js';
 import { detectRoutes } from './routes/detect.js';
@@ -52,16 +53,20 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   const metrics = createMetrics();
-  const models = new ModelRepository({
-    dir: config.models_dir,
-    defaultModel: config.default_model,
-    runner: { intraOpThreads: config.intra_op_threads, interOpThreads: config.inter_op_threads },
-    warmupRuns: config.warmup_runs,
-    logger,
-    createRunner: options.createRunner,
-    onStateChange: (entry) =>
-      metrics.modelReady.set({ model: entry.name, version: entry.version }, entry.state === 'READY' ? 1 : 0),
-  });
+  const queueLabel = (entry: ModelEntry) => ({ queue: `infer:${entry.name}:${entry.version}` });
+  const models = new ModelRepository(
+    repositoryOptions(config, logger, {
+      createRunner: options.createRunner,
+      onStateChange: (entry) =>
+        metrics.modelReady.set({ model: entry.name, version: entry.version }, entry.state === 'READY' ? 1 : 0),
+      batching: {
+        onBatch: (entry, size) => metrics.batchSize.observe({ model: entry.name }, size),
+        onExpired: () => metrics.rejected.inc({ reason: 'deadline_exceeded' }),
+        onShed: (_entry, reason) => metrics.rejected.inc({ reason }),
+        onDepthChange: (entry, depth) => metrics.queueDepth.set(queueLabel(entry), depth),
+      },
+    }),
+  );
   app.decorate('sightline', { config, models, metrics });
 
   installErrorHandler(app, config.body_limit_bytes);

@@ -1,7 +1,11 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { Errors } from '../../errors.js';
+import { performance } from 'node:perf_hooks';
+import underPressure from '@fastify/under-pressure';
+import { totalmem } from 'node:os';
 import { detect, STAGES } from '../../inference/detector.js';
+import { PRIORITIES } from '../../inference/batcher.js';
 
 export const LINE_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 export const MODEL_REF_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$';
@@ -16,11 +20,19 @@ export function detectQuerySchema(maxDetectionsLimit: number) {
       iou: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
       max_det: Type.Optional(Type.Integer({ minimum: 1, maximum: maxDetectionsLimit })),
       agnostic: Type.Optional(Type.Boolean()),
+      priority: Type.Optional(Type.Union(PRIORITIES.map((p) => Type.Literal(p)))),
     },
     { additionalProperties: false },
   );
 }
 type DetectQuery = Static<ReturnType<typeof detectQuerySchema>>;
+
+export const MAX_REQUEST_TIMEOUT_MS = 3_600_000;
+/** Headers are open (clients send many); only the deadline header is checked. */
+export const DetectHeadersSchema = Type.Object({
+  'x-request-timeout-ms': Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_REQUEST_TIMEOUT_MS })),
+});
+type DetectHeaders = Static<typeof DetectHeadersSchema>;
 
 /** The image bytes of a raw-body or multipart (`image` field) request. */
 async function readImage(request: FastifyRequest): Promise<Buffer> {
@@ -45,11 +57,24 @@ async function readImage(request: FastifyRequest): Promise<Buffer> {
 export async function detectRoutes(app: FastifyInstance): Promise<void> {
   const { config, models, metrics } = app.sightline;
 
-  app.post<{ Querystring: DetectQuery }>(
+  // Scoped to the inference routes: /livez, /readyz and /metrics keep answering under pressure.
+  await app.register(underPressure, {
+    maxEventLoopDelay: config.max_event_loop_delay_ms,
+    maxRssBytes: config.max_rss_bytes > 0 ? config.max_rss_bytes : Math.floor(totalmem() * 0.75),
+    pressureHandler: async (_request, _reply, type) => {
+      metrics.rejected.inc({ reason: type === 'eventLoopDelay' ? 'event_loop_delay' : 'memory' });
+      throw new Errors.OVERLOADED(type === 'eventLoopDelay' ? 'event-loop delay over the limit' : 'memory over the limit');
+    },
+  });
+
+  app.post<{ Querystring: DetectQuery; Headers: DetectHeaders }>(
     '/v1/detect',
-    { schema: { querystring: detectQuerySchema(config.max_detections_limit) } },
-    async (request) => {
+    { schema: { querystring: detectQuerySchema(config.max_detections_limit), headers: DetectHeadersSchema } },
+    async (request, reply) => {
       const query = request.query;
+      // The deadline runs from the request's arrival, not from the end of its upload.
+      const timeoutMs = request.headers['x-request-timeout-ms'] ?? config.request_timeout_ms;
+      const deadline = performance.now() - reply.elapsedTime + timeoutMs;
       const line = query.line ?? DEFAULT_LINE;
       request.line = line;
       const image = await readImage(request);
@@ -60,6 +85,8 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
         maxDetections: query.max_det,
         agnostic: query.agnostic,
         maxPixels: config.max_image_pixels,
+        priority: query.priority,
+        deadline,
       });
       for (const stage of STAGES) {
         metrics.stageDuration.observe({ model: model.name, stage }, outcome.timings_ms[stage] / 1000);

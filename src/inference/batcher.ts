@@ -1,0 +1,265 @@
+import { performance } from 'node:perf_hooks';
+import { Errors } from '../errors.js';
+import type { ModelRunner } from './runner.js';
+
+export const PRIORITIES = ['high', 'normal', 'low'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
+export interface BatcherOptions {
+  width: number;
+  height: number;
+  /** Largest batch handed to one instance. */
+  maxBatch: number;
+  /** A model with a fixed batch axis runs at exactly this size (padded with grey images). */
+  fixedBatch?: number;
+  /** How long the oldest request may wait for a batch to fill while more are on their way. */
+  maxDelayMs: number;
+  /** Admitted requests (queued or still decoding) before new ones are refused. */
+  maxQueue: number;
+  onBatch?: (size: number) => void;
+  onExpired?: () => void;
+  /** A request refused because the queue was full, or displaced by a higher priority. */
+  onShed?: (reason: 'queue_full' | 'displaced') => void;
+  onDepthChange?: (depth: number) => void;
+}
+
+export interface BatchedOutput {
+  output: Float32Array;
+  dims: number[];
+  /** This request's index in the batch output. */
+  index: number;
+  batchSize: number;
+  queueMs: number;
+  preprocessMs: number;
+  inferMs: number;
+}
+
+interface Queued {
+  pixels: Uint8Array;
+  priority: Priority;
+  enqueuedAt: number;
+  deadline: number;
+  timer: NodeJS.Timeout | undefined;
+  resolve: (out: BatchedOutput) => void;
+  reject: (err: Error) => void;
+}
+
+/** A place in the queue, taken before the image is decoded so that overload costs no decode. */
+export interface Admission {
+  /** Queues the decoded image; rejects with DEADLINE_EXCEEDED if the admission's deadline passes first. */
+  submit(pixels: Uint8Array): Promise<BatchedOutput>;
+  /** Gives the place back when the request fails before reaching the queue. */
+  release(): void;
+}
+
+const PAD_VALUE = 114;
+
+/**
+ * Per-model dynamic batcher in front of N model instances (Triton-style): one lane
+ * per priority, a bounded admission count, deadlines enforced while queued and
+ * again just before inference, and batches of up to maxBatch. It waits up to
+ * maxDelayMs for a batch to fill only while admitted requests are still being
+ * decoded, so a lone request is never delayed for company that is not coming.
+ */
+export class Batcher {
+  private readonly lanes: Record<Priority, Queued[]> = { high: [], normal: [], low: [] };
+  private readonly idle: ModelRunner[];
+  /** Admitted requests that have not reached the queue yet (decoding). */
+  private decoding = 0;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    runners: ModelRunner[],
+    private readonly options: BatcherOptions,
+  ) {
+    this.idle = [...runners];
+  }
+
+  get queued(): number {
+    return this.lanes.high.length + this.lanes.normal.length + this.lanes.low.length;
+  }
+
+  /** Queued plus decoding: what the queue bound counts. */
+  get depth(): number {
+    return this.queued + this.decoding;
+  }
+
+  private get batchLimit(): number {
+    return this.options.fixedBatch ?? this.options.maxBatch;
+  }
+
+  /**
+   * Takes a place for a request of this priority, or throws OVERLOADED. When the
+   * queue is full, a higher-priority request evicts the newest queued request of
+   * the lowest priority below its own, so high is never stuck behind low.
+   * `deadline` is in performance.now() milliseconds.
+   */
+  admit(priority: Priority, deadline = Infinity): Admission {
+    if (this.closed) throw new Errors.SHUTTING_DOWN();
+    if (this.depth >= this.options.maxQueue && !this.evictBelow(priority)) {
+      this.options.onShed?.('queue_full');
+      throw new Errors.OVERLOADED(`the inference queue is full (${this.options.maxQueue})`);
+    }
+    this.decoding++;
+    this.changed();
+    let done = false;
+    const release = () => {
+      if (done) return;
+      done = true;
+      this.decoding--;
+      this.changed();
+    };
+    return {
+      release,
+      submit: (pixels) => {
+        release();
+        return this.enqueue(pixels, priority, deadline);
+      },
+    };
+  }
+
+  /** Queues decoded pixels; rejects with DEADLINE_EXCEEDED if the deadline (performance.now() ms) passes first. */
+  enqueue(pixels: Uint8Array, priority: Priority, deadline = Infinity): Promise<BatchedOutput> {
+    if (this.closed) return Promise.reject(new Errors.SHUTTING_DOWN());
+    return new Promise<BatchedOutput>((resolve, reject) => {
+      const item: Queued = { pixels, priority, enqueuedAt: performance.now(), deadline, timer: undefined, resolve, reject };
+      const remaining = deadline - item.enqueuedAt;
+      if (remaining <= 0) {
+        this.options.onExpired?.();
+        reject(new Errors.DEADLINE_EXCEEDED('before inference'));
+        return;
+      }
+      if (Number.isFinite(remaining)) {
+        item.timer = setTimeout(() => this.expire(item), remaining);
+        item.timer.unref();
+      }
+      this.lanes[priority].push(item);
+      this.changed();
+      this.pump();
+    });
+  }
+
+  private evictBelow(priority: Priority): boolean {
+    for (let p = PRIORITIES.length - 1; p > PRIORITIES.indexOf(priority); p--) {
+      const lane = this.lanes[PRIORITIES[p]!];
+      const victim = lane.pop();
+      if (victim) {
+        if (victim.timer) clearTimeout(victim.timer);
+        this.options.onShed?.('displaced');
+        victim.reject(new Errors.OVERLOADED(`displaced by a ${priority}-priority request`));
+        this.changed();
+        return true;
+      }
+    }
+    return false;
+  }
+
+  private expire(item: Queued): void {
+    const lane = this.lanes[item.priority];
+    const at = lane.indexOf(item);
+    if (at < 0) return;
+    lane.splice(at, 1);
+    this.options.onExpired?.();
+    item.reject(new Errors.DEADLINE_EXCEEDED('while queued'));
+    this.changed();
+  }
+
+  private changed(): void {
+    this.options.onDepthChange?.(this.depth);
+  }
+
+  private oldestWait(now: number): number {
+    let oldest = now;
+    for (const p of PRIORITIES) {
+      const head = this.lanes[p][0];
+      if (head && head.enqueuedAt < oldest) oldest = head.enqueuedAt;
+    }
+    return now - oldest;
+  }
+
+  private pump(): void {
+    while (this.idle.length > 0 && this.queued > 0) {
+      const now = performance.now();
+      if (this.queued < this.batchLimit && this.decoding > 0 && this.options.maxDelayMs > 0) {
+        const wait = this.options.maxDelayMs - this.oldestWait(now);
+        if (wait > 0) {
+          if (!this.flushTimer) {
+            this.flushTimer = setTimeout(() => {
+              this.flushTimer = undefined;
+              this.pump();
+            }, wait);
+            this.flushTimer.unref();
+          }
+          return;
+        }
+      }
+      const batch = this.take(now);
+      if (batch.length === 0) continue;
+      void this.dispatch(this.idle.pop()!, batch, now);
+    }
+  }
+
+  /** Up to batchLimit live requests, high priority first; expired ones are answered, never run. */
+  private take(now: number): Queued[] {
+    const batch: Queued[] = [];
+    for (const p of PRIORITIES) {
+      const lane = this.lanes[p];
+      while (lane.length > 0 && batch.length < this.batchLimit) {
+        const item = lane.shift()!;
+        if (item.timer) clearTimeout(item.timer);
+        if (item.deadline <= now) {
+          this.options.onExpired?.();
+          item.reject(new Errors.DEADLINE_EXCEEDED('before inference'));
+          continue;
+        }
+        batch.push(item);
+      }
+    }
+    this.changed();
+    return batch;
+  }
+
+  private async dispatch(runner: ModelRunner, batch: Queued[], now: number): Promise<void> {
+    const images = batch.map((b) => b.pixels);
+    const fixed = this.options.fixedBatch;
+    if (fixed && images.length < fixed) {
+      const grey = new Uint8Array(this.options.width * this.options.height * 3).fill(PAD_VALUE);
+      while (images.length < fixed) images.push(grey);
+    }
+    this.options.onBatch?.(batch.length);
+    try {
+      const out = await runner.run(images, this.options.width, this.options.height);
+      batch.forEach((item, index) =>
+        item.resolve({
+          output: out.output,
+          dims: out.dims,
+          index,
+          batchSize: batch.length,
+          queueMs: now - item.enqueuedAt,
+          preprocessMs: out.preprocessMs,
+          inferMs: out.inferMs,
+        }),
+      );
+    } catch (err) {
+      const failure = new Errors.INFERENCE_FAILED((err as Error).message);
+      for (const item of batch) item.reject(failure);
+    } finally {
+      this.idle.push(runner);
+      this.pump();
+    }
+  }
+
+  /** Refuses new work and answers everything still queued. */
+  close(): void {
+    this.closed = true;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    for (const p of PRIORITIES) {
+      for (const item of this.lanes[p].splice(0)) {
+        if (item.timer) clearTimeout(item.timer);
+        item.reject(new Errors.SHUTTING_DOWN());
+      }
+    }
+    this.changed();
+  }
+}

@@ -1,0 +1,157 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Batcher, type BatcherOptions } from '../src/inference/batcher.js';
+import type { ModelRunner, RunOutput } from '../src/inference/runner.js';
+
+/**
+ * A ModelRunner whose runs finish when the test says so. Each image is 1×1 and its
+ * output is its own pixel value, so every caller can check it got its own row.
+ */
+class HeldRunner implements ModelRunner {
+  readonly info = { inputName: 'images', outputName: 'output0', inputShape: ['batch', 3, 1, 1], outputShape: ['batch', 1] };
+  readonly batches: number[][] = [];
+  private releases: (() => void)[] = [];
+  run(images: Uint8Array[]): Promise<RunOutput> {
+    const values = images.map((img) => img[0]!);
+    this.batches.push(values);
+    return new Promise((resolve) => {
+      this.releases.push(() => resolve({ output: Float32Array.from(values), dims: [values.length, 1], preprocessMs: 0, inferMs: 0 }));
+    });
+  }
+  releaseOne(): void {
+    this.releases.shift()?.();
+  }
+  async close(): Promise<void> {}
+}
+
+const pixel = (v: number) => Uint8Array.of(v, v, v);
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
+function batcher(runner: ModelRunner, options: Partial<BatcherOptions> = {}) {
+  return new Batcher([runner], { width: 1, height: 1, maxBatch: 4, maxDelayMs: 0, maxQueue: 100, ...options });
+}
+
+test('batches are assembled up to the max and every caller gets its own row', async () => {
+  const runner = new HeldRunner();
+  const b = batcher(runner, { maxBatch: 4 });
+  const first = b.enqueue(pixel(1), 'normal');
+  await tick();
+  const rest = [2, 3, 4, 5, 6, 7].map((v) => b.enqueue(pixel(v), 'normal'));
+  runner.releaseOne();
+  await tick();
+  runner.releaseOne();
+  await tick();
+  runner.releaseOne();
+  const results = await Promise.all([first, ...rest]);
+  assert.deepEqual(runner.batches, [[1], [2, 3, 4, 5], [6, 7]]);
+  results.forEach((r, i) => assert.equal(r.output[r.index], i + 1));
+  assert.deepEqual(results.map((r) => r.batchSize), [1, 4, 4, 4, 4, 2, 2]);
+});
+
+test('a partial batch waits for requests still decoding, and is flushed at the max delay', async () => {
+  const runner = new HeldRunner();
+  const b = batcher(runner, { maxBatch: 8, maxDelayMs: 40 });
+  const decoding = b.admit('normal'); // admitted, still "decoding": worth waiting for
+  const started = performance.now();
+  const queued = [b.enqueue(pixel(1), 'normal'), b.enqueue(pixel(2), 'normal')];
+  await tick(10);
+  assert.equal(runner.batches.length, 0, 'dispatched before the delay');
+  await tick(60);
+  assert.deepEqual(runner.batches, [[1, 2]]);
+  runner.releaseOne();
+  await Promise.all(queued);
+  assert.ok(performance.now() - started >= 35);
+  decoding.release();
+});
+
+test('nobody else coming: a lone request is dispatched at once', async () => {
+  const runner = new HeldRunner();
+  const b = batcher(runner, { maxBatch: 8, maxDelayMs: 1000 });
+  const one = b.enqueue(pixel(9), 'normal');
+  await tick();
+  assert.deepEqual(runner.batches, [[9]]);
+  runner.releaseOne();
+  await one;
+});
+
+test('priority order: high, then normal, then low', async () => {
+  const runner = new HeldRunner();
+  const b = batcher(runner, { maxBatch: 1 });
+  const busy = b.enqueue(pixel(0), 'normal');
+  await tick();
+  const waiting = [b.enqueue(pixel(3), 'low'), b.enqueue(pixel(2), 'normal'), b.enqueue(pixel(1), 'high'), b.enqueue(pixel(4), 'low')];
+  for (let i = 0; i < 5; i++) {
+    runner.releaseOne();
+    await tick();
+  }
+  await Promise.all([busy, ...waiting]);
+  assert.deepEqual(runner.batches, [[0], [1], [2], [3], [4]]);
+});
+
+test('expired requests are answered DEADLINE_EXCEEDED and never reach the model', async () => {
+  const runner = new HeldRunner();
+  let expired = 0;
+  const b = batcher(runner, { maxBatch: 1, onExpired: () => expired++ });
+  const busy = b.enqueue(pixel(0), 'normal');
+  await tick();
+  const late = b.enqueue(pixel(7), 'normal', performance.now() + 20).catch((err: unknown) => err);
+  const onTime = b.enqueue(pixel(8), 'normal', performance.now() + 10_000);
+  await tick(40); // the batcher's deadline timers are unref'd: keep the loop alive meanwhile
+  const lateError = (await late) as { code: string; statusCode: number };
+  assert.equal(lateError.code, 'DEADLINE_EXCEEDED');
+  assert.equal(lateError.statusCode, 504);
+  runner.releaseOne();
+  await tick();
+  runner.releaseOne();
+  await Promise.all([busy, onTime]);
+  assert.deepEqual(runner.batches, [[0], [8]]);
+  assert.equal(expired, 1);
+  await assert.rejects(b.enqueue(pixel(1), 'normal', performance.now() - 1), /deadline/);
+});
+
+test('a full queue rejects with OVERLOADED; a higher priority displaces the newest lower one', async () => {
+  const runner = new HeldRunner();
+  const shed: string[] = [];
+  const b = batcher(runner, { maxBatch: 1, maxQueue: 3, onShed: (r) => shed.push(r) });
+  const busy = b.enqueue(pixel(0), 'normal');
+  await tick();
+  const lowOld = b.admit('low').submit(pixel(1)).catch((err: { code: string }) => err.code);
+  const normal = b.admit('normal').submit(pixel(2));
+  const lowNew = b.admit('low').submit(pixel(3)).catch((err: { code: string }) => err.code);
+  assert.equal(b.depth, 3);
+  // Nothing ranks below low: refused.
+  assert.throws(() => b.admit('low'), (err: { code: string; statusCode: number }) => err.code === 'OVERLOADED' && err.statusCode === 503);
+  const normal2 = b.admit('normal').submit(pixel(4)); // displaces the newest low (3)
+  const high = b.admit('high').submit(pixel(5)); // displaces the remaining low (1)
+  assert.throws(() => b.admit('normal'), (err: { code: string }) => err.code === 'OVERLOADED');
+  assert.equal(await lowNew, 'OVERLOADED');
+  assert.equal(await lowOld, 'OVERLOADED');
+  for (let i = 0; i < 4; i++) {
+    runner.releaseOne();
+    await tick();
+  }
+  await Promise.all([busy, normal, normal2, high]);
+  assert.deepEqual(runner.batches, [[0], [5], [2], [4]]);
+  assert.deepEqual(shed, ['queue_full', 'displaced', 'displaced', 'queue_full']);
+});
+
+test('a released admission frees its place', () => {
+  const b = batcher(new HeldRunner(), { maxQueue: 1 });
+  const a = b.admit('normal');
+  assert.throws(() => b.admit('normal'));
+  a.release();
+  a.release();
+  assert.equal(b.depth, 0);
+  assert.doesNotThrow(() => b.admit('normal').release());
+});
+
+test('close answers queued requests with SHUTTING_DOWN', async () => {
+  const runner = new HeldRunner();
+  const b = batcher(runner, { maxBatch: 1 });
+  void b.enqueue(pixel(0), 'normal');
+  await tick();
+  const queued = b.enqueue(pixel(1), 'normal');
+  b.close();
+  await assert.rejects(queued, (err: { code: string }) => err.code === 'SHUTTING_DOWN');
+  assert.throws(() => b.admit('normal'), (err: { code: string }) => err.code === 'SHUTTING_DOWN');
+});
