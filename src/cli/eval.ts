@@ -1,13 +1,12 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseCommand } from './config-args.js';
 import { ConfigError } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { ModelRepository } from '../inference/repository.js';
 import { repositoryOptions } from '../inference/from-config.js';
-import { detect } from '../inference/detector.js';
 import { readDataset } from '../eval/dataset.js';
-import { evaluateDetections, type ImageEvaluation } from '../eval/metrics.js';
+import { evaluateModel } from '../eval/run.js';
 
 const HELP = `Usage: sightline eval --model NAME[:VERSION] --data DIR [options]
 
@@ -80,40 +79,10 @@ export async function runEval(argv: string[]): Promise<number> {
       return 1;
     }
     const dataset = readDataset(dataDir);
-    const labels = model.manifest.labels;
-    // Dataset classes map to model labels by name when data.yaml names them.
-    const classMap = dataset.names?.map((n) => labels.indexOf(n)) ?? labels.map((_, i) => i);
-    const evaluations: ImageEvaluation[] = new Array(dataset.images.length);
-    const started = performance.now();
-    let next = 0;
-    let inferMs = 0;
-    // Two images in flight: decoding one overlaps inference of the other, as in the server.
-    const workers = Array.from({ length: 2 }, async () => {
-      while (next < dataset.images.length) {
-        const index = next++;
-        const item = dataset.images[index]!;
-        const outcome = await detect(model, await readFile(item.path), {
-          conf,
-          iou,
-          maxDetections: 300,
-          maxPixels: config.max_image_pixels,
-        });
-        inferMs += outcome.timings_ms.infer;
-        const { width, height } = outcome.image;
-        evaluations[index] = {
-          truths: item.labels
-            .map((l) => ({ classId: classMap[l.classId] ?? -1, x1: (l.cx - l.w / 2) * width, y1: (l.cy - l.h / 2) * height, x2: (l.cx + l.w / 2) * width, y2: (l.cy + l.h / 2) * height }))
-            .filter((t) => t.classId >= 0),
-          predictions: outcome.detections.map((d) => ({ ...d.box, score: d.score, classId: d.class_id })),
-        };
-      }
-    });
-    await Promise.all(workers);
-    const seconds = (performance.now() - started) / 1000;
-    const metrics = evaluateDetections(evaluations, labels, model.manifest.conf);
+    const { metrics, seconds, inferMs } = await evaluateModel(model, dataset, { conf, iou, maxPixels: config.max_image_pixels });
 
     const lines = [
-      `model ${model.name}:${model.version}  data ${resolve(dataDir)}  images ${metrics.images}  (${(metrics.images / seconds).toFixed(1)} img/s, infer ${(inferMs / metrics.images).toFixed(1)} ms/img)`,
+      `model ${model.name}:${model.version}  data ${resolve(dataDir)}  images ${metrics.images}  (${(metrics.images / seconds).toFixed(1)} img/s, infer ${inferMs.toFixed(1)} ms/img)`,
       `${'class'.padEnd(14)}${'instances'.padStart(10)}${'P'.padStart(8)}${'R'.padStart(8)}${'AP50'.padStart(8)}${'AP50-95'.padStart(8)}`,
       ...metrics.classes.map((c) => `${c.label.padEnd(14)}${String(c.instances).padStart(10)}${pct(c.precision)}${pct(c.recall)}${pct(c.ap50)}${pct(c.ap50_95)}`),
       `${'all'.padEnd(14)}${String(metrics.classes.reduce((n, c) => n + c.instances, 0)).padStart(10)}${pct(metrics.mean.precision)}${pct(metrics.mean.recall)}${pct(metrics.mean.map50)}${pct(metrics.mean.map50_95)}`,

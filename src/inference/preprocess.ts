@@ -2,6 +2,9 @@ import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { Errors } from '../errors.js';
 import { letterboxGeometry, LETTERBOX_PAD_VALUE, type Letterbox } from './letterbox.js';
 
+// Every image is new: libvips' operation cache would only hold memory.
+sharp.cache(false);
+
 export const SUPPORTED_IMAGE_FORMATS = new Set(['jpeg', 'png', 'webp']);
 
 export interface PreparedImage {
