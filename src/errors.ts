@@ -26,6 +26,9 @@ export const Errors = {
   // admission
   OVERLOADED: createError('OVERLOADED', 'The server is overloaded: %s', 503),
   DEADLINE_EXCEEDED: createError('DEADLINE_EXCEEDED', 'The request deadline passed %s', 504),
+  // store
+  STORE_UNAVAILABLE: createError('STORE_UNAVAILABLE', 'The result store is unavailable: %s', 503),
+  RESULT_NOT_FOUND: createError('RESULT_NOT_FOUND', 'No stored result %s', 404),
   // server
   SHUTTING_DOWN: createError('SHUTTING_DOWN', 'The server is shutting down', 503),
   INTERNAL_ERROR: createError('INTERNAL_ERROR', 'Internal error', 500),
@@ -36,4 +39,4 @@ export type ErrorCode = keyof typeof Errors;
 export const ERROR_CODES = Object.keys(Errors) as ErrorCode[];
 
 /** Errors after which a client may simply try again later. */
-export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN', 'OVERLOADED']);
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN', 'OVERLOADED', 'STORE_UNAVAILABLE']);

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { buildConstantModel, writeModel } from './helpers/onnx-builder.js';
 import { INPUT, LABELS, RAW_BOXES, manifest, solidImage, tempDir, yolov8Output } from './helpers/fixtures.js';
@@ -41,7 +42,7 @@ test('SIGTERM: stops accepting, finishes the request in flight, exits 0', async 
     buildConstantModel({ output: yolov8Output(), outputShape: [4 + LABELS.length, RAW_BOXES.length + 1], inputWidth: INPUT, inputHeight: INPUT, slow: true }),
     manifest({ format: 'yolov8' }),
   );
-  const child = spawn(process.execPath, [...CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--intra-op-threads', '1'], {
+  const child = spawn(process.execPath, [...CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data'), '--intra-op-threads', '1'], {
     env: { ...process.env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -10,6 +10,19 @@ export const ConfigSchema = Type.Object(
   {
     host: Type.String({ default: '0.0.0.0', minLength: 1, description: 'Listen address.' }),
     port: Type.Integer({ default: 8080, minimum: 0, maximum: 65535, description: 'Listen port (0 picks a free one).' }),
+    data_dir: Type.String({
+      default: './data',
+      minLength: 1,
+      description: 'Where the embedded default keeps its files (the SQLite result store).',
+    }),
+    store_url: Type.String({
+      default: '',
+      description: 'Result store: `sqlite:PATH`, `sqlite::memory:` or `postgres://…`; empty: `sqlite:<data_dir>/results.db`.',
+    }),
+    store_sync_results: Type.Boolean({
+      default: true,
+      description: 'Store the results of synchronous /v1/detect requests too.',
+    }),
     models_dir: Type.String({ default: './models', minLength: 1, description: 'The model repository.' }),
     default_model: Type.String({
       default: '',

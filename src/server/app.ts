@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import multipart from '@fastify/multipart';
 import type { Logger } from 'pino';
@@ -12,11 +13,14 @@ import { detectRoutes } from './routes/detect.js';
 import { modelRoutes } from './routes/models.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
+import { resultRoutes } from './routes/results.js';
+import { createResultStore, type ResultStore } from '../store/index.js';
 
 export interface Sightline {
   config: Config;
   models: ModelRepository;
   metrics: Metrics;
+  store: ResultStore;
 }
 
 declare module 'fastify' {
@@ -31,6 +35,11 @@ export interface BuildOptions {
   createRunner?: RepositoryOptions['createRunner'];
   /** Wait until every model is READY or FAILED before returning (default: load in the background). */
   waitForModels?: boolean;
+}
+
+/** The configured result store URL; the embedded default is a SQLite file in the data dir. */
+export function storeUrl(config: Config): string {
+  return config.store_url || `sqlite:${join(config.data_dir, 'results.db')}`;
 }
 
 export const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'application/octet-stream'];
@@ -67,7 +76,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       },
     }),
   );
-  app.decorate('sightline', { config, models, metrics });
+  const store = createResultStore(storeUrl(config));
+  app.decorate('sightline', { config, models, metrics, store });
 
   installErrorHandler(app, config.body_limit_bytes);
   app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -99,6 +109,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(metricsRoutes);
   await app.register(modelRoutes);
   await app.register(detectRoutes);
+  await app.register(resultRoutes);
 
   // Responses that finish while the server closes must not leave keep-alive
   // sockets behind: server.close() would wait for them until they time out.
@@ -112,6 +123,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   app.addHook('onClose', async () => {
     await models.close();
+    await store.close();
   });
 
   const loading = models.loadAll().then(() => {

@@ -55,7 +55,7 @@ async function readImage(request: FastifyRequest): Promise<Buffer> {
 }
 
 export async function detectRoutes(app: FastifyInstance): Promise<void> {
-  const { config, models, metrics } = app.sightline;
+  const { config, models, metrics, store } = app.sightline;
 
   // Scoped to the inference routes: /livez, /readyz and /metrics keep answering under pressure.
   await app.register(underPressure, {
@@ -93,16 +93,19 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
       }
       metrics.verdicts.inc({ line, verdict: outcome.verdict });
       for (const d of outcome.detections) metrics.detections.inc({ line, label: d.label });
+      const result = { request_id: request.id, line, model: { name: model.name, version: model.version }, ...outcome };
+      if (config.store_sync_results) {
+        // The caller already has its answer: a store hiccup is logged, never turned into a failed detection.
+        store.save({ ...result, source: 'sync' }).catch((err: Error) => {
+          metrics.rejected.inc({ reason: 'store_write_failed' });
+          request.log.error({ event: 'result_store_failed', err }, 'could not store the result');
+        });
+      }
       request.log.info(
         { event: 'detection_result', line, model: model.name, version: model.version, verdict: outcome.verdict, detections: outcome.detections.length },
         'detection result',
       );
-      return {
-        request_id: request.id,
-        line,
-        model: { name: model.name, version: model.version },
-        ...outcome,
-      };
+      return result;
     },
   );
 }

@@ -11,7 +11,7 @@ interface Check {
 }
 
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
-  const { models } = app.sightline;
+  const { models, store } = app.sightline;
 
   // Liveness only says the event loop answers; it must stay cheap.
   app.get('/livez', async () => ({ status: 'ok' }));
@@ -40,6 +40,12 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
         ...(entry.reason ? { reason: entry.reason } : {}),
         since: entry.stateSince.toISOString(),
       });
+    }
+    try {
+      await store.ping();
+      checks.push({ name: `store:${store.kind}`, status: 'pass', critical: true });
+    } catch (err) {
+      checks.push({ name: `store:${store.kind}`, status: 'fail', critical: true, reason: (err as Error).message });
     }
     const ready = checks.every((c) => !c.critical || c.status === 'pass');
     if (!ready) reply.status(503).header('retry-after', '1');

@@ -1,0 +1,44 @@
+import type { ColumnType } from 'kysely';
+import type { Verdict } from '../inference/detector.js';
+import type { ResultSource } from './result-store.js';
+
+// Timestamps are epoch milliseconds in an integer column on both back ends, so
+// ordering, ranges and the paging cursor are the same plain number comparisons
+// everywhere. pg hands int8 back as a string (it may exceed 2^53), hence the
+// wider select type; the query layer turns it into a number.
+type EpochMs = ColumnType<number | string, number, never>;
+// JSON is written as a string; sqlite returns that string, pg a parsed jsonb value.
+type Json = ColumnType<unknown, string, never>;
+
+export interface ResultsTable {
+  request_id: string;
+  line: string;
+  model_name: string;
+  model_version: string;
+  verdict: Verdict;
+  detections: Json;
+  image_width: number;
+  image_height: number;
+  timings: Json;
+  source: ResultSource;
+  created_at: EpochMs;
+}
+
+/**
+ * One row per (result, label): the label filter and label statistics read this
+ * through its indexes instead of scanning detections JSON. `line` and
+ * `created_at` are copied from the (never updated) result so that both can be
+ * answered from this table's indexes alone.
+ */
+export interface ResultLabelsTable {
+  request_id: string;
+  label: string;
+  count: number;
+  line: string;
+  created_at: EpochMs;
+}
+
+export interface StoreSchema {
+  results: ResultsTable;
+  result_labels: ResultLabelsTable;
+}
