@@ -26,6 +26,12 @@ export const Errors = {
   // admission
   OVERLOADED: createError('OVERLOADED', 'The server is overloaded: %s', 503),
   DEADLINE_EXCEEDED: createError('DEADLINE_EXCEEDED', 'The request deadline passed %s', 504),
+  // jobs
+  QUEUE_FULL: createError('QUEUE_FULL', 'The job queue is full', 503),
+  QUEUE_UNAVAILABLE: createError('QUEUE_UNAVAILABLE', 'The job queue is unavailable: %s', 503),
+  QUEUE_CLOSED: createError('QUEUE_CLOSED', 'The job queue is closed', 503),
+  INVALID_JOB: createError('INVALID_JOB', 'Invalid job: %s', 400),
+  JOB_NOT_FOUND: createError('JOB_NOT_FOUND', 'No job %s', 404),
   // store
   STORE_UNAVAILABLE: createError('STORE_UNAVAILABLE', 'The result store is unavailable: %s', 503),
   RESULT_NOT_FOUND: createError('RESULT_NOT_FOUND', 'No stored result %s', 404),
@@ -39,4 +45,4 @@ export type ErrorCode = keyof typeof Errors;
 export const ERROR_CODES = Object.keys(Errors) as ErrorCode[];
 
 /** Errors after which a client may simply try again later. */
-export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN', 'OVERLOADED', 'STORE_UNAVAILABLE']);
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN', 'OVERLOADED', 'STORE_UNAVAILABLE', 'QUEUE_FULL', 'QUEUE_UNAVAILABLE', 'QUEUE_CLOSED']);

@@ -51,7 +51,7 @@ describe('stored results over HTTP', () => {
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page = (await app.inject(`/v1/results?limit=1${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)).json();
+      const page: { results: { request_id: string }[]; next_cursor: string | null } = (await app.inject(`/v1/results?limit=1${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)).json();
       assert.ok(page.results.length <= 1);
       seen.push(...page.results.map((r: { request_id: string }) => r.request_id));
       cursor = page.next_cursor;

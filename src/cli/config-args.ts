@@ -2,17 +2,23 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigSchema, CONFIG_KEYS, type Config } from '../config/schema.js';
 import { ConfigError, envName, flagName, loadConfig, readConfigFile } from '../config/load.js';
 
-/** CLI options generated from the config schema: every key is a --flag. */
+const isBooleanKey = (key: string) => (ConfigSchema.properties as Record<string, { type?: string }>)[key]?.type === 'boolean';
+
+/** CLI options generated from the config schema: every key is a --flag; booleans also take --no-flag. */
 function configOptions(): NonNullable<ParseArgsConfig['options']> {
   const options: NonNullable<ParseArgsConfig['options']> = {};
-  for (const key of CONFIG_KEYS) options[flagName(key).slice(2)] = { type: 'string' };
+  for (const key of CONFIG_KEYS) {
+    const name = flagName(key).slice(2);
+    options[name] = { type: isBooleanKey(key) ? 'boolean' : 'string' };
+    if (isBooleanKey(key)) options[`no-${name}`] = { type: 'boolean' };
+  }
   return options;
 }
 
 export function configHelp(): string {
   return CONFIG_KEYS.map((key) => {
     const prop = ConfigSchema.properties[key] as { default: unknown; description?: string };
-    const flag = `${flagName(key)} <value>`.padEnd(34);
+    const flag = (isBooleanKey(key) ? `${flagName(key)}, --no-${flagName(key).slice(2)}` : `${flagName(key)} <value>`).padEnd(34);
     return `  ${flag}${prop.description ?? ''} [env ${envName(key)}, default ${JSON.stringify(prop.default)}]`;
   }).join('\n');
 }
@@ -50,7 +56,8 @@ export function parseCommand(
   const extra: ParsedCommand['extra'] = {};
   for (const [name, value] of Object.entries(values)) {
     const key = name.replaceAll('-', '_');
-    if ((CONFIG_KEYS as string[]).includes(key)) flags[key] = value;
+    if (key.startsWith('no_') && (CONFIG_KEYS as string[]).includes(key.slice(3)) && isBooleanKey(key.slice(3))) flags[key.slice(3)] = !value;
+    else if ((CONFIG_KEYS as string[]).includes(key)) flags[key] = value;
     else if (name !== 'config' && name !== 'help') extra[name] = value as string | boolean | undefined;
   }
   const help = values.help === true;

@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 import { runServe } from './serve.js';
 import { runEval } from './eval.js';
+import { runWorker } from './worker.js';
 
 const HELP = `Usage: sightline <command> [options]
 
 Commands:
   serve     serve the HTTP API (the embedded default)
+  worker    consume async jobs (no HTTP)
   eval      measure a model's accuracy on a dataset through the serving pipeline
 
 Run "sightline <command> --help" for the options of a command.
@@ -14,6 +16,7 @@ Run "sightline <command> --help" for the options of a command.
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: runServe,
   eval: runEval,
+  worker: runWorker,
 };
 
 async function main(argv: string[]): Promise<number> {

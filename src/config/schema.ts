@@ -23,6 +23,36 @@ export const ConfigSchema = Type.Object(
       default: true,
       description: 'Store the results of synchronous /v1/detect requests too.',
     }),
+    queue_url: Type.String({
+      default: '',
+      description: 'Job queue: `sqlite:PATH`, `sqlite::memory:` or `amqp://…`; empty: `sqlite:<data_dir>/queue.db`.',
+    }),
+    worker: Type.Boolean({
+      default: true,
+      description: '`serve` runs a job worker in-process; false (`--no-worker`) makes an API-only replica.',
+    }),
+    worker_concurrency: Type.Integer({
+      default: 0,
+      minimum: 0,
+      maximum: 1024,
+      description: 'Jobs a worker holds at once; 0: 2 × model instances.',
+    }),
+    job_max_attempts: Type.Integer({
+      default: 3,
+      minimum: 1,
+      maximum: 100,
+      description: 'Attempts before a failing job goes to the dead letters.',
+    }),
+    job_backoff_ms: Type.Integer({
+      default: 1000,
+      minimum: 1,
+      description: 'First retry delay of a failed job; doubles with each attempt (capped at 60 s).',
+    }),
+    queue_max_length: Type.Integer({
+      default: 10_000,
+      minimum: 1,
+      description: 'Jobs waiting before POST /v1/jobs answers 503 QUEUE_FULL.',
+    }),
     models_dir: Type.String({ default: './models', minLength: 1, description: 'The model repository.' }),
     default_model: Type.String({
       default: '',

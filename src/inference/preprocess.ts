@@ -20,12 +20,18 @@ export interface PrepareOptions {
   maxPixels: number;
 }
 
+export interface ImageHeader {
+  format: string;
+  /** Upright size, after EXIF orientation. */
+  width: number;
+  height: number;
+}
+
 /**
- * Decodes, orients and letterboxes one image with sharp (libvips threads, off the
- * event loop). The header is read and checked against the pixel limit before any
- * pixel is decoded, so a decompression bomb costs a few bytes of parsing.
+ * Reads only the header: the format must be JPEG, PNG or WebP and width × height
+ * within the pixel limit, so a decompression bomb costs a few bytes of parsing.
  */
-export async function prepareImage(bytes: Buffer, options: PrepareOptions): Promise<PreparedImage> {
+export async function inspectImage(bytes: Buffer, maxPixels: number): Promise<ImageHeader> {
   if (bytes.length === 0) throw new Errors.EMPTY_BODY();
   let meta: Metadata;
   try {
@@ -39,13 +45,17 @@ export async function prepareImage(bytes: Buffer, options: PrepareOptions): Prom
   }
   if (!meta.width || !meta.height) throw new Errors.INVALID_IMAGE('no dimensions in the header');
   const pixelCount = meta.width * meta.height;
-  if (pixelCount > options.maxPixels) {
-    throw new Errors.IMAGE_TOO_LARGE(pixelCount, options.maxPixels);
+  if (pixelCount > maxPixels) {
+    throw new Errors.IMAGE_TOO_LARGE(pixelCount, maxPixels);
   }
   // EXIF orientations 5–8 turn the image by 90°: width and height swap.
   const turned = (meta.orientation ?? 1) >= 5;
-  const width = turned ? meta.height : meta.width;
-  const height = turned ? meta.width : meta.height;
+  return { format, width: turned ? meta.height : meta.width, height: turned ? meta.width : meta.height };
+}
+
+/** Decodes, orients and letterboxes one image with sharp (libvips threads, off the event loop). */
+export async function prepareImage(bytes: Buffer, options: PrepareOptions): Promise<PreparedImage> {
+  const { format, width, height } = await inspectImage(bytes, options.maxPixels);
   const lb = letterboxGeometry(width, height, options.inputWidth, options.inputHeight);
   const pad = { r: LETTERBOX_PAD_VALUE, g: LETTERBOX_PAD_VALUE, b: LETTERBOX_PAD_VALUE };
   let data: Buffer;

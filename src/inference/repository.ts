@@ -106,6 +106,11 @@ export class ModelRepository {
     return found;
   }
 
+  /** Model instances each version runs. */
+  get instances(): number {
+    return this.options.instances;
+  }
+
   list(): readonly ModelEntry[] {
     return this.entries;
   }

@@ -57,6 +57,12 @@ export function createMetrics() {
       labelNames: ['reason'] as const,
       registers,
     }),
+    jobs: new Counter({
+      name: 'sightline_jobs_total',
+      help: 'Async jobs by state change (enqueued, done, retrying, dead).',
+      labelNames: ['state'] as const,
+      registers,
+    }),
     modelReady: new Gauge({
       name: 'sightline_model_ready',
       help: '1 when the model version is READY, else 0.',

@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import multipart from '@fastify/multipart';
 import type { Logger } from 'pino';
@@ -15,12 +14,19 @@ import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { resultRoutes } from './routes/results.js';
 import { createResultStore, type ResultStore } from '../store/index.js';
+import { storeUrl } from './store-url.js';
+import { jobRoutes } from './routes/jobs.js';
+import { queueFromConfig } from '../jobs/queue-from-config.js';
+import { jobProcessor } from '../jobs/processor.js';
+import { startWorker } from '../jobs/worker.js';
+import type { JobQueue } from '../queue/index.js';
 
 export interface Sightline {
   config: Config;
   models: ModelRepository;
   metrics: Metrics;
   store: ResultStore;
+  queue: JobQueue;
 }
 
 declare module 'fastify' {
@@ -35,11 +41,6 @@ export interface BuildOptions {
   createRunner?: RepositoryOptions['createRunner'];
   /** Wait until every model is READY or FAILED before returning (default: load in the background). */
   waitForModels?: boolean;
-}
-
-/** The configured result store URL; the embedded default is a SQLite file in the data dir. */
-export function storeUrl(config: Config): string {
-  return config.store_url || `sqlite:${join(config.data_dir, 'results.db')}`;
 }
 
 export const IMAGE_CONTENT_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'application/octet-stream'];
@@ -77,7 +78,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     }),
   );
   const store = createResultStore(storeUrl(config));
-  app.decorate('sightline', { config, models, metrics, store });
+  const jobs = await queueFromConfig(config);
+  const { queue } = jobs;
+  // A lost broker connection is logged, never fatal: the queue reconnects by itself.
+  queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
+  queue.on('completed', () => metrics.jobs.inc({ state: 'done' }));
+  queue.on('retrying', () => metrics.jobs.inc({ state: 'retrying' }));
+  queue.on('dead', (id, reason, message) => {
+    metrics.jobs.inc({ state: 'dead' });
+    logger.warn({ event: 'job_dead', job_id: id, reason, error: message }, `job ${id} dead: ${reason}`);
+  });
+  app.decorate('sightline', { config, models, metrics, store, queue });
 
   installErrorHandler(app, config.body_limit_bytes);
   app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -110,6 +121,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(modelRoutes);
   await app.register(detectRoutes);
   await app.register(resultRoutes);
+  await app.register(jobRoutes);
 
   // Responses that finish while the server closes must not leave keep-alive
   // sockets behind: server.close() would wait for them until they time out.
@@ -121,7 +133,26 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (closing) reply.header('connection', 'close');
   });
 
+  const worker = config.worker
+    ? startWorker(
+        queue,
+        jobProcessor({ config, models, store, metrics, logger }),
+        config.worker_concurrency > 0 ? config.worker_concurrency : 2 * Math.max(1, models.instances),
+        logger,
+        models.loadAll(),
+      )
+    : undefined;
+  const depthTimer = setInterval(() => {
+    queue.depth().then((depth) => metrics.queueDepth.set({ queue: 'jobs' }, depth), () => undefined);
+  }, 2000);
+  depthTimer.unref();
+  void queue.waitUntilReady().catch((err: Error) => logger.warn({ event: 'queue_unavailable', err }, `job queue not reachable yet: ${err.message}`));
+
   app.addHook('onClose', async () => {
+    clearInterval(depthTimer);
+    // Jobs in hand finish first (or go back to the queue) while their models still run.
+    await worker?.stop(config.shutdown_timeout_ms);
+    await jobs.close();
     await models.close();
     await store.close();
   });

@@ -95,7 +95,7 @@ export class LogCapture extends Writable {
 }
 
 export async function startApp(overrides: Partial<Config>, opts: { wait?: boolean; logs?: LogCapture } = {}): Promise<FastifyInstance> {
-  const config = defaultConfig({ log_level: 'info', intra_op_threads: 1, store_url: 'sqlite::memory:', ...overrides });
+  const config = defaultConfig({ log_level: 'info', intra_op_threads: 1, store_url: 'sqlite::memory:', queue_url: 'sqlite::memory:', ...overrides });
   const logger = createLogger(opts.logs ? 'info' : 'silent', opts.logs);
   return buildApp(config, { logger, waitForModels: opts.wait ?? true });
 }

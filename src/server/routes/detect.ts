@@ -1,4 +1,5 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
+import { readImage } from '../image-body.js';
 import { Type, type Static } from '@sinclair/typebox';
 import { Errors } from '../../errors.js';
 import { performance } from 'node:perf_hooks';
@@ -25,34 +26,14 @@ export function detectQuerySchema(maxDetectionsLimit: number) {
     { additionalProperties: false },
   );
 }
-type DetectQuery = Static<ReturnType<typeof detectQuerySchema>>;
+export type DetectQuery = Static<ReturnType<typeof detectQuerySchema>>;
 
 export const MAX_REQUEST_TIMEOUT_MS = 3_600_000;
 /** Headers are open (clients send many); only the deadline header is checked. */
 export const DetectHeadersSchema = Type.Object({
   'x-request-timeout-ms': Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_REQUEST_TIMEOUT_MS })),
 });
-type DetectHeaders = Static<typeof DetectHeadersSchema>;
-
-/** The image bytes of a raw-body or multipart (`image` field) request. */
-async function readImage(request: FastifyRequest): Promise<Buffer> {
-  if (request.isMultipart()) {
-    let image: Buffer | undefined;
-    for await (const part of request.parts()) {
-      if (part.type === 'file') {
-        // Drain every file part so the request completes, keep the one named image.
-        const bytes = await part.toBuffer();
-        if (part.fieldname === 'image' && !image) image = bytes;
-      }
-    }
-    if (!image) throw new Errors.EMPTY_BODY();
-    return image;
-  }
-  const body = request.body;
-  if (body === undefined || body === null) throw new Errors.EMPTY_BODY();
-  if (!Buffer.isBuffer(body)) throw new Errors.UNSUPPORTED_MEDIA_TYPE(request.headers['content-type'] ?? '(none)');
-  return body;
-}
+export type DetectHeaders = Static<typeof DetectHeadersSchema>;
 
 export async function detectRoutes(app: FastifyInstance): Promise<void> {
   const { config, models, metrics, store } = app.sightline;

@@ -1,0 +1,69 @@
+import { createLogger } from '../log.js';
+import { ConfigError } from '../config/load.js';
+import { ModelRepository } from '../inference/repository.js';
+import { repositoryOptions } from '../inference/from-config.js';
+import { createMetrics } from '../ops/metrics.js';
+import { createResultStore } from '../store/index.js';
+import { storeUrl } from '../server/store-url.js';
+import { queueFromConfig } from '../jobs/queue-from-config.js';
+import { jobProcessor } from '../jobs/processor.js';
+import { startWorker } from '../jobs/worker.js';
+import { configHelp, parseCommand } from './config-args.js';
+
+const HELP = `Usage: sightline worker [options]
+
+Consumes jobs from the job queue (queue_url) and stores their results in the
+result store (store_url), with every model of the model repository. Run as many
+as the queue needs; on SIGTERM a worker stops taking jobs and finishes (or gives
+back) those in hand.
+
+Options:
+  --config <file>                   JSON config file [env SIGHTLINE_CONFIG]
+${configHelp()}
+  -h, --help                        show this help
+`;
+
+export async function runWorker(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseCommand(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`sightline worker: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (parsed.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const { config } = parsed;
+  const logger = createLogger(config.log_level);
+  const metrics = createMetrics();
+  const models = new ModelRepository(repositoryOptions(config, logger));
+  const store = createResultStore(storeUrl(config));
+  const { queue, close } = await queueFromConfig(config);
+  queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
+  const concurrency = config.worker_concurrency > 0 ? config.worker_concurrency : 2 * Math.max(1, models.instances);
+  const worker = startWorker(queue, jobProcessor({ config, models, store, metrics, logger }), concurrency, logger, models.loadAll());
+
+  return new Promise<number>((resolve) => {
+    const stop = async (signal: string) => {
+      logger.info({ event: 'worker_stopping', signal }, `${signal}: no new jobs, finishing those in hand`);
+      try {
+        await worker.stop(config.shutdown_timeout_ms);
+        await close();
+        await models.close();
+        await store.close();
+        logger.info({ event: 'worker_stopped' }, 'stopped');
+        resolve(0);
+      } catch (err) {
+        logger.error({ event: 'worker_stop_failed', err }, 'error while stopping');
+        resolve(1);
+      }
+    };
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+    process.once('SIGINT', () => void stop('SIGINT'));
+  });
+}

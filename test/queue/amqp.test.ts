@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { test } from 'node:test';
+import { AmqpJobQueue, createJobQueue, deleteAmqpTopology, MemoryJobStateStore, type CreateJobQueueOptions } from '../../src/queue/index.js';
+import { requireOrSkip } from '../helpers/requirements.js';
+import { FAST, jobQueueContract, type TestQueue } from './job-queue.contract.js';
+import { deferred, probeTcp, TcpProxy, waitFor } from './helpers.js';
+
+const HOST = '127.0.0.1';
+const PORT = 5672;
+const URL = process.env.SIGHTLINE_TEST_AMQP_URL ?? `amqp://guest:guest@${HOST}:${PORT}`;
+const REQUIREMENT = `RabbitMQ on ${HOST}:${PORT}`;
+let probed: Promise<boolean> | undefined;
+const available = () => (probed ??= probeTcp(HOST, PORT));
+
+/** Unique names per test (BullMQ style), deleted afterwards. */
+function uniquePrefix(): string {
+  return `sightline-test-${randomUUID().slice(0, 8)}`;
+}
+
+jobQueueContract({
+  name: 'amqp',
+  requirement: REQUIREMENT,
+  available,
+  async create(shared) {
+    const prefix = uniquePrefix();
+    // Handles of one fixture play API and workers of one deployment: they share the state store.
+    const stateStore = new MemoryJobStateStore();
+    const handles: TestQueue[] = [];
+    return {
+      async open(extra: CreateJobQueueOptions = {}) {
+        const q = createJobQueue(URL, { prefix, stateStore, reconnectBaseMs: 50, ...shared, ...extra }) as AmqpJobQueue;
+        handles.push(q);
+        return q;
+      },
+      async cleanup() {
+        await Promise.all(handles.map((q) => q.close()));
+        await deleteAmqpTopology(URL, prefix, shared);
+      },
+    };
+  },
+});
+
+test('amqp: a dropped broker connection → QUEUE_UNAVAILABLE meanwhile, then it reconnects by itself and consumers resume', async (t) => {
+  if (!requireOrSkip(t, await available(), REQUIREMENT)) return;
+  const prefix = uniquePrefix();
+  const proxy = await TcpProxy.start(HOST, PORT);
+  const q = new AmqpJobQueue({ ...FAST, url: URL.replace(`${HOST}:${PORT}`, `${HOST}:${proxy.port}`), prefix, reconnectBaseMs: 30, reconnectMaxMs: 200 });
+  t.after(async () => {
+    await q.close();
+    await proxy.close();
+    await deleteAmqpTopology(URL, prefix, FAST);
+  });
+  const errors: Error[] = [];
+  q.on('error', (err) => errors.push(err));
+  await q.waitUntilReady();
+  const done = new Set<string>();
+  await q.consume(async (job) => {
+    done.add(job.id);
+  });
+  const input = { line: 'line-1', image: Buffer.from([1, 2, 3]), contentType: 'image/jpeg' };
+  const before = (await q.enqueue(input)).job_id;
+  await waitFor(() => done.has(before), 'job before the drop');
+
+  const lost = deferred();
+  q.once('disconnected', () => lost.resolve());
+  proxy.refuse = true;
+  proxy.drop();
+  await lost.promise;
+  assert.equal(q.isAvailable(), false);
+  await assert.rejects(q.enqueue(input), (err: { code?: string; statusCode?: number }) => err.code === 'QUEUE_UNAVAILABLE' && err.statusCode === 503);
+  await new Promise((r) => setTimeout(r, 100)); // a few failed reconnect tries
+  assert.equal(q.isAvailable(), false);
+
+  const back = deferred();
+  q.once('reconnected', () => back.resolve());
+  proxy.refuse = false;
+  await back.promise;
+  assert.equal(q.isAvailable(), true);
+  const after = (await q.enqueue(input)).job_id;
+  await waitFor(() => done.has(after), 'job after the reconnect: the consumer resumed');
+  assert.ok(errors.length > 0, 'the loss was reported as an error event');
+});
+
+test('amqp: waitUntilReady rejects with QUEUE_UNAVAILABLE when no broker answers', async () => {
+  const q = new AmqpJobQueue({ url: 'amqp://guest:guest@127.0.0.1:1', prefix: uniquePrefix(), readyTimeoutMs: 100, reconnectBaseMs: 20 });
+  try {
+    await assert.rejects(q.waitUntilReady(), { code: 'QUEUE_UNAVAILABLE' });
+    await assert.rejects(q.enqueue({ line: 'l', image: Buffer.from([1]), contentType: 'image/png' }), { code: 'QUEUE_UNAVAILABLE' });
+  } finally {
+    await q.close();
+  }
+});
