@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startApp, tempDir } from './helpers/fixtures.js';
@@ -38,12 +38,15 @@ test('the built-in model is served by default: NG samples return their defects a
   }
 });
 
+// Debian's interpreter: it has python3-numpy and python3-pil; a pyenv `python3` earlier in PATH may not.
+const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+
 test('accuracy guard: on 50 freshly generated held-out images the serving pipeline reaches mAP50 ≥ 0.80', async (t) => {
-  const probe = spawnSync('python3', ['-c', 'import numpy, PIL'], { encoding: 'utf8' });
+  const probe = spawnSync(PYTHON, ['-c', 'import numpy, PIL'], { encoding: 'utf8' });
   if (!requireOrSkip(t, probe.status === 0, 'python3 with numpy and Pillow (Debian python3-numpy, python3-pil)')) return;
   const tmp = tempDir();
   try {
-    const gen = spawnSync('python3', ['training/generate.py', '--out', tmp.dir, '--count', '50', '--seed', '4242'], { encoding: 'utf8', timeout: 300_000 });
+    const gen = spawnSync(PYTHON, ['training/generate.py', '--out', tmp.dir, '--count', '50', '--seed', '4242'], { encoding: 'utf8', timeout: 300_000 });
     assert.equal(gen.status, 0, gen.stderr);
     const app = await startApp({ models_dir: './models' });
     try {

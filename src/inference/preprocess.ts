@@ -57,7 +57,6 @@ export async function inspectImage(bytes: Buffer, maxPixels: number): Promise<Im
 export async function prepareImage(bytes: Buffer, options: PrepareOptions): Promise<PreparedImage> {
   const { format, width, height } = await inspectImage(bytes, options.maxPixels);
   const lb = letterboxGeometry(width, height, options.inputWidth, options.inputHeight);
-  const pad = { r: LETTERBOX_PAD_VALUE, g: LETTERBOX_PAD_VALUE, b: LETTERBOX_PAD_VALUE };
   let data: Buffer;
   let info: OutputInfo;
   try {
@@ -66,22 +65,31 @@ export async function prepareImage(bytes: Buffer, options: PrepareOptions): Prom
       .removeAlpha()
       .toColourspace('srgb')
       .resize(lb.scaledWidth, lb.scaledHeight, { fit: 'fill', kernel: 'linear' })
-      .extend({
-        top: lb.padTop,
-        bottom: lb.inputHeight - lb.scaledHeight - lb.padTop,
-        left: lb.padLeft,
-        right: lb.inputWidth - lb.scaledWidth - lb.padLeft,
-        background: pad,
-      })
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true }));
   } catch (err) {
     throw new Errors.INVALID_IMAGE(cleanSharpMessage(err));
   }
-  if (info.channels !== 3 || info.width !== lb.inputWidth || info.height !== lb.inputHeight) {
+  if (info.channels !== 3 || info.width !== lb.scaledWidth || info.height !== lb.scaledHeight) {
     throw new Errors.INVALID_IMAGE(`decoded to ${info.width}×${info.height}×${info.channels}, expected RGB`);
   }
-  return { pixels: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), letterbox: lb, format };
+  return { pixels: padLetterbox(data, lb), letterbox: lb, format };
+}
+
+/**
+ * Places the scaled image in the padded model input. Done here rather than with
+ * sharp's extend(): copying rows costs a fraction of a millisecond, while extend
+ * measured several milliseconds per 640×640 image.
+ */
+function padLetterbox(scaled: Buffer, lb: Letterbox): Uint8Array {
+  const rowBytes = lb.inputWidth * 3;
+  const scaledRowBytes = lb.scaledWidth * 3;
+  const out = new Uint8Array(rowBytes * lb.inputHeight).fill(LETTERBOX_PAD_VALUE);
+  for (let y = 0; y < lb.scaledHeight; y++) {
+    const start = y * scaledRowBytes;
+    out.set(scaled.subarray(start, start + scaledRowBytes), (lb.padTop + y) * rowBytes + lb.padLeft * 3);
+  }
+  return out;
 }
 
 function cleanSharpMessage(err: unknown): string {
