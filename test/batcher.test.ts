@@ -155,3 +155,19 @@ test('close answers queued requests with SHUTTING_DOWN', async () => {
   await assert.rejects(queued, (err: { code: string }) => err.code === 'SHUTTING_DOWN');
   assert.throws(() => b.admit('normal'), (err: { code: string }) => err.code === 'SHUTTING_DOWN');
 });
+
+test('hasRoomFor tells in advance whether admit would succeed', async () => {
+  const runner = new HeldRunner();
+  const b = batcher(runner, { maxBatch: 1, maxQueue: 1 });
+  assert.equal(b.hasRoomFor('low'), true);
+  const busy = b.enqueue(pixel(0), 'normal');
+  await tick();
+  const queued = b.admit('normal').submit(pixel(1));
+  assert.equal(b.hasRoomFor('normal'), false);
+  assert.equal(b.hasRoomFor('high'), true, 'high can displace the queued normal request');
+  runner.releaseOne();
+  await tick();
+  runner.releaseOne();
+  await Promise.all([busy, queued]);
+  assert.equal(b.hasRoomFor('low'), true);
+});

@@ -89,6 +89,12 @@ export class Batcher {
     return this.options.fixedBatch ?? this.options.maxBatch;
   }
 
+  /** Whether admit(priority) would succeed now; lets the server refuse before reading a body. */
+  hasRoomFor(priority: Priority): boolean {
+    if (this.depth < this.options.maxQueue) return true;
+    return PRIORITIES.slice(PRIORITIES.indexOf(priority) + 1).some((p) => this.lanes[p].length > 0);
+  }
+
   /**
    * Takes a place for a request of this priority, or throws OVERLOADED. When the
    * queue is full, a higher-priority request evicts the newest queued request of

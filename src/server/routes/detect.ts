@@ -48,6 +48,23 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
     },
   });
 
+  // A full model queue is answered before the body is read: under overload the
+  // server must not spend its CPU receiving images it is going to refuse.
+  app.addHook('onRequest', async (request) => {
+    const query = request.query as { model?: unknown; priority?: unknown };
+    const priority = PRIORITIES.find((p) => p === query.priority) ?? 'normal';
+    let entry;
+    try {
+      entry = models.find(typeof query.model === 'string' ? query.model : undefined);
+    } catch {
+      return; // unknown model: the handler answers with the precise error
+    }
+    if (entry.batcher && !entry.batcher.hasRoomFor(priority)) {
+      metrics.rejected.inc({ reason: 'queue_full' });
+      throw new Errors.OVERLOADED(`the inference queue of ${entry.name}:${entry.version} is full`);
+    }
+  });
+
   app.post<{ Querystring: DetectQuery; Headers: DetectHeaders }>(
     '/v1/detect',
     { schema: { querystring: detectQuerySchema(config.max_detections_limit), headers: DetectHeadersSchema } },
