@@ -41,8 +41,9 @@ async function main(): Promise<void> {
   port.on('message', async (msg: WorkerRequest) => {
     if (msg.type === 'close') {
       await session.release().catch(() => undefined);
-      port.close();
-      return;
+      // ONNX Runtime's thread pool keeps the thread alive after release; in a
+      // worker, process.exit ends only this thread.
+      process.exit(0);
     }
     try {
       const t0 = performance.now();
