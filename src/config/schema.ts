@@ -96,10 +96,10 @@ export const ConfigSchema = Type.Object(
       description: 'ONNX Runtime inter-op threads per model instance.',
     }),
     max_batch_size: Type.Integer({
-      default: 4,
+      default: 1,
       minimum: 1,
       maximum: 256,
-      description: 'Largest batch per inference (a model with a fixed batch axis runs at its size).',
+      description: 'Largest batch per inference; raise it on GPUs (on CPUs batches do not add throughput). A fixed batch axis wins.',
     }),
     max_queue_delay_ms: Type.Number({
       default: 2,

@@ -38,6 +38,18 @@ async function main(): Promise<void> {
     },
   } satisfies WorkerReply);
 
+  // One input buffer per batch size, reused: a fresh multi-megabyte allocation per
+  // run fragments the heap and keeps resident memory growing under load.
+  // The batcher sends one batch at a time; a caller that overlaps runs gets fresh buffers.
+  const inputs = new Map<number, Float32Array>();
+  let running = 0;
+  const inputBuffer = (length: number) => {
+    if (running > 1) return new Float32Array(length);
+    let buffer = inputs.get(length);
+    if (!buffer) inputs.set(length, (buffer = new Float32Array(length)));
+    return buffer;
+  };
+
   port.on('message', async (msg: WorkerRequest) => {
     if (msg.type === 'close') {
       await session.release().catch(() => undefined);
@@ -45,10 +57,11 @@ async function main(): Promise<void> {
       // worker, process.exit ends only this thread.
       process.exit(0);
     }
+    running++;
     try {
       const t0 = performance.now();
       const plane = msg.width * msg.height * 3;
-      const input = new Float32Array(plane * msg.images.length);
+      const input = inputBuffer(plane * msg.images.length);
       msg.images.forEach((pixels, i) => hwcToChwFloat(pixels, msg.width, msg.height, input, i * plane));
       const tensor = new ort.Tensor('float32', input, [msg.images.length, 3, msg.height, msg.width]);
       const t1 = performance.now();
@@ -69,6 +82,8 @@ async function main(): Promise<void> {
       port.postMessage(reply, [data.buffer]);
     } catch (err) {
       port.postMessage({ type: 'error', id: msg.id, message: (err as Error).message } satisfies WorkerReply);
+    } finally {
+      running--;
     }
   });
 }

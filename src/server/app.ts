@@ -111,8 +111,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       request.log.info({ event: 'request_success', ...fields }, 'request success');
     } else {
       const failure = request.failure;
-      const level = status >= 500 && status !== 503 ? 'error' : 'warn';
-      request.log[level]({ event: 'request_failure', ...fields, error_code: failure?.code, err: failure?.err }, 'request failure');
+      // Load shedding is the server working as designed: counted in metrics, logged
+      // without a stack so that a flood of 503s stays cheap.
+      const shed = failure?.code === 'OVERLOADED';
+      const level = status >= 500 && status !== 503 ? 'error' : shed ? 'info' : 'warn';
+      const error = shed ? { error_message: failure?.err.message } : { err: failure?.err };
+      request.log[level]({ event: 'request_failure', ...fields, error_code: failure?.code, ...error }, 'request failure');
     }
   });
 

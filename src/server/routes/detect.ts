@@ -11,6 +11,7 @@ import { PRIORITIES } from '../../inference/batcher.js';
 export const LINE_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 export const MODEL_REF_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$';
 export const DEFAULT_LINE = 'default';
+const LINE_REGEX = new RegExp(LINE_PATTERN);
 
 export function detectQuerySchema(maxDetectionsLimit: number) {
   return Type.Object(
@@ -51,7 +52,9 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
   // A full model queue is answered before the body is read: under overload the
   // server must not spend its CPU receiving images it is going to refuse.
   app.addHook('onRequest', async (request) => {
-    const query = request.query as { model?: unknown; priority?: unknown };
+    const query = request.query as { model?: unknown; priority?: unknown; line?: unknown };
+    // Early answers still count under their line in the metrics.
+    if (typeof query.line === 'string' && LINE_REGEX.test(query.line)) request.line = query.line;
     const priority = PRIORITIES.find((p) => p === query.priority) ?? 'normal';
     let entry;
     try {
