@@ -37,7 +37,7 @@ test('an unknown key stops the start with a message naming it', () => {
   assert.throws(() => loadConfig({ env: { SIGHTLINE_MODLES_DIR: './x' } }), /SIGHTLINE_MODLES_DIR/);
   assert.throws(() => loadConfig({ file: { portt: 1 } }), /"portt" in config file/);
   // Variables that are not config keys but belong to Sightline are allowed.
-  assert.doesNotThrow(() => loadConfig({ env: { SIGHTLINE_REQUIRE_SERVICES: '1', SIGHTLINE_CONFIG: 'x.json' } }));
+  assert.doesNotThrow(() => loadConfig({ env: { SIGHTLINE_REQUIRE_SERVICES: '1', SIGHTLINE_CONFIG: 'x.json', SIGHTLINE_TEST_POSTGRES_URL: 'postgres://x' } }));
 });
 
 test('CLI flags and --config file', () => {

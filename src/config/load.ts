@@ -9,6 +9,8 @@ export const ENV_PREFIX = 'SIGHTLINE_';
  * switches read by the test suite and CI.
  */
 const NON_CONFIG_ENV = new Set(['SIGHTLINE_CONFIG', 'SIGHTLINE_REQUIRE_SERVICES']);
+/** SIGHTLINE_TEST_* variables point the test suite at services; they are never config. */
+const TEST_ENV_PREFIX = 'SIGHTLINE_TEST_';
 
 export class ConfigError extends Error {
   readonly code = 'CONFIG_INVALID';
@@ -38,7 +40,7 @@ export function flagName(key: string): string {
 function fromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
   const values: Record<string, unknown> = {};
   for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith(ENV_PREFIX) || NON_CONFIG_ENV.has(name) || value === undefined) continue;
+    if (!name.startsWith(ENV_PREFIX) || NON_CONFIG_ENV.has(name) || name.startsWith(TEST_ENV_PREFIX) || value === undefined) continue;
     const key = name.slice(ENV_PREFIX.length).toLowerCase();
     if (!(CONFIG_KEYS as string[]).includes(key)) {
       throw new ConfigError(`unknown environment variable ${name} (no config key "${key}")`);

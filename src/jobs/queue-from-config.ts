@@ -1,4 +1,5 @@
-import { join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
@@ -12,17 +13,39 @@ export function queueUrl(config: Config): string {
 
 /**
  * RabbitMQ cannot look a message up by id, so the amqp queue keeps job states in
- * a table beside the results (same database as the result store), where every
- * API replica and worker sees them.
+ * a table where every API replica and worker sees them: the result store's
+ * PostgreSQL database, or with a SQLite store a SQLite file of their own beside
+ * it (sharing results.db would make two connections of one process wait on each
+ * other's locks).
  */
 async function jobStateStore(config: Config): Promise<{ store: JobStateStore; close: () => Promise<void> }> {
   const url = storeUrl(config);
   if (url === 'sqlite::memory:') return { store: new MemoryJobStateStore(), close: async () => {} };
-  const db = url.startsWith('sqlite:')
-    ? new Kysely<unknown>({ dialect: new SqliteDialect({ database: new Database(url.slice('sqlite:'.length)) }) })
-    : new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 4 }) }) });
+  let db: Kysely<unknown>;
+  if (url.startsWith('sqlite:')) {
+    const path = join(dirname(resolve(url.slice('sqlite:'.length))), 'job-states.db');
+    mkdirSync(dirname(path), { recursive: true });
+    const sqlite = new Database(path);
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('busy_timeout = 1000');
+    db = new Kysely<unknown>({ dialect: new SqliteDialect({ database: sqlite }) });
+  } else {
+    const pool = new pg.Pool({ connectionString: url, max: 4 });
+    // An idle connection that the server ends must not crash the process; the pool replaces it.
+    pool.on('error', () => undefined);
+    db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+  }
   const store = new KyselyJobStateStore({ db, kind: url.startsWith('sqlite:') ? 'sqlite' : 'postgres' });
-  await store.migrate();
+  // Replicas starting together on a new database race to create the table: the loser retries.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await store.migrate();
+      break;
+    } catch (err) {
+      if (attempt >= 5) throw err;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+    }
+  }
   return { store, close: () => db.destroy() };
 }
 

@@ -1,0 +1,442 @@
+/**
+ * Crash tests of the async jobs, on real `sightline` processes killed with SIGKILL:
+ * every job that got its 202 ends with exactly one stored result, whether a
+ * worker dies mid-run (RabbitMQ + PostgreSQL, redelivery) or the embedded
+ * server dies and restarts on its data directory (SQLite, lease expiry).
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { connect as amqpConnect } from 'amqplib';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { deleteAmqpTopology } from '../src/queue/index.js';
+import { buildConstantModel, writeModel } from './helpers/onnx-builder.js';
+import { LABELS, RAW_BOXES, manifest, solidImage, tempDir, yolov8Output } from './helpers/fixtures.js';
+import { requireOrSkip } from './helpers/requirements.js';
+import { probeTcp } from './queue/helpers.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const CLI = ['--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
+const AMQP_URL = process.env.SIGHTLINE_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const PG_URL = process.env.SIGHTLINE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const JOBS = 500;
+const SUBMIT_CONCURRENCY = 16;
+/** Input size of the test model: its `slow` convolutions take ~20 ms per image on one thread. */
+const MODEL_INPUT = 64;
+/** Every process: one single-threaded model instance, 4 jobs in hand, so a kill always finds jobs in flight. */
+const RUNTIME_ARGS = ['--intra-op-threads', '1', '--instances', '1', '--worker-concurrency', '4', '--log-level', 'info'];
+/**
+ * `queue_url` has no setting for the amqp prefix, so these processes use the
+ * default `sightline.*` exchanges and queues. The retry options name its delay
+ * queues: the defaults (3 attempts, 1000 ms backoff) are what the processes run with.
+ */
+const DEFAULT_PREFIX = 'sightline';
+const BROKER_LOCK = 'sightline-tests.default-prefix-lock';
+
+type Log = Record<string, unknown>;
+
+/** Polls `check` every 100 ms until it returns a truthy value; fails after `timeoutMs` saying what it waited for. */
+async function waitFor<T>(check: () => T | Promise<T>, what: string | (() => string), timeoutMs: number): Promise<Exclude<T, false | null | undefined | 0 | ''>> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value as Exclude<T, false | null | undefined | 0 | ''>;
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A `sightline` child process whose JSON log lines are kept for assertions. */
+class Sightline {
+  readonly child: ChildProcess;
+  readonly events: Log[] = [];
+  readonly exited: Promise<void>;
+  exitStatus: string | undefined;
+  private readonly text: string[] = [];
+
+  constructor(
+    readonly name: string,
+    args: string[],
+  ) {
+    // Only flags configure it: a SIGHTLINE_* variable of the test run (SIGHTLINE_TEST_*) is no config key.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SIGHTLINE_')));
+    this.child = spawn(process.execPath, [...CLI, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    createInterface({ input: this.child.stdout! }).on('line', (line) => {
+      try {
+        this.events.push(JSON.parse(line) as Log);
+      } catch {
+        this.keep(line);
+      }
+    });
+    createInterface({ input: this.child.stderr! }).on('line', (line) => this.keep(line));
+    this.exited = new Promise((resolve) =>
+      this.child.once('exit', (code, signal) => {
+        this.exitStatus = signal ?? `code ${code}`;
+        resolve();
+      }),
+    );
+  }
+
+  private keep(line: string): void {
+    this.text.push(line);
+    if (this.text.length > 50) this.text.shift();
+  }
+
+  get alive(): boolean {
+    return this.exitStatus === undefined;
+  }
+
+  /** The last log lines, for failure messages. */
+  tail(): string {
+    const events = this.events.slice(-15).map((e) => JSON.stringify(e).slice(0, 400));
+    return `--- ${this.name} (${this.exitStatus ?? 'running'}) ---\n${[...events, ...this.text.slice(-15)].join('\n')}`;
+  }
+
+  async waitEvent(what: string, match: (e: Log) => boolean, timeoutMs: number): Promise<Log> {
+    return waitFor(
+      () => {
+        const found = this.events.find(match);
+        if (found) return found;
+        if (!this.alive) throw new Error(`${this.name} exited (${this.exitStatus}) before ${what}\n${this.tail()}`);
+        return undefined;
+      },
+      () => `${this.name}: ${what}\n${this.tail()}`,
+      timeoutMs,
+    );
+  }
+
+  async baseUrl(timeoutMs = 60_000): Promise<string> {
+    const listening = await this.waitEvent('server_listening', (e) => e.event === 'server_listening', timeoutMs);
+    const port = (listening.address as { port: number }[])[0]!.port;
+    return `http://127.0.0.1:${port}`;
+  }
+
+  /** Counts job_done log lines by job id. */
+  jobsDone(): Map<string, number> {
+    const done = new Map<string, number>();
+    for (const e of this.events) if (e.event === 'job_done') done.set(String(e.job_id), (done.get(String(e.job_id)) ?? 0) + 1);
+    return done;
+  }
+
+  async kill(): Promise<void> {
+    if (this.alive) this.child.kill('SIGKILL');
+    await Promise.race([this.exited, new Promise((r) => setTimeout(r, 10_000).unref())]);
+  }
+}
+
+/**
+ * Cleanups run last-in first-out after the test, each even when another fails
+ * (node:test runs `t.after` hooks first-in first-out): processes die before the
+ * database and the queues they use are dropped.
+ */
+function cleanups(t: TestContext): (fn: () => unknown) => void {
+  const stack: (() => unknown)[] = [];
+  t.after(async () => {
+    const errors: unknown[] = [];
+    for (const fn of stack.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (errors.length > 0) throw errors[0];
+  });
+  return (fn) => stack.push(fn);
+}
+
+/** Starts `sightline` processes that are killed at cleanup; their logs go to stderr when the test fails. */
+function processes(defer: (fn: () => unknown) => void): { start(name: string, args: string[]): Sightline; dump(): void } {
+  const all: Sightline[] = [];
+  return {
+    start(name, args) {
+      const p = new Sightline(name, args);
+      all.push(p);
+      defer(() => p.kill());
+      return p;
+    },
+    dump() {
+      for (const p of all) process.stderr.write(`${p.tail()}\n`);
+    },
+  };
+}
+
+/** Runs `body`; on failure the processes' last log lines go to stderr before the error. */
+async function withLogs(procs: { dump(): void }, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (err) {
+    procs.dump();
+    throw err;
+  }
+}
+
+function writeTestModel(repo: string): void {
+  writeModel(
+    repo,
+    'crash',
+    '1',
+    buildConstantModel({ output: yolov8Output(), outputShape: [4 + LABELS.length, RAW_BOXES.length + 1], inputWidth: MODEL_INPUT, inputHeight: MODEL_INPUT, slow: true }),
+    manifest({ format: 'yolov8', input: { width: MODEL_INPUT, height: MODEL_INPUT } }),
+  );
+}
+
+async function waitReady(base: string, proc: Sightline, timeoutMs = 60_000): Promise<void> {
+  await waitFor(
+    async () => {
+      if (!proc.alive) throw new Error(`${proc.name} exited (${proc.exitStatus})\n${proc.tail()}`);
+      const res = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(5000) }).catch(() => undefined);
+      await res?.arrayBuffer();
+      return res?.status === 200;
+    },
+    () => `${proc.name} /readyz\n${proc.tail()}`,
+    timeoutMs,
+  );
+}
+
+/** POSTs `count` jobs, `concurrency` at a time; returns the job ids of the 202s and a line per other outcome. */
+async function submitJobs(base: string, image: Buffer, count: number, concurrency: number): Promise<{ ids: string[]; failures: string[] }> {
+  const ids: string[] = [];
+  const failures: string[] = [];
+  let next = 0;
+  const body = new Uint8Array(image);
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        const i = next++;
+        try {
+          const res = await fetch(`${base}/v1/jobs?line=crash-${i % 4}`, {
+            method: 'POST',
+            headers: { 'content-type': 'image/jpeg' },
+            body,
+            signal: AbortSignal.timeout(30_000),
+          });
+          const json = (await res.json()) as { job_id?: string };
+          if (res.status === 202 && json.job_id) ids.push(json.job_id);
+          else failures.push(`#${i}: ${res.status} ${JSON.stringify(json)}`);
+        } catch (err) {
+          failures.push(`#${i}: ${(err as Error).message}`);
+        }
+      }
+    }),
+  );
+  return { ids, failures };
+}
+
+/** GET /v1/jobs/:id for every id; returns the ids that are not `done` with their own stored result. */
+async function notDone(base: string, ids: string[]): Promise<string[]> {
+  const bad: string[] = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      while (next < ids.length) {
+        const id = ids[next++]!;
+        const res = await fetch(`${base}/v1/jobs/${id}`, { signal: AbortSignal.timeout(10_000) });
+        const job = (await res.json()) as { state?: string; result?: { request_id?: string } };
+        if (res.status !== 200 || job.state !== 'done' || job.result?.request_id !== id) bad.push(`${id}: ${res.status} ${JSON.stringify(job).slice(0, 200)}`);
+      }
+    }),
+  );
+  return bad;
+}
+
+/** Asserts that `rows` (request_id, n) name exactly the submitted ids, each once. */
+function assertExactlyOnce(rows: { request_id: string; n: number }[], ids: string[]): void {
+  const twice = rows.filter((r) => Number(r.n) !== 1);
+  assert.deepEqual(twice, [], 'a result stored more than once');
+  const stored = new Set(rows.map((r) => r.request_id));
+  const missing = ids.filter((id) => !stored.has(id));
+  assert.deepEqual(missing, [], 'a job with a 202 has no stored result');
+  assert.equal(rows.length, ids.length, 'results that no submitted job explains');
+}
+
+/**
+ * The processes use the default amqp prefix, so two runs on one broker would
+ * delete each other's queues: an exclusive queue serialises them (the broker
+ * drops it with the connection, even if this process dies).
+ */
+async function lockBroker(url: string, timeoutMs = 120_000): Promise<() => Promise<void>> {
+  const conn = await amqpConnect(url);
+  conn.on('error', () => {});
+  const release = async () => {
+    await conn.close().catch(() => {});
+  };
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const ch = await conn.createChannel();
+    ch.on('error', () => {});
+    try {
+      await ch.assertQueue(BROKER_LOCK, { exclusive: true });
+      return release;
+    } catch {
+      if (Date.now() > until) {
+        await release();
+        throw new Error(`another test run holds the broker lock ${BROKER_LOCK} (uses the default amqp prefix)`);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
+test(
+  `distributed (RabbitMQ + PostgreSQL): one of two workers is SIGKILLed mid-run; all ${JOBS} jobs end with exactly one result`,
+  { timeout: 300_000 },
+  async (t) => {
+    const amqp = new URL(AMQP_URL);
+    const pgUrl = new URL(PG_URL);
+    if (!requireOrSkip(t, await probeTcp(amqp.hostname, Number(amqp.port || 5672)), `RabbitMQ at ${amqp.host}`)) return;
+    if (!requireOrSkip(t, await probeTcp(pgUrl.hostname, Number(pgUrl.port || 5432)), `PostgreSQL at ${pgUrl.host}`)) return;
+    const started = Date.now();
+    const defer = cleanups(t);
+
+    // Isolation: a database of its own; the broker's default-prefix topology, locked, emptied before and after.
+    defer(await lockBroker(AMQP_URL));
+    await deleteAmqpTopology(AMQP_URL, DEFAULT_PREFIX);
+    defer(() => deleteAmqpTopology(AMQP_URL, DEFAULT_PREFIX));
+    const dbName = `sightline_crash_${randomUUID().replaceAll('-', '')}`;
+    const admin = new pg.Client({ connectionString: PG_URL });
+    admin.on('error', () => {});
+    await admin.connect();
+    defer(() => admin.end());
+    await admin.query(`create database ${dbName}`);
+    defer(() => admin.query(`drop database if exists ${dbName} with (force)`));
+    const dbUrl = new URL(PG_URL);
+    dbUrl.pathname = `/${dbName}`;
+    const db = new pg.Pool({ connectionString: dbUrl.href, max: 2 });
+    db.on('error', () => {});
+    defer(() => db.end());
+    const tmp = tempDir('sightline-crash-');
+    defer(tmp.cleanup);
+    writeTestModel(tmp.dir);
+    const procs = processes(defer);
+
+    await withLogs(procs, async () => {
+      const shared = ['--queue-url', AMQP_URL, '--store-url', dbUrl.href, '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data'), ...RUNTIME_ARGS];
+      // The API first: it creates job_states before the workers start (processes that create it together race).
+      const api = procs.start('api', ['serve', '--no-worker', '--host', '127.0.0.1', '--port', '0', ...shared]);
+      const base = await api.baseUrl();
+      await waitReady(base, api);
+      const victim = procs.start('worker-a', ['worker', ...shared]);
+      const survivor = procs.start('worker-b', ['worker', ...shared]);
+      await Promise.all([victim, survivor].map((w) => w.waitEvent('worker_started', (e) => e.event === 'worker_started', 60_000)));
+
+      const results = async () => {
+        try {
+          return (await db.query<{ n: number }>('select count(*)::int as n from results')).rows[0]!.n;
+        } catch (err) {
+          if ((err as { code?: string }).code === '42P01') return 0; // not migrated yet
+          throw err;
+        }
+      };
+      const image = await solidImage(MODEL_INPUT * 2, MODEL_INPUT * 2, 'jpeg');
+      const submitting = submitJobs(base, image, JOBS, SUBMIT_CONCURRENCY);
+
+      const doneAtKill = await waitFor(async () => {
+        const n = await results();
+        return n >= 50 ? n : 0;
+      }, '50 stored results', 120_000);
+      victim.child.kill('SIGKILL');
+      await victim.exited;
+      assert.equal(victim.exitStatus, 'SIGKILL');
+      const victimDone = victim.jobsDone().size;
+      t.diagnostic(`worker-a SIGKILLed at ${doneAtKill} stored results, having finished ${victimDone} jobs itself`);
+      assert.ok(doneAtKill < JOBS - 20, `the kill came too late to be mid-run (${doneAtKill} of ${JOBS} done)`);
+      assert.ok(victimDone > 0, 'the killed worker had taken part');
+
+      const { ids, failures } = await submitting;
+      assert.deepEqual(failures, [], 'every POST /v1/jobs answers 202');
+      assert.equal(new Set(ids).size, JOBS, 'job ids are unique');
+
+      let stored = 0;
+      await waitFor(async () => (stored = await results()) >= JOBS, () => `${JOBS} stored results (have ${stored})`, 180_000);
+      const states = async () => (await db.query<{ state: string; n: number }>('select state, count(*)::int as n from job_states group by state order by state')).rows;
+      await waitFor(async () => (await states()).find((s) => s.state === 'done')?.n === JOBS, 'every job state done', 30_000);
+
+      const { rows } = await db.query<{ request_id: string; n: number }>('select request_id, count(*)::int as n from results group by request_id');
+      assertExactlyOnce(rows, ids);
+      assert.deepEqual(await states(), [{ state: 'done', n: JOBS }]);
+      assert.deepEqual(await notDone(base, ids), [], 'GET /v1/jobs/:id says done, with the result');
+
+      // Between them the two workers ran every job; the survivor took over after the kill.
+      const byVictim = victim.jobsDone();
+      const bySurvivor = survivor.jobsDone();
+      assert.deepEqual(ids.filter((id) => !bySurvivor.has(id) && !byVictim.has(id)), [], 'every job was run by one of the workers');
+      assert.ok(api.alive && survivor.alive, 'the API and the other worker kept running');
+      const reruns = survivor.events.filter((e) => e.event === 'job_done' && e.duplicate === true).length;
+      t.diagnostic(
+        `worker-a ran ${byVictim.size} jobs, worker-b ${bySurvivor.size} (${reruns} of them already stored: saved but not acked at the kill); ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      );
+    });
+  },
+);
+
+test(
+  `embedded (SQLite queue and store): the server is SIGKILLed mid-run and restarted on its data dir; all ${JOBS} jobs end with exactly one result`,
+  { timeout: 300_000 },
+  async (t) => {
+    const started = Date.now();
+    const defer = cleanups(t);
+    const tmp = tempDir('sightline-crash-');
+    defer(tmp.cleanup);
+    writeTestModel(tmp.dir);
+    const dataDir = join(tmp.dir, 'data');
+    const procs = processes(defer);
+    // Read-only views of the server's files (WAL: readers never block its writes).
+    const open = (file: string) => {
+      const handle = new Database(join(dataDir, file), { readonly: true, fileMustExist: true });
+      defer(() => handle.close());
+      return handle;
+    };
+
+    await withLogs(procs, async () => {
+      const args = ['serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', dataDir, ...RUNTIME_ARGS];
+      const first = procs.start('serve-1', args);
+      const base1 = await first.baseUrl();
+      await waitReady(base1, first);
+      const queueDb = open('queue.db');
+      const jobsIn = (state: string) => (queueDb.prepare('select count(*) as n from jobs where state = ?').get(state) as { n: number }).n;
+
+      const image = await solidImage(MODEL_INPUT * 2, MODEL_INPUT * 2, 'jpeg');
+      const { ids, failures } = await submitJobs(base1, image, JOBS, SUBMIT_CONCURRENCY);
+      assert.deepEqual(failures, [], 'every POST /v1/jobs answers 202');
+      assert.equal(new Set(ids).size, JOBS);
+
+      const doneAtKill = await waitFor(() => {
+        const n = jobsIn('done');
+        return n >= 50 ? n : 0;
+      }, '50 jobs done', 120_000);
+      first.child.kill('SIGKILL');
+      await first.exited;
+      assert.equal(first.exitStatus, 'SIGKILL');
+      assert.ok(doneAtKill < JOBS - 20, `the kill came too late to be mid-run (${doneAtKill} of ${JOBS} done)`);
+      // The jobs the dead server held keep their lease until it runs out: they are what must come back.
+      const orphans = (queueDb.prepare(`select id from jobs where state = 'running'`).all() as { id: string }[]).map((r) => r.id);
+      t.diagnostic(`serve-1 SIGKILLed with ${jobsIn('done')} jobs done, ${orphans.length} running, ${jobsIn('queued')} queued`);
+      assert.ok(orphans.length > 0, 'the server held jobs when it died');
+
+      const second = procs.start('serve-2', args);
+      const base2 = await second.baseUrl();
+      await waitReady(base2, second);
+      // The orphans run again only once their lease (visibility timeout: 30 s, no config key) has run out.
+      const progress = () => `${jobsIn('done')} done, ${jobsIn('running')} running, ${jobsIn('queued')} queued, ${jobsIn('dead')} dead`;
+      await waitFor(() => jobsIn('done') >= JOBS, () => `${JOBS} jobs done (${progress()})`, 120_000);
+
+      const rows = open('results.db').prepare('select request_id, count(*) as n from results group by request_id').all() as { request_id: string; n: number }[];
+      assertExactlyOnce(rows, ids);
+      assert.deepEqual(await notDone(base2, ids), [], 'GET /v1/jobs/:id says done, with the result');
+      for (const id of orphans) {
+        const job = (await (await fetch(`${base2}/v1/jobs/${id}`)).json()) as { state: string; attempts: number };
+        assert.equal(job.state, 'done');
+        assert.ok(job.attempts >= 2, `orphan ${id} ran again after its lease ran out (attempts ${job.attempts})`);
+      }
+      const dead = (await (await fetch(`${base2}/v1/dead-letters`)).json()) as { jobs: unknown[] };
+      assert.deepEqual(dead.jobs, []);
+      t.diagnostic(`all ${JOBS} done once; ${orphans.length} orphans re-run after their lease ran out; ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    });
+  },
+);
