@@ -66,3 +66,31 @@ export function parseCommand(
   const file = configPath ? readConfigFile(configPath) : undefined;
   return { config: loadConfig({ file, env, flags }), help, positionals, extra };
 }
+
+/**
+ * parseCommand for a subcommand's entry point: a config error is printed with the
+ * command's name and --help prints its help; both end the command with the exit
+ * code returned instead of a ParsedCommand.
+ */
+export function parseCommandOrExit(
+  command: string,
+  help: string,
+  argv: string[],
+  extraOptions: NonNullable<ParseArgsConfig['options']> = {},
+): ParsedCommand | number {
+  let parsed: ParsedCommand;
+  try {
+    parsed = parseCommand(argv, extraOptions);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`sightline ${command}: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (parsed.help) {
+    process.stdout.write(help);
+    return 0;
+  }
+  return parsed;
+}

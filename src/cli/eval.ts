@@ -1,7 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { parseCommand } from './config-args.js';
-import { ConfigError } from '../config/load.js';
+import { parseCommandOrExit } from './config-args.js';
 import { createLogger } from '../log.js';
 import { ModelRepository } from '../inference/repository.js';
 import { repositoryOptions } from '../inference/from-config.js';
@@ -38,20 +37,8 @@ function pct(v: number): string {
 }
 
 export async function runEval(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseCommand(argv, EXTRA);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`sightline eval: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
-  if (parsed.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  const parsed = parseCommandOrExit('eval', HELP, argv, EXTRA);
+  if (typeof parsed === 'number') return parsed;
   const { config, extra } = parsed;
   const ref = extra.model as string | undefined;
   const dataDir = extra.data as string | undefined;

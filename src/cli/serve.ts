@@ -1,7 +1,6 @@
 import { buildApp } from '../server/app.js';
 import { createLogger } from '../log.js';
-import { ConfigError } from '../config/load.js';
-import { configHelp, parseCommand } from './config-args.js';
+import { configHelp, parseCommandOrExit } from './config-args.js';
 
 const HELP = `Usage: sightline serve [options]
 
@@ -16,20 +15,8 @@ Precedence: defaults < config file < SIGHTLINE_* environment < flags.
 `;
 
 export async function runServe(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseCommand(argv);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`sightline serve: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
-  if (parsed.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  const parsed = parseCommandOrExit('serve', HELP, argv);
+  if (typeof parsed === 'number') return parsed;
   const { config } = parsed;
   const logger = createLogger(config.log_level);
   const app = await buildApp(config, { logger });

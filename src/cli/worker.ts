@@ -1,5 +1,4 @@
 import { createLogger } from '../log.js';
-import { ConfigError } from '../config/load.js';
 import { ModelRepository } from '../inference/repository.js';
 import { repositoryOptions } from '../inference/from-config.js';
 import { createMetrics } from '../ops/metrics.js';
@@ -8,7 +7,7 @@ import { storeUrl } from '../server/store-url.js';
 import { queueFromConfig } from '../jobs/queue-from-config.js';
 import { jobProcessor } from '../jobs/processor.js';
 import { startWorker } from '../jobs/worker.js';
-import { configHelp, parseCommand } from './config-args.js';
+import { configHelp, parseCommandOrExit } from './config-args.js';
 
 const HELP = `Usage: sightline worker [options]
 
@@ -24,20 +23,8 @@ ${configHelp()}
 `;
 
 export async function runWorker(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseCommand(argv);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`sightline worker: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
-  if (parsed.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
+  const parsed = parseCommandOrExit('worker', HELP, argv);
+  if (typeof parsed === 'number') return parsed;
   const { config } = parsed;
   const logger = createLogger(config.log_level);
   const metrics = createMetrics();
