@@ -4,14 +4,10 @@
  * worker dies mid-run (RabbitMQ + PostgreSQL, redelivery) or the embedded
  * server dies and restarts on its data directory (SQLite, lease expiry).
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { connect as amqpConnect } from 'amqplib';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { deleteAmqpTopology } from '../src/queue/index.js';
@@ -19,11 +15,8 @@ import { buildConstantModel, writeModel } from './helpers/onnx-builder.js';
 import { LABELS, RAW_BOXES, manifest, solidImage, tempDir, yolov8Output } from './helpers/fixtures.js';
 import { requireOrSkip } from './helpers/requirements.js';
 import { probeTcp } from './queue/helpers.js';
+import { AMQP_URL, DEFAULT_PREFIX, PG_URL, SightlineProcess, cleanups, lockBroker, waitFor, type Log } from './helpers/cli-process.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = ['--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
-const AMQP_URL = process.env.SIGHTLINE_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
-const PG_URL = process.env.SIGHTLINE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const JOBS = 500;
 const SUBMIT_CONCURRENCY = 16;
 /** Input size of the test model: its `slow` convolutions take ~20 ms per image on one thread. */
@@ -35,127 +28,13 @@ const RUNTIME_ARGS = ['--intra-op-threads', '1', '--instances', '1', '--worker-c
  * default `sightline.*` exchanges and queues. The retry options name its delay
  * queues: the defaults (3 attempts, 1000 ms backoff) are what the processes run with.
  */
-const DEFAULT_PREFIX = 'sightline';
-const BROKER_LOCK = 'sightline-tests.default-prefix-lock';
-
-type Log = Record<string, unknown>;
-
-/** Polls `check` every 100 ms until it returns a truthy value; fails after `timeoutMs` saying what it waited for. */
-async function waitFor<T>(check: () => T | Promise<T>, what: string | (() => string), timeoutMs: number): Promise<Exclude<T, false | null | undefined | 0 | ''>> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value as Exclude<T, false | null | undefined | 0 | ''>;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** A `sightline` child process whose JSON log lines are kept for assertions. */
-class Sightline {
-  readonly child: ChildProcess;
-  readonly events: Log[] = [];
-  readonly exited: Promise<void>;
-  exitStatus: string | undefined;
-  private readonly text: string[] = [];
-
-  constructor(
-    readonly name: string,
-    args: string[],
-  ) {
-    // Only flags configure it: a SIGHTLINE_* variable of the test run (SIGHTLINE_TEST_*) is no config key.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SIGHTLINE_')));
-    this.child = spawn(process.execPath, [...CLI, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      try {
-        this.events.push(JSON.parse(line) as Log);
-      } catch {
-        this.keep(line);
-      }
-    });
-    createInterface({ input: this.child.stderr! }).on('line', (line) => this.keep(line));
-    this.exited = new Promise((resolve) =>
-      this.child.once('exit', (code, signal) => {
-        this.exitStatus = signal ?? `code ${code}`;
-        resolve();
-      }),
-    );
-  }
-
-  private keep(line: string): void {
-    this.text.push(line);
-    if (this.text.length > 50) this.text.shift();
-  }
-
-  get alive(): boolean {
-    return this.exitStatus === undefined;
-  }
-
-  /** The last log lines, for failure messages. */
-  tail(): string {
-    const events = this.events.slice(-15).map((e) => JSON.stringify(e).slice(0, 400));
-    return `--- ${this.name} (${this.exitStatus ?? 'running'}) ---\n${[...events, ...this.text.slice(-15)].join('\n')}`;
-  }
-
-  async waitEvent(what: string, match: (e: Log) => boolean, timeoutMs: number): Promise<Log> {
-    return waitFor(
-      () => {
-        const found = this.events.find(match);
-        if (found) return found;
-        if (!this.alive) throw new Error(`${this.name} exited (${this.exitStatus}) before ${what}\n${this.tail()}`);
-        return undefined;
-      },
-      () => `${this.name}: ${what}\n${this.tail()}`,
-      timeoutMs,
-    );
-  }
-
-  async baseUrl(timeoutMs = 60_000): Promise<string> {
-    const listening = await this.waitEvent('server_listening', (e) => e.event === 'server_listening', timeoutMs);
-    const port = (listening.address as { port: number }[])[0]!.port;
-    return `http://127.0.0.1:${port}`;
-  }
-
-  /** Counts job_done log lines by job id. */
-  jobsDone(): Map<string, number> {
-    const done = new Map<string, number>();
-    for (const e of this.events) if (e.event === 'job_done') done.set(String(e.job_id), (done.get(String(e.job_id)) ?? 0) + 1);
-    return done;
-  }
-
-  async kill(): Promise<void> {
-    if (this.alive) this.child.kill('SIGKILL');
-    await Promise.race([this.exited, new Promise((r) => setTimeout(r, 10_000).unref())]);
-  }
-}
-
-/**
- * Cleanups run last-in first-out after the test, each even when another fails
- * (node:test runs `t.after` hooks first-in first-out): processes die before the
- * database and the queues they use are dropped.
- */
-function cleanups(t: TestContext): (fn: () => unknown) => void {
-  const stack: (() => unknown)[] = [];
-  t.after(async () => {
-    const errors: unknown[] = [];
-    for (const fn of stack.reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        errors.push(err);
-      }
-    }
-    if (errors.length > 0) throw errors[0];
-  });
-  return (fn) => stack.push(fn);
-}
 
 /** Starts `sightline` processes that are killed at cleanup; their logs go to stderr when the test fails. */
-function processes(defer: (fn: () => unknown) => void): { start(name: string, args: string[]): Sightline; dump(): void } {
-  const all: Sightline[] = [];
+function processes(defer: (fn: () => unknown) => void): { start(name: string, args: string[]): SightlineProcess; dump(): void } {
+  const all: SightlineProcess[] = [];
   return {
     start(name, args) {
-      const p = new Sightline(name, args);
+      const p = new SightlineProcess(name, args);
       all.push(p);
       defer(() => p.kill());
       return p;
@@ -186,7 +65,7 @@ function writeTestModel(repo: string): void {
   );
 }
 
-async function waitReady(base: string, proc: Sightline, timeoutMs = 60_000): Promise<void> {
+async function waitReady(base: string, proc: SightlineProcess, timeoutMs = 60_000): Promise<void> {
   await waitFor(
     async () => {
       if (!proc.alive) throw new Error(`${proc.name} exited (${proc.exitStatus})\n${proc.tail()}`);
@@ -253,34 +132,6 @@ function assertExactlyOnce(rows: { request_id: string; n: number }[], ids: strin
   const missing = ids.filter((id) => !stored.has(id));
   assert.deepEqual(missing, [], 'a job with a 202 has no stored result');
   assert.equal(rows.length, ids.length, 'results that no submitted job explains');
-}
-
-/**
- * The processes use the default amqp prefix, so two runs on one broker would
- * delete each other's queues: an exclusive queue serialises them (the broker
- * drops it with the connection, even if this process dies).
- */
-async function lockBroker(url: string, timeoutMs = 120_000): Promise<() => Promise<void>> {
-  const conn = await amqpConnect(url);
-  conn.on('error', () => {});
-  const release = async () => {
-    await conn.close().catch(() => {});
-  };
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const ch = await conn.createChannel();
-    ch.on('error', () => {});
-    try {
-      await ch.assertQueue(BROKER_LOCK, { exclusive: true });
-      return release;
-    } catch {
-      if (Date.now() > until) {
-        await release();
-        throw new Error(`another test run holds the broker lock ${BROKER_LOCK} (uses the default amqp prefix)`);
-      }
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
 }
 
 test(

@@ -3,142 +3,20 @@
  * reached through a TCP proxy that the test cuts (connections dropped, new ones
  * refused) while clients keep submitting jobs.
  */
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { connect as amqpConnect } from 'amqplib';
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import pg from 'pg';
 import { deleteAmqpTopology } from '../src/queue/index.js';
 import { buildConstantModel, writeModel } from './helpers/onnx-builder.js';
 import { LABELS, RAW_BOXES, manifest, solidImage, tempDir, yolov8Output } from './helpers/fixtures.js';
 import { requireOrSkip } from './helpers/requirements.js';
 import { probeTcp, TcpProxy } from './queue/helpers.js';
+import { AMQP_URL, DEFAULT_PREFIX, PG_URL, SightlineProcess, cleanups, lockBroker, waitFor } from './helpers/cli-process.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = ['--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
-const AMQP_URL = process.env.SIGHTLINE_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
-const PG_URL = process.env.SIGHTLINE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 /** `queue_url` has no setting for the amqp prefix: the server uses the default `sightline.*` names. */
-const DEFAULT_PREFIX = 'sightline';
-const BROKER_LOCK = 'sightline-tests.default-prefix-lock';
 const OUTAGE_MS = 3500;
-
-type Log = Record<string, unknown>;
-
-async function waitFor<T>(check: () => T | Promise<T>, what: () => string, timeoutMs: number): Promise<Exclude<T, false | null | undefined | 0 | ''>> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value as Exclude<T, false | null | undefined | 0 | ''>;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** `sightline serve` as a child process, its JSON log lines kept. */
-class Server {
-  readonly child: ChildProcess;
-  readonly events: Log[] = [];
-  readonly exited: Promise<void>;
-  exitStatus: string | undefined;
-  private readonly text: string[] = [];
-
-  constructor(args: string[]) {
-    // Only flags configure it: a SIGHTLINE_* variable of the test run (SIGHTLINE_TEST_*) is no config key.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SIGHTLINE_')));
-    this.child = spawn(process.execPath, [...CLI, 'serve', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      try {
-        this.events.push(JSON.parse(line) as Log);
-      } catch {
-        this.keep(line);
-      }
-    });
-    createInterface({ input: this.child.stderr! }).on('line', (line) => this.keep(line));
-    this.exited = new Promise((resolve) =>
-      this.child.once('exit', (code, signal) => {
-        this.exitStatus = signal ?? `code ${code}`;
-        resolve();
-      }),
-    );
-  }
-
-  private keep(line: string): void {
-    this.text.push(line);
-    if (this.text.length > 50) this.text.shift();
-  }
-
-  get alive(): boolean {
-    return this.exitStatus === undefined;
-  }
-
-  tail(): string {
-    const events = this.events.slice(-20).map((e) => JSON.stringify(e).slice(0, 400));
-    return `--- serve (${this.exitStatus ?? 'running'}) ---\n${[...events, ...this.text.slice(-15)].join('\n')}`;
-  }
-
-  async baseUrl(): Promise<string> {
-    const listening = await waitFor(
-      () => {
-        if (!this.alive) throw new Error(`serve exited (${this.exitStatus})\n${this.tail()}`);
-        return this.events.find((e) => e.event === 'server_listening');
-      },
-      () => `server_listening\n${this.tail()}`,
-      60_000,
-    );
-    return `http://127.0.0.1:${(listening.address as { port: number }[])[0]!.port}`;
-  }
-
-  async kill(): Promise<void> {
-    if (this.alive) this.child.kill('SIGKILL');
-    await Promise.race([this.exited, new Promise((r) => setTimeout(r, 10_000).unref())]);
-  }
-}
-
-/** Cleanups run last-in first-out (node:test runs `t.after` hooks first-in first-out), each even when another fails. */
-function cleanups(t: TestContext): (fn: () => unknown) => void {
-  const stack: (() => unknown)[] = [];
-  t.after(async () => {
-    const errors: unknown[] = [];
-    for (const fn of stack.reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        errors.push(err);
-      }
-    }
-    if (errors.length > 0) throw errors[0];
-  });
-  return (fn) => stack.push(fn);
-}
-
-/** Serialises runs that use the default amqp prefix on one broker (see test/jobs-crash.test.ts). */
-async function lockBroker(url: string, timeoutMs = 120_000): Promise<() => Promise<void>> {
-  const conn = await amqpConnect(url);
-  conn.on('error', () => {});
-  const release = async () => {
-    await conn.close().catch(() => {});
-  };
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const ch = await conn.createChannel();
-    ch.on('error', () => {});
-    try {
-      await ch.assertQueue(BROKER_LOCK, { exclusive: true });
-      return release;
-    } catch {
-      if (Date.now() > until) {
-        await release();
-        throw new Error(`another test run holds the broker lock ${BROKER_LOCK} (uses the default amqp prefix)`);
-      }
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
-}
 
 interface Attempt {
   /** Date.now() when the request was sent and when its answer (or error) came. */
@@ -223,7 +101,7 @@ test('broker outage: POST /v1/jobs answers 503 QUEUE_UNAVAILABLE while RabbitMQ 
   throughProxy.hostname = '127.0.0.1';
   throughProxy.port = String(proxy.port);
   // API and in-process worker in one process.
-  const server = new Server([
+  const server = new SightlineProcess('serve', ['serve',
     ...['--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data')],
     ...['--queue-url', throughProxy.href, '--store-url', dbUrl.href],
     ...['--intra-op-threads', '1', '--instances', '1', '--worker-concurrency', '4', '--log-level', 'info'],
