@@ -6,16 +6,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import pg from 'pg';
-import { deleteAmqpTopology } from '../src/queue/index.js';
 import { buildConstantModel, writeModel } from './helpers/onnx-builder.js';
 import { LABELS, RAW_BOXES, manifest, solidImage, tempDir, yolov8Output } from './helpers/fixtures.js';
 import { requireOrSkip } from './helpers/requirements.js';
 import { probeTcp } from './queue/helpers.js';
-import { AMQP_URL, DEFAULT_PREFIX, PG_URL, SightlineProcess, cleanups, lockBroker, waitFor, type Log } from './helpers/cli-process.js';
+import { AMQP_URL, PG_URL, SightlineProcess, cleanups, freshDatabase, isolateBroker, waitFor, type Log } from './helpers/cli-process.js';
 
 const JOBS = 500;
 const SUBMIT_CONCURRENCY = 16;
@@ -146,28 +143,15 @@ test(
     const defer = cleanups(t);
 
     // Isolation: a database of its own; the broker's default-prefix topology, locked, emptied before and after.
-    defer(await lockBroker(AMQP_URL));
-    await deleteAmqpTopology(AMQP_URL, DEFAULT_PREFIX);
-    defer(() => deleteAmqpTopology(AMQP_URL, DEFAULT_PREFIX));
-    const dbName = `sightline_crash_${randomUUID().replaceAll('-', '')}`;
-    const admin = new pg.Client({ connectionString: PG_URL });
-    admin.on('error', () => {});
-    await admin.connect();
-    defer(() => admin.end());
-    await admin.query(`create database ${dbName}`);
-    defer(() => admin.query(`drop database if exists ${dbName} with (force)`));
-    const dbUrl = new URL(PG_URL);
-    dbUrl.pathname = `/${dbName}`;
-    const db = new pg.Pool({ connectionString: dbUrl.href, max: 2 });
-    db.on('error', () => {});
-    defer(() => db.end());
+    await isolateBroker(defer);
+    const { url: dbHref, pool: db } = await freshDatabase(defer, 'sightline_crash');
     const tmp = tempDir('sightline-crash-');
     defer(tmp.cleanup);
     writeTestModel(tmp.dir);
     const procs = processes(defer);
 
     await withLogs(procs, async () => {
-      const shared = ['--queue-url', AMQP_URL, '--store-url', dbUrl.href, '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data'), ...RUNTIME_ARGS];
+      const shared = ['--queue-url', AMQP_URL, '--store-url', dbHref, '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data'), ...RUNTIME_ARGS];
       // The API first: it creates job_states before the workers start (processes that create it together race).
       const api = procs.start('api', ['serve', '--no-worker', '--host', '127.0.0.1', '--port', '0', ...shared]);
       const base = await api.baseUrl();

@@ -5,15 +5,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import pg from 'pg';
-import { deleteAmqpTopology } from '../src/queue/index.js';
 import { buildConstantModel, writeModel } from './helpers/onnx-builder.js';
 import { LABELS, RAW_BOXES, manifest, solidImage, tempDir, yolov8Output } from './helpers/fixtures.js';
 import { requireOrSkip } from './helpers/requirements.js';
 import { probeTcp, TcpProxy } from './queue/helpers.js';
-import { AMQP_URL, DEFAULT_PREFIX, PG_URL, SightlineProcess, cleanups, lockBroker, waitFor } from './helpers/cli-process.js';
+import { AMQP_URL, PG_URL, SightlineProcess, cleanups, freshDatabase, isolateBroker, waitFor } from './helpers/cli-process.js';
 
 /** `queue_url` has no setting for the amqp prefix: the server uses the default `sightline.*` names. */
 const OUTAGE_MS = 3500;
@@ -69,22 +66,8 @@ test('broker outage: POST /v1/jobs answers 503 QUEUE_UNAVAILABLE while RabbitMQ 
   if (!requireOrSkip(t, await probeTcp(amqp.hostname, brokerPort), `RabbitMQ at ${amqp.host}`)) return;
   if (!requireOrSkip(t, await probeTcp(pgUrl.hostname, Number(pgUrl.port || 5432)), `PostgreSQL at ${pgUrl.host}`)) return;
   const defer = cleanups(t);
-  defer(await lockBroker(AMQP_URL));
-  await deleteAmqpTopology(AMQP_URL, DEFAULT_PREFIX);
-  defer(() => deleteAmqpTopology(AMQP_URL, DEFAULT_PREFIX));
-  // Job states and results in a PostgreSQL database of its own, as in a distributed deployment.
-  const dbName = `sightline_outage_${randomUUID().replaceAll('-', '')}`;
-  const admin = new pg.Client({ connectionString: PG_URL });
-  admin.on('error', () => {});
-  await admin.connect();
-  defer(() => admin.end());
-  await admin.query(`create database ${dbName}`);
-  defer(() => admin.query(`drop database if exists ${dbName} with (force)`));
-  const dbUrl = new URL(PG_URL);
-  dbUrl.pathname = `/${dbName}`;
-  const db = new pg.Pool({ connectionString: dbUrl.href, max: 2 });
-  db.on('error', () => {});
-  defer(() => db.end());
+  await isolateBroker(defer);
+  const { url: dbHref, pool: db } = await freshDatabase(defer, 'sightline_outage');
   const proxy = await TcpProxy.start(amqp.hostname, brokerPort);
   defer(() => proxy.close());
   const tmp = tempDir('sightline-outage-');
@@ -103,7 +86,7 @@ test('broker outage: POST /v1/jobs answers 503 QUEUE_UNAVAILABLE while RabbitMQ 
   // API and in-process worker in one process.
   const server = new SightlineProcess('serve', ['serve',
     ...['--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data')],
-    ...['--queue-url', throughProxy.href, '--store-url', dbUrl.href],
+    ...['--queue-url', throughProxy.href, '--store-url', dbHref],
     ...['--intra-op-threads', '1', '--instances', '1', '--worker-concurrency', '4', '--log-level', 'info'],
   ]);
   defer(() => server.kill());

@@ -5,7 +5,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { randomUUID } from 'node:crypto';
 import { connect as amqpConnect } from 'amqplib';
+import pg from 'pg';
+import { deleteAmqpTopology } from '../../src/queue/index.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = ['--import', 'tsx', join(ROOT, 'src/cli/main.ts')];
@@ -153,4 +156,30 @@ export async function lockBroker(url: string, timeoutMs = 120_000): Promise<() =
       await new Promise((r) => setTimeout(r, 500));
     }
   }
+}
+
+type Defer = (fn: () => unknown) => void;
+
+/** Holds the broker lock and empties the default-prefix topology now and at cleanup. */
+export async function isolateBroker(defer: Defer): Promise<void> {
+  defer(await lockBroker(AMQP_URL));
+  await deleteAmqpTopology(AMQP_URL, DEFAULT_PREFIX);
+  defer(() => deleteAmqpTopology(AMQP_URL, DEFAULT_PREFIX));
+}
+
+/** A PostgreSQL database of the test's own, dropped at cleanup, with a small pool on it. */
+export async function freshDatabase(defer: Defer, prefix: string): Promise<{ url: string; pool: pg.Pool }> {
+  const dbName = `${prefix}_${randomUUID().replaceAll('-', '')}`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  admin.on('error', () => {});
+  await admin.connect();
+  defer(() => admin.end());
+  await admin.query(`create database ${dbName}`);
+  defer(() => admin.query(`drop database if exists ${dbName} with (force)`));
+  const dbUrl = new URL(PG_URL);
+  dbUrl.pathname = `/${dbName}`;
+  const pool = new pg.Pool({ connectionString: dbUrl.href, max: 2 });
+  pool.on('error', () => {});
+  defer(() => pool.end());
+  return { url: dbUrl.href, pool };
 }
