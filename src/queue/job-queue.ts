@@ -7,7 +7,9 @@ export type { Priority };
  * Where a job stands. `queued` covers both "waiting for a worker" and "waiting
  * out a retry backoff"; `dead` is final until `retryDead()` (see `deadReason`).
  */
-export type JobState = 'queued' | 'running' | 'done' | 'dead';
+export type JobState = 'queued' | 'running' | 'done' | 'dead' | 'pending';
+// `pending` exists only inside the amqp back end's state store, while the broker
+// has not confirmed a job's publish; getJob reports it as `queued`.
 
 /** Why a job was dead-lettered: its handler failed `maxAttempts` times, or its deadline passed before it ran. */
 export type DeadReason = 'failed' | 'expired';

@@ -91,3 +91,35 @@ test('amqp: waitUntilReady rejects with QUEUE_UNAVAILABLE when no broker answers
     await q.close();
   }
 });
+
+test('amqp: an Idempotency-Key whose first publish was never confirmed is published again under the first id', async (t) => {
+  if (!requireOrSkip(t, await available(), REQUIREMENT)) return;
+  const prefix = uniquePrefix();
+  const stateStore = new MemoryJobStateStore();
+  const q = new AmqpJobQueue({ ...FAST, url: URL, prefix, stateStore });
+  try {
+    await q.waitUntilReady();
+    // What an API that died between claiming the key and the broker's confirm leaves behind.
+    const now = Date.now();
+    await stateStore.insert({
+      id: 'orphan-job', line: 'l1', priority: 'normal', state: 'pending', attempts: 0, idempotencyKey: 'cam-9-frame-1',
+      deadline: null, lastError: null, deadReason: null, createdAt: now, updatedAt: now,
+    });
+    assert.equal((await q.getJob('orphan-job'))?.state, 'queued');
+    const retry = await q.enqueue({ line: 'l1', image: Buffer.from('retried image'), contentType: 'image/jpeg', idempotencyKey: 'cam-9-frame-1' });
+    assert.deepEqual(retry, { job_id: 'orphan-job', duplicate: true });
+    assert.equal((await stateStore.get('orphan-job'))?.state, 'queued');
+    const seen: { id: string; image: string }[] = [];
+    const consumer = await q.consume(async (job) => void seen.push({ id: job.id, image: job.image.toString() }));
+    await waitFor(() => seen.length > 0, 'the orphaned job to run', 10_000);
+    await consumer.stop();
+    assert.deepEqual(seen, [{ id: 'orphan-job', image: 'retried image' }]);
+    // A key whose job was confirmed is not published again.
+    const again = await q.enqueue({ line: 'l1', image: Buffer.from('third'), contentType: 'image/jpeg', idempotencyKey: 'cam-9-frame-1' });
+    assert.deepEqual(again, { job_id: 'orphan-job', duplicate: true });
+    assert.equal((await q.stats()).ready, 0);
+  } finally {
+    await q.close();
+    await deleteAmqpTopology(URL, prefix, FAST);
+  }
+});

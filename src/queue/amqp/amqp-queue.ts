@@ -103,12 +103,14 @@ export class AmqpJobQueue extends EventEmitter<JobQueueEvents> implements JobQue
     // Fail fast while disconnected: the API answers 503 instead of holding the request.
     if (!this.conn.isOpen) throw queueUnavailable('not connected to the broker');
     const id = newJobId();
-    // The record goes first: it claims the idempotency key, and it must exist before a worker reports on the job.
+    // The record goes first, as `pending`: it claims the idempotency key, and it must
+    // exist before a worker reports on the job. It turns `queued` once the broker
+    // confirmed; a crash or a lost confirm leaves it `pending`.
     const { inserted, record } = await this.store.insert({
       id,
       line: job.line,
       priority: job.priority,
-      state: 'queued',
+      state: 'pending',
       attempts: 0,
       idempotencyKey: job.idempotencyKey,
       deadline: job.deadline,
@@ -117,16 +119,32 @@ export class AmqpJobQueue extends EventEmitter<JobQueueEvents> implements JobQue
       createdAt: now,
       updatedAt: now,
     });
-    if (!inserted) return { job_id: record.id, duplicate: true };
+    if (!inserted) {
+      // The first submission's publish was never confirmed (its API died, or the
+      // confirm was lost): publish this copy under the first id. A double publish
+      // is harmless, as results are idempotent on the job id.
+      if (record.state === 'pending') await this.publishJob(record.id, job, now);
+      return { job_id: record.id, duplicate: true };
+    }
     try {
-      await this.conn.publish(this.topology.exchange, routingKey(job.line), job.image, jobPublishOptions(id, job, now));
+      await this.publishJob(id, job, now);
     } catch (err) {
-      // Not queued after all: free the key so that the client's retry can queue it.
-      await this.store.delete(id).catch((e) => this.reportError(e));
-      if (err instanceof QueueError && err.code === 'QUEUE_FULL') throw queueFull(this.opts.maxLength);
+      // Definitely not queued (refused, unroutable, never sent): free the key for the
+      // client's retry. When the outcome is unknown the record stays `pending`.
+      if (!(err as { outcomeUnknown?: boolean }).outcomeUnknown) await this.store.delete(id).catch((e) => this.reportError(e));
       throw err;
     }
     return { job_id: id, duplicate: false };
+  }
+
+  private async publishJob(id: string, job: ReturnType<typeof validateEnqueue>, now: number): Promise<void> {
+    try {
+      await this.conn.publish(this.topology.exchange, routingKey(job.line), job.image, jobPublishOptions(id, job, now));
+    } catch (err) {
+      if (err instanceof QueueError && err.code === 'QUEUE_FULL') throw queueFull(this.opts.maxLength);
+      throw err;
+    }
+    await this.store.update(id, { state: 'queued', updatedAt: Date.now() }, 'pending').catch((e) => this.reportError(e));
   }
 
   async consume(handler: JobHandler, options: ConsumeOptions = {}): Promise<Consumer> {
@@ -144,10 +162,10 @@ export class AmqpJobQueue extends EventEmitter<JobQueueEvents> implements JobQue
     this.assertOpen();
     const info = await this.store.get(id);
     // The broker dead-letters an expired message without telling anyone: report the expiry from the deadline.
-    if (info && info.state === 'queued' && info.deadline !== null && info.deadline <= Date.now()) {
+    if (info && (info.state === 'queued' || info.state === 'pending') && info.deadline !== null && info.deadline <= Date.now()) {
       return { ...info, state: 'dead', deadReason: 'expired', lastError: EXPIRED_MESSAGE };
     }
-    return info;
+    return info && info.state === 'pending' ? { ...info, state: 'queued' } : info;
   }
 
   async stats(): Promise<QueueStats> {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type ChannelModel, type ConfirmChannel, type Options } from 'amqplib';
-import { asError, queueClosed, queueFull, queueUnavailable } from '../errors.js';
+import { asError, queueClosed, queueFull, queueUnavailable, type QueueError } from '../errors.js';
 
 export interface ConnectionOptions {
   url: string;
@@ -100,20 +100,24 @@ export class AmqpConnection extends EventEmitter<ConnectionEvents> {
     if (this.blocked) throw queueUnavailable('the broker is blocking publishers (resource alarm)');
     const id = options.messageId ?? '';
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(queueUnavailable(`no publisher confirm within ${this.o.publishTimeoutMs} ms`)), this.o.publishTimeoutMs);
+      // Sent but never confirmed: the broker may hold the message or not.
+      const unknown = (err: QueueError) => Object.assign(err, { outcomeUnknown: true });
+      const timer = setTimeout(() => reject(unknown(queueUnavailable(`no publisher confirm within ${this.o.publishTimeoutMs} ms`))), this.o.publishTimeoutMs);
       const done = (err: unknown) => {
         clearTimeout(timer);
         const unroutable = this.returned.delete(id);
         if (err) {
           const message = asError(err).message;
-          reject(message === 'message nacked' ? queueFull() : queueUnavailable(`publish failed: ${message}`, err));
+          reject(message === 'message nacked' ? queueFull() : unknown(queueUnavailable(`publish failed: ${message}`, err)));
         } else if (unroutable) reject(queueUnavailable(`no queue is bound for ${exchange}/${routingKey}`));
         else resolve();
       };
       try {
         ch.publish(exchange, routingKey, content, options, done);
       } catch (err) {
-        done(err); // the channel closed under us
+        clearTimeout(timer);
+        this.returned.delete(id);
+        reject(queueUnavailable(`publish failed: ${asError(err).message}`, err)); // the channel closed under us: nothing sent
       }
     });
   }

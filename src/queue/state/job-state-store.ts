@@ -1,4 +1,4 @@
-import type { JobInfo } from '../job-queue.js';
+import type { JobInfo, JobState } from '../job-queue.js';
 
 /** A state change; fields left out keep their value. */
 export type JobStatePatch = Partial<Pick<JobInfo, 'state' | 'attempts' | 'lastError' | 'deadReason' | 'deadline'>> & { updatedAt: number };
@@ -20,8 +20,11 @@ export interface JobStateStore {
    * that holds the key: the new one when `inserted`, else the first job's.
    */
   insert(record: JobInfo): Promise<{ inserted: boolean; record: JobInfo }>;
-  /** Applies a transition. An unknown id is ignored (pruned, or never recorded). */
-  update(id: string, patch: JobStatePatch): Promise<void>;
+  /**
+   * Applies a transition. An unknown id is ignored (pruned, or never recorded);
+   * with `onlyIfState`, so is a job that has moved on from that state.
+   */
+  update(id: string, patch: JobStatePatch, onlyIfState?: JobState): Promise<void>;
   get(id: string): Promise<JobInfo | undefined>;
   /** Forgets a job whose publish failed, which frees its idempotency key for the client's retry. */
   delete(id: string): Promise<void>;

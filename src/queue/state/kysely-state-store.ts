@@ -85,14 +85,16 @@ export class KyselyJobStateStore implements JobStateStore {
     return { inserted: false, record: fromRow(holder) };
   }
 
-  async update(id: string, patch: JobStatePatch): Promise<void> {
+  async update(id: string, patch: JobStatePatch, onlyIfState?: JobState): Promise<void> {
     const set: Record<string, unknown> = { updated_at: patch.updatedAt };
     if (patch.state !== undefined) set.state = patch.state;
     if (patch.attempts !== undefined) set.attempts = patch.attempts;
     if (patch.lastError !== undefined) set.last_error = patch.lastError;
     if (patch.deadReason !== undefined) set.dead_reason = patch.deadReason;
     if (patch.deadline !== undefined) set.deadline = patch.deadline;
-    await this.db.updateTable(this.table).set(set).where('id', '=', id).execute();
+    let query = this.db.updateTable(this.table).set(set).where('id', '=', id);
+    if (onlyIfState !== undefined) query = query.where('state', '=', onlyIfState);
+    await query.execute();
   }
 
   async get(id: string): Promise<JobInfo | undefined> {

@@ -1,4 +1,4 @@
-import type { JobInfo } from '../job-queue.js';
+import type { JobInfo, JobState } from '../job-queue.js';
 import type { JobStatePatch, JobStateStore } from './job-state-store.js';
 
 /**
@@ -24,9 +24,9 @@ export class MemoryJobStateStore implements JobStateStore {
     return { inserted: true, record: { ...record } };
   }
 
-  async update(id: string, patch: JobStatePatch): Promise<void> {
+  async update(id: string, patch: JobStatePatch, onlyIfState?: JobState): Promise<void> {
     const job = this.jobs.get(id);
-    if (job) Object.assign(job, patch);
+    if (job && (onlyIfState === undefined || job.state === onlyIfState)) Object.assign(job, patch);
   }
 
   async get(id: string): Promise<JobInfo | undefined> {
