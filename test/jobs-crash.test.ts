@@ -229,7 +229,8 @@ test(
     };
 
     await withLogs(procs, async () => {
-      const args = ['serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', dataDir, ...RUNTIME_ARGS];
+      // A short lease so the dead server's jobs come back in seconds (renewed while a job runs).
+      const args = ['serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', dataDir, '--queue-lease-ms', '3000', ...RUNTIME_ARGS];
       const first = procs.start('serve-1', args);
       const base1 = await first.baseUrl();
       await waitReady(base1, first);
@@ -257,7 +258,7 @@ test(
       const second = procs.start('serve-2', args);
       const base2 = await second.baseUrl();
       await waitReady(base2, second);
-      // The orphans run again only once their lease (visibility timeout: 30 s, no config key) has run out.
+      // The orphans run again only once their lease (queue_lease_ms) has run out.
       const progress = () => `${jobsIn('done')} done, ${jobsIn('running')} running, ${jobsIn('queued')} queued, ${jobsIn('dead')} dead`;
       await waitFor(() => jobsIn('done') >= JOBS, () => `${JOBS} jobs done (${progress()})`, 120_000);
 

@@ -29,7 +29,7 @@ export async function runWorker(argv: string[]): Promise<number> {
   const logger = createLogger(config.log_level);
   const metrics = createMetrics();
   const models = new ModelRepository(repositoryOptions(config, logger));
-  const store = createResultStore(storeUrl(config));
+  const store = createResultStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {});
   const { queue, close } = await queueFromConfig(config);
   queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
   const concurrency = config.worker_concurrency > 0 ? config.worker_concurrency : 2 * Math.max(1, models.instances);

@@ -27,6 +27,21 @@ export const ConfigSchema = Type.Object(
       default: '',
       description: 'Job queue: `sqlite:PATH`, `sqlite::memory:` or `amqp://…`; empty: `sqlite:<data_dir>/queue.db`.',
     }),
+    queue_prefix: Type.String({
+      default: 'sightline',
+      pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      description: 'Name prefix of the RabbitMQ exchanges and queues (amqp queue only).',
+    }),
+    queue_lease_ms: Type.Integer({
+      default: 30_000,
+      minimum: 100,
+      description: 'SQLite queue: how long a worker holds a job before a crashed worker\'s job comes back (renewed while it runs).',
+    }),
+    store_schema: Type.String({
+      default: '',
+      pattern: '^([A-Za-z_][A-Za-z0-9_]{0,62})?$',
+      description: 'PostgreSQL schema for results and job states; empty: the search path.',
+    }),
     worker: Type.Boolean({
       default: true,
       description: '`serve` runs a job worker in-process; false (`--no-worker`) makes an API-only replica.',

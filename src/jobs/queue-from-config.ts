@@ -35,7 +35,8 @@ async function jobStateStore(config: Config): Promise<{ store: JobStateStore; cl
     pool.on('error', () => undefined);
     db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
   }
-  const store = new KyselyJobStateStore({ db, kind: url.startsWith('sqlite:') ? 'sqlite' : 'postgres' });
+  const postgres = !url.startsWith('sqlite:');
+  const store = new KyselyJobStateStore({ db, kind: postgres ? 'postgres' : 'sqlite', ...(postgres && config.store_schema ? { schema: config.store_schema } : {}) });
   // Replicas starting together on a new database race to create the table: the loser retries.
   for (let attempt = 1; ; attempt++) {
     try {
@@ -52,7 +53,13 @@ async function jobStateStore(config: Config): Promise<{ store: JobStateStore; cl
 /** The job queue the config names, with its settings; `close()` also releases what it opened. */
 export async function queueFromConfig(config: Config): Promise<{ queue: JobQueue; close: () => Promise<void> }> {
   const url = queueUrl(config);
-  const settings = { maxAttempts: config.job_max_attempts, backoffBaseMs: config.job_backoff_ms, maxLength: config.queue_max_length };
+  const settings = {
+    maxAttempts: config.job_max_attempts,
+    backoffBaseMs: config.job_backoff_ms,
+    maxLength: config.queue_max_length,
+    prefix: config.queue_prefix,
+    visibilityTimeoutMs: config.queue_lease_ms,
+  };
   if (!url.startsWith('amqp')) {
     const queue = createJobQueue(url, settings);
     return { queue, close: () => queue.close() };

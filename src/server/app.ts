@@ -77,7 +77,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       },
     }),
   );
-  const store = createResultStore(storeUrl(config));
+  const store = createResultStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {});
   const jobs = await queueFromConfig(config);
   const { queue } = jobs;
   // A lost broker connection is logged, never fatal: the queue reconnects by itself.
