@@ -123,3 +123,41 @@ test('amqp: an Idempotency-Key whose first publish was never confirmed is publis
     await deleteAmqpTopology(URL, prefix, FAST);
   }
 });
+
+test('amqp: a job whose worker dies every time counts those attempts and ends in the dead letters', async (t) => {
+  if (!requireOrSkip(t, await available(), REQUIREMENT)) return;
+  const prefix = uniquePrefix();
+  const stateStore = new MemoryJobStateStore();
+  const options = { ...FAST, url: URL, prefix, stateStore, maxAttempts: 2 };
+  const api = new AmqpJobQueue(options);
+  const workers: AmqpJobQueue[] = [];
+  try {
+    await api.waitUntilReady();
+    const { job_id } = await api.enqueue({ line: 'l1', image: Buffer.from('poison'), contentType: 'image/jpeg' });
+    // Two workers in turn start the job and die without settling it.
+    for (let i = 0; i < 2; i++) {
+      const worker = new AmqpJobQueue(options);
+      workers.push(worker);
+      const started = deferred();
+      await worker.consume(async () => {
+        started.resolve();
+        await new Promise(() => {}); // never finishes: the worker dies first
+      });
+      await started.promise;
+      await worker.abort();
+    }
+    const ran: string[] = [];
+    const last = new AmqpJobQueue(options);
+    workers.push(last);
+    await last.consume(async (job) => void ran.push(job.id));
+    await waitFor(async () => (await api.getJob(job_id))?.state === 'dead', 'the job to be dead-lettered', 10_000);
+    const dead = await api.getJob(job_id);
+    assert.equal(dead?.attempts, 2);
+    assert.match(dead?.lastError ?? '', /stopped without finishing/);
+    assert.deepEqual(ran, [], 'a third run never happens');
+  } finally {
+    await Promise.all(workers.map((w) => w.close().catch(() => undefined)));
+    await api.close();
+    await deleteAmqpTopology(URL, prefix, FAST);
+  }
+});

@@ -1,7 +1,7 @@
 import type { Channel, ChannelModel, ConsumeMessage, Message, Options } from 'amqplib';
 import { asError, isUnrecoverable } from '../errors.js';
 import { HeldJobs, runHandler, type Outcome } from '../held-jobs.js';
-import type { Consumer, DeadReason, Job, JobHandler, StopOptions } from '../job-queue.js';
+import type { Consumer, DeadReason, Job, JobHandler, JobInfo, StopOptions } from '../job-queue.js';
 import { retryDelayMs, type ResolvedQueueOptions } from '../options.js';
 import type { JobStatePatch } from '../state/job-state-store.js';
 import { decodeJob, deadHeaders, EXPIRED_MESSAGE, messageId, republishOptions, retryHeaders } from './message.js';
@@ -17,12 +17,16 @@ export interface AmqpConsumerHost {
   publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<void>;
   /** Best-effort state bookkeeping; never throws. */
   record(id: string, patch: JobStatePatch): Promise<void>;
+  /** The recorded state of a job, if the state store answers. */
+  lookup(id: string): Promise<JobInfo | undefined>;
   completed(id: string): void;
   retrying(id: string, attempt: number, delayMs: number, err: Error): void;
   dead(id: string, reason: DeadReason, message: string): void;
   reportError(err: unknown): void;
   removeConsumer(consumer: AmqpConsumer): void;
 }
+
+const LOST_ATTEMPT = 'the worker running this attempt stopped without finishing it (crashed or lost its connection)';
 
 interface Delivery {
   ch: Channel;
@@ -122,6 +126,16 @@ export class AmqpConsumer implements Consumer {
       return;
     }
     this.held.track(String(++this.seq), job, { ch, msg }, async (held) => {
+      // A redelivery of an attempt that was recorded running and never settled means
+      // the worker holding it died (or lost its connection): that attempt counts, as a
+      // lease expiry does on SQLite, so a job that kills its worker cannot loop forever.
+      if (msg.fields.redelivered) {
+        const before = await this.host.lookup(job.id);
+        if (before?.state === 'running' && before.attempts === job.attempt) {
+          await this.settle(job, held.ref, { ok: false, err: new Error(LOST_ATTEMPT) });
+          return;
+        }
+      }
       await this.host.record(job.id, { state: 'running', attempts: job.attempt, updatedAt: Date.now() });
       const outcome = await runHandler(this.handler, job, held.controller.signal);
       if (held.returned) return;
@@ -189,7 +203,10 @@ export class AmqpConsumer implements Consumer {
     const ch = this.channel;
     if (giveBack && ch) for (const tag of this.tags) await ch.cancel(tag).catch(() => {});
     await this.held.drain(graceMs, async (held) => {
-      if (giveBack) nack(held.ref.ch, held.ref.msg);
+      if (!giveBack) return;
+      // Given back on purpose: the attempt does not count when it is redelivered.
+      await this.host.record(held.job.id, { state: 'queued', updatedAt: Date.now() });
+      nack(held.ref.ch, held.ref.msg);
     });
     if (giveBack && ch) await ch.close().catch(() => {});
     this.host.removeConsumer(this);

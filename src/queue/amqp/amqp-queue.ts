@@ -285,6 +285,10 @@ export class AmqpJobQueue extends EventEmitter<JobQueueEvents> implements JobQue
       current: () => this.conn.current,
       publish: (exchange, key, content, options) => this.conn.publish(exchange, key, content, options),
       record: (id, patch) => this.record(id, patch),
+      lookup: (id) => this.store.get(id).catch((err) => {
+        this.reportError(err);
+        return undefined;
+      }),
       completed: (id) => this.emit('completed', id),
       retrying: (id, attempt, delay, err) => this.emit('retrying', id, attempt, delay, err),
       dead: (id, reason, message) => this.emit('dead', id, reason, message),
