@@ -59,18 +59,11 @@ const HELP = `Usage: npm run bench -- (--model PATH | --fixture NAME | --all) [o
   -h, --help
 `;
 
-interface Options {
+/** The run's settings as the report records them, plus what only the harness needs. */
+interface Options
+  extends Pick<Settings, 'durationS' | 'warmupS' | 'rawSeconds' | 'offlineSeconds' | 'concurrencies' | 'batches' | 'overloadFactor' | 'maxOutstanding' | 'drainS'> {
   specs: ModelSpec[];
   labels: number | undefined;
-  durationS: number;
-  warmupS: number;
-  rawSeconds: number;
-  offlineSeconds: number;
-  concurrencies: number[];
-  batches: number[];
-  overloadFactor: number;
-  maxOutstanding: number;
-  drainS: number;
   imageCount: number;
   imagesDir: string | undefined;
   serverArgs: string[];
