@@ -32,6 +32,13 @@ export const Errors = {
   QUEUE_CLOSED: createError('QUEUE_CLOSED', 'The job queue is closed', 503),
   INVALID_JOB: createError('INVALID_JOB', 'Invalid job: %s', 400),
   JOB_NOT_FOUND: createError('JOB_NOT_FOUND', 'No job %s', 404),
+  // stream and uploads
+  INVALID_FRAME: createError('INVALID_FRAME', 'Invalid stream frame: %s', 400),
+  INVALID_MESSAGE: createError('INVALID_MESSAGE', 'Invalid stream message: %s', 400),
+  UPLOAD_TOO_LARGE: createError('UPLOAD_TOO_LARGE', 'The upload exceeds the limit of %s bytes', 413),
+  UPLOAD_NOT_FOUND: createError('UPLOAD_NOT_FOUND', 'No upload %s', 404),
+  UPLOAD_CONFLICT: createError('UPLOAD_CONFLICT', 'Upload offset mismatch: %s', 409),
+  INVALID_UPLOAD: createError('INVALID_UPLOAD', 'Invalid upload: %s', 400),
   // store
   STORE_UNAVAILABLE: createError('STORE_UNAVAILABLE', 'The result store is unavailable: %s', 503),
   RESULT_NOT_FOUND: createError('RESULT_NOT_FOUND', 'No stored result %s', 404),

@@ -2,6 +2,8 @@
 import { runServe } from './serve.js';
 import { runEval } from './eval.js';
 import { runWorker } from './worker.js';
+import { runLogs } from './logs.js';
+import { runSimulate } from './simulate.js';
 
 const HELP = `Usage: sightline <command> [options]
 
@@ -9,6 +11,8 @@ Commands:
   serve     serve the HTTP API (the embedded default)
   worker    consume async jobs (no HTTP)
   eval      measure a model's accuracy on a dataset through the serving pipeline
+  logs      logs analyze FILE...: report and anomalies from Sightline's JSON logs
+  simulate  camera simulator: N lines × F fps through the client SDK (ws, http or jobs)
 
 Run "sightline <command> --help" for the options of a command.
 `;
@@ -17,6 +21,8 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: runServe,
   eval: runEval,
   worker: runWorker,
+  logs: runLogs,
+  simulate: runSimulate,
 };
 
 async function main(argv: string[]): Promise<number> {

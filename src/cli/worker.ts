@@ -7,6 +7,7 @@ import { storeUrl } from '../server/store-url.js';
 import { queueFromConfig } from '../jobs/queue-from-config.js';
 import { jobProcessor } from '../jobs/processor.js';
 import { startWorker } from '../jobs/worker.js';
+import { eventBusFromConfig } from '../events/index.js';
 import { configHelp, parseCommandOrExit } from './config-args.js';
 
 const HELP = `Usage: sightline worker [options]
@@ -33,7 +34,8 @@ export async function runWorker(argv: string[]): Promise<number> {
   const { queue, close } = await queueFromConfig(config);
   queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
   const concurrency = config.worker_concurrency > 0 ? config.worker_concurrency : 2 * Math.max(1, models.instances);
-  const worker = startWorker(queue, jobProcessor({ config, models, store, metrics, logger }), concurrency, logger, models.loadAll());
+  const events = await eventBusFromConfig(config, logger);
+  const worker = startWorker(queue, jobProcessor({ config, models, store, metrics, logger, events }), concurrency, logger, models.loadAll());
 
   return new Promise<number>((resolve) => {
     const stop = async (signal: string) => {
@@ -43,6 +45,7 @@ export async function runWorker(argv: string[]): Promise<number> {
         await close();
         await models.close();
         await store.close();
+        await events.close();
         logger.info({ event: 'worker_stopped' }, 'stopped');
         resolve(0);
       } catch (err) {

@@ -5,6 +5,7 @@ import type { ResultStore } from '../store/index.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { JobHandler } from '../queue/index.js';
 import { detect } from '../inference/detector.js';
+import { resultEvent, type EventBus } from '../events/index.js';
 
 /** What a job carries besides its image: the query of POST /v1/jobs. */
 export interface JobOptions {
@@ -21,6 +22,7 @@ export interface ProcessorDeps {
   store: ResultStore;
   metrics: Metrics;
   logger: Logger;
+  events: EventBus;
 }
 
 /**
@@ -28,7 +30,7 @@ export interface ProcessorDeps {
  * under request_id = job id. Delivery is at least once; the store's idempotent
  * save makes a redelivered job a no-op rather than a duplicate.
  */
-export function jobProcessor({ config, models, store, metrics, logger }: ProcessorDeps): JobHandler {
+export function jobProcessor({ config, models, store, metrics, logger, events }: ProcessorDeps): JobHandler {
   return async (job) => {
     const options = job.options as JobOptions;
     const model = models.findReady(options.model);
@@ -43,13 +45,10 @@ export function jobProcessor({ config, models, store, metrics, logger }: Process
       priority: job.priority,
       deadline,
     });
-    const stored = await store.save({
-      request_id: job.id,
-      line: job.line,
-      model: { name: model.name, version: model.version },
-      ...outcome,
-      source: 'job',
-    });
+    const result = { request_id: job.id, line: job.line, model: { name: model.name, version: model.version }, ...outcome };
+    const stored = await store.save({ ...result, source: 'job' });
+    // A redelivered job already announced its result.
+    if (stored) events.publish(resultEvent('job', result));
     metrics.verdicts.inc({ line: job.line, verdict: outcome.verdict });
     for (const d of outcome.detections) metrics.detections.inc({ line: job.line, label: d.label });
     logger.info(

@@ -19,6 +19,13 @@ export function createMetrics() {
       labelNames: ['route', 'line', 'status'] as const,
       registers,
     }),
+    requestDuration: new Histogram({
+      name: 'sightline_request_duration_seconds',
+      help: 'HTTP request durations (arrival to last byte), by route; WebSocket sessions are not requests and are left out.',
+      labelNames: ['route'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
     stageDuration: new Histogram({
       name: 'sightline_stage_duration_seconds',
       help: 'Time per pipeline stage (queue, decode, preprocess, infer, postprocess).',
@@ -67,6 +74,24 @@ export function createMetrics() {
       name: 'sightline_model_ready',
       help: '1 when the model version is READY, else 0.',
       labelNames: ['model', 'version'] as const,
+      registers,
+    }),
+    connections: new Gauge({
+      name: 'sightline_connections',
+      help: 'Open long-lived client connections, by transport (websocket) and client kind.',
+      labelNames: ['transport', 'client_kind'] as const,
+      registers,
+    }),
+    streamFrames: new Counter({
+      name: 'sightline_stream_frames_total',
+      help: 'WebSocket stream frames by outcome: received, then processed (result sent), failed (error sent), dropped (backpressure) or abandoned (waiting when the connection closed).',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    streamEvents: new Counter({
+      name: 'sightline_stream_events_total',
+      help: 'Subscribed events for WebSocket stream clients: sent, or skipped because the client was not reading (send buffer over its bound).',
+      labelNames: ['outcome'] as const,
       registers,
     }),
   };

@@ -16,10 +16,15 @@ import { resultRoutes } from './routes/results.js';
 import { createResultStore, type ResultStore } from '../store/index.js';
 import { storeUrl } from './store-url.js';
 import { jobRoutes } from './routes/jobs.js';
+import { streamRoutes } from './routes/stream.js';
+import { alertRoutes } from './routes/alerts.js';
+import { uploadRoutes } from './routes/uploads.js';
 import { queueFromConfig } from '../jobs/queue-from-config.js';
 import { jobProcessor } from '../jobs/processor.js';
 import { startWorker } from '../jobs/worker.js';
 import type { JobQueue } from '../queue/index.js';
+import { eventBusFromConfig, type EventBus } from '../events/index.js';
+import { LiveStats, RecordingEventBus } from '../ops/live-stats.js';
 
 export interface Sightline {
   config: Config;
@@ -27,6 +32,10 @@ export interface Sightline {
   metrics: Metrics;
   store: ResultStore;
   queue: JobQueue;
+  /** Live result and status events by line (in-process or RabbitMQ). */
+  events: EventBus;
+  /** Sliding window of this process's results (all sources): throughput and latency for live status. */
+  live: LiveStats;
 }
 
 declare module 'fastify' {
@@ -88,7 +97,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     metrics.jobs.inc({ state: 'dead' });
     logger.warn({ event: 'job_dead', job_id: id, reason, error: message }, `job ${id} dead: ${reason}`);
   });
-  app.decorate('sightline', { config, models, metrics, store, queue });
+  const live = new LiveStats();
+  // Every result this process produces is published: recording there covers sync, job and stream results.
+  const events = new RecordingEventBus(await eventBusFromConfig(config, logger), live);
+  app.decorate('sightline', { config, models, metrics, store, queue, events, live });
 
   installErrorHandler(app, config.body_limit_bytes);
   app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -106,6 +118,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     const status = reply.statusCode;
     const line = request.line ?? 'none';
     metrics.requests.inc({ route, line, status: String(status) });
+    if (route !== '/v1/stream') metrics.requestDuration.observe({ route }, reply.elapsedTime / 1000);
     const fields = { route, line, status, duration_ms: Math.round(reply.elapsedTime * 1000) / 1000 };
     if (status < 400) {
       request.log.info({ event: 'request_success', ...fields }, 'request success');
@@ -122,10 +135,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   await app.register(healthRoutes);
   await app.register(metricsRoutes);
+  await app.register(alertRoutes);
   await app.register(modelRoutes);
   await app.register(detectRoutes);
   await app.register(resultRoutes);
   await app.register(jobRoutes);
+  await app.register(uploadRoutes);
+  await app.register(streamRoutes);
 
   // Responses that finish while the server closes must not leave keep-alive
   // sockets behind: server.close() would wait for them until they time out.
@@ -140,7 +156,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const worker = config.worker
     ? startWorker(
         queue,
-        jobProcessor({ config, models, store, metrics, logger }),
+        jobProcessor({ config, models, store, metrics, logger, events }),
         config.worker_concurrency > 0 ? config.worker_concurrency : 2 * Math.max(1, models.instances),
         logger,
         models.loadAll(),
@@ -159,6 +175,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await jobs.close();
     await models.close();
     await store.close();
+    await events.close();
   });
 
   const loading = models.loadAll().then(() => {

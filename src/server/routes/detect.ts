@@ -7,6 +7,7 @@ import underPressure from '@fastify/under-pressure';
 import { totalmem } from 'node:os';
 import { detect, STAGES } from '../../inference/detector.js';
 import { PRIORITIES } from '../../inference/batcher.js';
+import { resultEvent } from '../../events/index.js';
 
 export const LINE_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 export const MODEL_REF_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$';
@@ -37,7 +38,7 @@ export const DetectHeadersSchema = Type.Object({
 export type DetectHeaders = Static<typeof DetectHeadersSchema>;
 
 export async function detectRoutes(app: FastifyInstance): Promise<void> {
-  const { config, models, metrics, store } = app.sightline;
+  const { config, models, metrics, store, events } = app.sightline;
 
   // Scoped to the inference routes: /livez, /readyz and /metrics keep answering under pressure.
   await app.register(underPressure, {
@@ -102,8 +103,9 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
           request.log.error({ event: 'result_store_failed', err }, 'could not store the result');
         });
       }
+      events.publish(resultEvent('sync', result));
       request.log.info(
-        { event: 'detection_result', line, model: model.name, version: model.version, verdict: outcome.verdict, detections: outcome.detections.length },
+        { event: 'detection_result', line, model: model.name, version: model.version, verdict: outcome.verdict, detections: outcome.detections.length, labels: outcome.detections.map((d) => d.label) },
         'detection result',
       );
       return result;

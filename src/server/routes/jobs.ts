@@ -22,6 +22,8 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     async (request, reply) => {
       const { line = DEFAULT_LINE, priority, model, conf, iou, max_det, agnostic } = request.query;
       request.line = line;
+      // A model that does not exist is refused now, not dead-lettered by a worker later.
+      app.sightline.models.find(model);
       const image = await readImage(request);
       // Refuse what is not an image now; what fails to decode later ends in the dead letters.
       const header = await inspectImage(image, config.max_image_pixels);

@@ -1,0 +1,45 @@
+import type { FastifyInstance } from 'fastify';
+import { createAlertEngine, type AlertEngine, type AlertState } from '../../ops/alerts/index.js';
+
+export interface AlertRoutesOptions {
+  /**
+   * The engine to serve. Without one, the plugin creates it from
+   * `app.sightline` (config, metrics registry) and the app's logger, starts it,
+   * and stops it when the app closes.
+   */
+  engine?: AlertEngine;
+}
+
+const STATES: readonly AlertState[] = ['inactive', 'pending', 'firing'];
+
+/** GET /v1/alerts: every alert rule with its state, value and threshold. */
+export async function alertRoutes(app: FastifyInstance, opts: AlertRoutesOptions = {}): Promise<void> {
+  let engine = opts.engine;
+  if (!engine) {
+    const own = createAlertEngine({ config: app.sightline.config, registry: app.sightline.metrics.registry, logger: app.log });
+    app.addHook('onClose', async () => own.stop());
+    engine = own;
+  }
+  const alerts = engine;
+
+  app.get<{ Querystring: { state?: string } }>(
+    '/v1/alerts',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          properties: { state: { type: 'string', enum: [...STATES] } },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request) => {
+      const list = alerts.list();
+      const state = request.query.state;
+      return {
+        alerts: state ? list.filter((a) => a.state === state) : list,
+        eval_interval_ms: alerts.options.evalIntervalMs,
+      };
+    },
+  );
+}
