@@ -42,6 +42,16 @@ export const Errors = {
   // store
   STORE_UNAVAILABLE: createError('STORE_UNAVAILABLE', 'The result store is unavailable: %s', 503),
   RESULT_NOT_FOUND: createError('RESULT_NOT_FOUND', 'No stored result %s', 404),
+  // identity and limits
+  UNAUTHORIZED: createError('UNAUTHORIZED', 'Authentication required: %s', 401),
+  FORBIDDEN: createError('FORBIDDEN', 'The %s role is needed for this route', 403),
+  RATE_LIMITED: createError('RATE_LIMITED', 'Rate limit exceeded: %s', 429),
+  TOO_MANY_CONNECTIONS: createError('TOO_MANY_CONNECTIONS', 'Too many connections: %s', 503),
+  CONNECTION_NOT_FOUND: createError('CONNECTION_NOT_FOUND', 'No open connection %s', 404),
+  REQUEST_TIMEOUT: createError('REQUEST_TIMEOUT', 'The request was not received in time: %s', 408),
+  HEADERS_TOO_LARGE: createError('HEADERS_TOO_LARGE', 'The request headers exceed %s bytes', 431),
+  // dependencies
+  NOT_READY: createError('NOT_READY', 'Not ready: %s', 503),
   // server
   SHUTTING_DOWN: createError('SHUTTING_DOWN', 'The server is shutting down', 503),
   INTERNAL_ERROR: createError('INTERNAL_ERROR', 'Internal error', 500),
@@ -52,4 +62,4 @@ export type ErrorCode = keyof typeof Errors;
 export const ERROR_CODES = Object.keys(Errors) as ErrorCode[];
 
 /** Errors after which a client may simply try again later. */
-export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN', 'OVERLOADED', 'STORE_UNAVAILABLE', 'QUEUE_FULL', 'QUEUE_UNAVAILABLE', 'QUEUE_CLOSED']);
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN', 'OVERLOADED', 'STORE_UNAVAILABLE', 'QUEUE_FULL', 'QUEUE_UNAVAILABLE', 'QUEUE_CLOSED', 'TOO_MANY_CONNECTIONS', 'RATE_LIMITED', 'NOT_READY']);
