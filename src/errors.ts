@@ -50,8 +50,6 @@ export const Errors = {
   CONNECTION_NOT_FOUND: createError('CONNECTION_NOT_FOUND', 'No open connection %s', 404),
   REQUEST_TIMEOUT: createError('REQUEST_TIMEOUT', 'The request was not received in time: %s', 408),
   HEADERS_TOO_LARGE: createError('HEADERS_TOO_LARGE', 'The request headers exceed %s bytes', 431),
-  // dependencies
-  NOT_READY: createError('NOT_READY', 'Not ready: %s', 503),
   // server
   SHUTTING_DOWN: createError('SHUTTING_DOWN', 'The server is shutting down', 503),
   INTERNAL_ERROR: createError('INTERNAL_ERROR', 'Internal error', 500),
@@ -62,4 +60,4 @@ export type ErrorCode = keyof typeof Errors;
 export const ERROR_CODES = Object.keys(Errors) as ErrorCode[];
 
 /** Errors after which a client may simply try again later. */
-export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN', 'OVERLOADED', 'STORE_UNAVAILABLE', 'QUEUE_FULL', 'QUEUE_UNAVAILABLE', 'QUEUE_CLOSED', 'TOO_MANY_CONNECTIONS', 'RATE_LIMITED', 'NOT_READY']);
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN', 'OVERLOADED', 'STORE_UNAVAILABLE', 'QUEUE_FULL', 'QUEUE_UNAVAILABLE', 'QUEUE_CLOSED', 'TOO_MANY_CONNECTIONS', 'RATE_LIMITED']);

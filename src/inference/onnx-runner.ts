@@ -82,6 +82,8 @@ export class OnnxRunner implements ModelRunner {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // A worker that already died (crash, terminate) emits no second 'exit' to wait for.
+    if (this.exitError) return;
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     this.worker.postMessage({ type: 'close' } satisfies WorkerRequest);
     const timeout = setTimeout(() => void this.worker.terminate(), 2000);

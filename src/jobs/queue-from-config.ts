@@ -6,6 +6,7 @@ import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import type { Config } from '../config/schema.js';
 import { createJobQueue, KyselyJobStateStore, MemoryJobStateStore, type JobQueue, type JobStateStore } from '../queue/index.js';
 import { storeUrl } from '../server/store-url.js';
+import { MigrateOnFirstUse } from '../queue/state/migrate-on-first-use.js';
 
 export function queueUrl(config: Config): string {
   return config.queue_url || `sqlite:${join(config.data_dir, 'queue.db')}`;
@@ -30,23 +31,16 @@ async function jobStateStore(config: Config): Promise<{ store: JobStateStore; cl
     sqlite.pragma('busy_timeout = 1000');
     db = new Kysely<unknown>({ dialect: new SqliteDialect({ database: sqlite }) });
   } else {
-    const pool = new pg.Pool({ connectionString: url, max: 4 });
+    const pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 10_000 });
     // An idle connection that the server ends must not crash the process; the pool replaces it.
     pool.on('error', () => undefined);
     db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
   }
   const postgres = !url.startsWith('sqlite:');
-  const store = new KyselyJobStateStore({ db, kind: postgres ? 'postgres' : 'sqlite', ...(postgres && config.store_schema ? { schema: config.store_schema } : {}) });
-  // Replicas starting together on a new database race to create the table: the loser retries.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await store.migrate();
-      break;
-    } catch (err) {
-      if (attempt >= 5) throw err;
-      await new Promise((r) => setTimeout(r, 100 * attempt));
-    }
-  }
+  // The table is created on first use: a database that is down at start-up must not stop the process.
+  const store = new MigrateOnFirstUse(
+    new KyselyJobStateStore({ db, kind: postgres ? 'postgres' : 'sqlite', ...(postgres && config.store_schema ? { schema: config.store_schema } : {}) }),
+  );
   return { store, close: () => db.destroy() };
 }
 

@@ -88,6 +88,80 @@ export function createMetrics() {
       labelNames: ['outcome'] as const,
       registers,
     }),
+    modelInfo: new Gauge({
+      name: 'sightline_model_info',
+      help: 'Always 1 for each READY model version; labels carry its output format, input size (WxH) and number of classes.',
+      labelNames: ['model', 'version', 'format', 'input', 'classes'] as const,
+      registers,
+    }),
+    // System gauges, set by the system sampler (src/ops/system-sampler.ts) every system_sample_interval_ms.
+    cpuUtilization: new Gauge({
+      name: 'sightline_cpu_utilization_ratio',
+      help: 'CPU time of this process over the last sampling interval, divided by wall time and by the CPUs available to it (0..1).',
+      registers,
+    }),
+    systemCpuUtilization: new Gauge({
+      name: 'sightline_system_cpu_utilization_ratio',
+      help: 'Busy share of all CPUs of the machine over the last sampling interval (0..1).',
+      registers,
+    }),
+    memoryRss: new Gauge({
+      name: 'sightline_memory_rss_bytes',
+      help: 'Resident set size of this process.',
+      registers,
+    }),
+    systemMemoryUsed: new Gauge({
+      name: 'sightline_system_memory_used_bytes',
+      help: 'Memory in use on the machine (total minus available).',
+      registers,
+    }),
+    systemMemoryTotal: new Gauge({
+      name: 'sightline_system_memory_total_bytes',
+      help: 'Total memory of the machine.',
+      registers,
+    }),
+    eventLoopLag: new Gauge({
+      name: 'sightline_event_loop_lag_seconds',
+      help: 'p99 event-loop lag over the last sampling interval (timer delay beyond its resolution).',
+      registers,
+    }),
+    // GPU gauges, from nvidia-smi (src/ops/gpu-sampler.ts); absent without a GPU.
+    gpuInfo: new Gauge({
+      name: 'sightline_gpu_info',
+      help: 'Always 1 for each GPU nvidia-smi reports; labels carry its index, name and UUID.',
+      labelNames: ['gpu', 'name', 'uuid'] as const,
+      registers,
+    }),
+    gpuUtilization: new Gauge({
+      name: 'sightline_gpu_utilization_ratio',
+      help: 'GPU utilization (share of the last sample period a kernel ran), 0..1, by GPU index.',
+      labelNames: ['gpu'] as const,
+      registers,
+    }),
+    gpuMemoryUsed: new Gauge({
+      name: 'sightline_gpu_memory_used_bytes',
+      help: 'GPU memory in use, by GPU index.',
+      labelNames: ['gpu'] as const,
+      registers,
+    }),
+    gpuMemoryTotal: new Gauge({
+      name: 'sightline_gpu_memory_total_bytes',
+      help: 'Total GPU memory, by GPU index.',
+      labelNames: ['gpu'] as const,
+      registers,
+    }),
+    gpuTemperature: new Gauge({
+      name: 'sightline_gpu_temperature_celsius',
+      help: 'GPU core temperature, by GPU index.',
+      labelNames: ['gpu'] as const,
+      registers,
+    }),
+    gpuPower: new Gauge({
+      name: 'sightline_gpu_power_watts',
+      help: 'GPU power draw, by GPU index.',
+      labelNames: ['gpu'] as const,
+      registers,
+    }),
     streamEvents: new Counter({
       name: 'sightline_stream_events_total',
       help: 'Subscribed events for WebSocket stream clients: sent, or skipped because the client was not reading (send buffer over its bound).',
@@ -98,3 +172,44 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** What sightline_model_info needs of a model version (a ModelEntry fits). */
+export interface ModelInfoSource {
+  name: string;
+  version: string;
+  state: string;
+  format?: string;
+  inputWidth?: number;
+  inputHeight?: number;
+  manifest?: { labels: readonly string[] };
+}
+
+type ModelInfoLabels = { model: string; version: string; format: string; input: string; classes: string };
+/** The label set last written per model version, so that it can be removed again. */
+const modelInfoSeries = new WeakMap<Metrics['modelInfo'], Map<string, ModelInfoLabels>>();
+
+/**
+ * Keeps sightline_model_info in step with a model version's state: one series
+ * (value 1) while it is READY, none otherwise. Call it on every state change.
+ */
+export function recordModelInfo(metrics: Pick<Metrics, 'modelInfo'>, entry: ModelInfoSource): void {
+  const gauge = metrics.modelInfo;
+  let series = modelInfoSeries.get(gauge);
+  if (!series) modelInfoSeries.set(gauge, (series = new Map()));
+  const key = `${entry.name}\u0000${entry.version}`;
+  const previous = series.get(key);
+  if (previous) {
+    gauge.remove(previous);
+    series.delete(key);
+  }
+  if (entry.state !== 'READY') return;
+  const labels: ModelInfoLabels = {
+    model: entry.name,
+    version: entry.version,
+    format: entry.format ?? 'unknown',
+    input: entry.inputWidth && entry.inputHeight ? `${entry.inputWidth}x${entry.inputHeight}` : 'unknown',
+    classes: String(entry.manifest?.labels.length ?? 0),
+  };
+  gauge.set(labels, 1);
+  series.set(key, labels);
+}

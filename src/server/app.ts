@@ -3,7 +3,8 @@ import multipart from '@fastify/multipart';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { createLogger } from '../log.js';
-import { createMetrics, type Metrics } from '../ops/metrics.js';
+import { createMetrics, recordModelInfo, type Metrics } from '../ops/metrics.js';
+import { startSystemSampler } from '../ops/system-sampler.js';
 import { ModelRepository, type ModelEntry, type RepositoryOptions } from '../inference/repository.js';
 import { repositoryOptions } from '../inference/from-config.js';
 import { installErrorHandler } from './error-handler.js';
@@ -25,6 +26,10 @@ import { startWorker } from '../jobs/worker.js';
 import type { JobQueue } from '../queue/index.js';
 import { eventBusFromConfig, type EventBus } from '../events/index.js';
 import { LiveStats, RecordingEventBus } from '../ops/live-stats.js';
+import { DependencyMonitor } from '../ops/health/dependency-monitor.js';
+import { dependenciesOf } from '../ops/health/dependencies.js';
+import { TestInference } from '../ops/health/test-inference.js';
+import { dependencyGauge } from '../ops/health/gauge.js';
 
 export interface Sightline {
   config: Config;
@@ -36,6 +41,8 @@ export interface Sightline {
   events: EventBus;
   /** Sliding window of this process's results (all sources): throughput and latency for live status. */
   live: LiveStats;
+  /** Dependency states for /readyz (store, queue, broker, disk) and the models' periodic test inference. */
+  health: { monitor: DependencyMonitor; testInference: TestInference };
 }
 
 declare module 'fastify' {
@@ -76,8 +83,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const models = new ModelRepository(
     repositoryOptions(config, logger, {
       createRunner: options.createRunner,
-      onStateChange: (entry) =>
-        metrics.modelReady.set({ model: entry.name, version: entry.version }, entry.state === 'READY' ? 1 : 0),
+      onStateChange: (entry) => {
+        metrics.modelReady.set({ model: entry.name, version: entry.version }, entry.state === 'READY' ? 1 : 0);
+        recordModelInfo(metrics, entry);
+      },
       batching: {
         onBatch: (entry, size) => metrics.batchSize.observe({ model: entry.name }, size),
         onExpired: () => metrics.rejected.inc({ reason: 'deadline_exceeded' }),
@@ -100,7 +109,21 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const live = new LiveStats();
   // Every result this process produces is published: recording there covers sync, job and stream results.
   const events = new RecordingEventBus(await eventBusFromConfig(config, logger), live);
-  app.decorate('sightline', { config, models, metrics, store, queue, events, live });
+  // Nothing here waits for a dependency: the server listens at once and answers 503 with the
+  // reason (/readyz lists what it waits for) until they are up; the monitor keeps retrying.
+  const monitor = new DependencyMonitor({
+    dependencies: dependenciesOf({ config, store, queue, events }),
+    intervalMs: config.dependency_check_interval_ms,
+    retryBaseMs: config.dependency_retry_base_ms,
+    retryMaxMs: config.dependency_retry_max_ms,
+    logger,
+  });
+  const upGauge = dependencyGauge(metrics.registry);
+  monitor.on('change', (status) => upGauge.set({ dependency: status.name }, status.state === 'up' ? 1 : 0));
+  monitor.start();
+  const testInference = new TestInference(models, { intervalMs: config.test_inference_interval_ms, maxPixels: config.max_image_pixels, logger });
+  testInference.start();
+  app.decorate('sightline', { config, models, metrics, store, queue, events, live, health: { monitor, testInference } });
 
   installErrorHandler(app, config.body_limit_bytes);
   app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -166,10 +189,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     queue.depth().then((depth) => metrics.queueDepth.set({ queue: 'jobs' }, depth), () => undefined);
   }, 2000);
   depthTimer.unref();
+  const sampler = startSystemSampler({ metrics, logger, intervalMs: config.system_sample_interval_ms, nvidiaSmiPath: config.nvidia_smi_path });
   void queue.waitUntilReady().catch((err: Error) => logger.warn({ event: 'queue_unavailable', err }, `job queue not reachable yet: ${err.message}`));
 
   app.addHook('onClose', async () => {
     clearInterval(depthTimer);
+    monitor.stop();
+    testInference.stop();
+    await sampler.stop();
     // Jobs in hand finish first (or go back to the queue) while their models still run.
     await worker?.stop(config.shutdown_timeout_ms);
     await jobs.close();

@@ -1,22 +1,43 @@
 import type { FastifyInstance } from 'fastify';
+import type { DependencyStatus } from '../../ops/health/dependency-monitor.js';
 
 interface Check {
   name: string;
   status: 'pass' | 'fail';
   /** Whether this check decides readiness. */
   critical: boolean;
+  /** Models: LOADING, READY, FAILED; other dependencies: starting, up, down. */
   state?: string;
   reason?: string;
+  detail?: string;
+  /** When the state last changed. */
   since?: string;
+  last_checked?: string;
+  test_inference?: { ok: boolean; at: string; duration_ms: number; reason?: string };
+}
+
+function dependencyCheck(s: DependencyStatus): Check {
+  return {
+    name: s.name,
+    status: s.state === 'up' ? 'pass' : 'fail',
+    critical: s.critical,
+    state: s.state,
+    ...(s.reason !== undefined ? { reason: s.reason } : s.state === 'starting' ? { reason: 'first check under way' } : {}),
+    ...(s.detail !== undefined ? { detail: s.detail } : {}),
+    since: s.since.toISOString(),
+    ...(s.lastChecked ? { last_checked: s.lastChecked.toISOString() } : {}),
+  };
 }
 
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
-  const { models, store } = app.sightline;
+  const { models, health } = app.sightline;
 
   // Liveness only says the event loop answers; it must stay cheap.
-  app.get('/livez', async () => ({ status: 'ok' }));
+  app.get('/livez', { config: { role: 'public' } }, async () => ({ status: 'ok' }));
 
-  app.get('/readyz', async (_request, reply) => {
+  // Reads states the dependency monitor and the model repository keep current: no
+  // probe runs here, so a black-holed database cannot make the probe itself hang.
+  app.get('/readyz', { config: { role: 'public' } }, async (_request, reply) => {
     const checks: Check[] = [];
     const def = models.defaultModel();
     let defaultKey: string | undefined;
@@ -32,23 +53,26 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
     }
     for (const entry of models.list()) {
       const key = `${entry.name}:${entry.version}`;
+      const test = entry.state === 'READY' ? health.testInference.resultFor(entry) : undefined;
+      const failing = test !== undefined && !test.ok;
       checks.push({
         name: `model:${key}`,
-        status: entry.state === 'READY' ? 'pass' : 'fail',
+        status: entry.state === 'READY' && !failing ? 'pass' : 'fail',
         critical: key === defaultKey,
         state: entry.state,
-        ...(entry.reason ? { reason: entry.reason } : {}),
+        ...(entry.reason ? { reason: entry.reason } : failing ? { reason: `test inference failed: ${test.reason}` } : {}),
         since: entry.stateSince.toISOString(),
+        ...(test ? { test_inference: { ok: test.ok, at: test.at.toISOString(), duration_ms: test.duration_ms, ...(test.reason ? { reason: test.reason } : {}) } } : {}),
       });
     }
-    try {
-      await store.ping();
-      checks.push({ name: `store:${store.kind}`, status: 'pass', critical: true });
-    } catch (err) {
-      checks.push({ name: `store:${store.kind}`, status: 'fail', critical: true, reason: (err as Error).message });
-    }
-    const ready = checks.every((c) => !c.critical || c.status === 'pass');
+    checks.push(...health.monitor.statuses().map(dependencyCheck));
+    const waiting = checks.filter((c) => c.critical && c.status === 'fail');
+    const ready = waiting.length === 0;
     if (!ready) reply.status(503).header('retry-after', '1');
-    return { status: ready ? 'ready' : 'not_ready', checks };
+    return {
+      status: ready ? 'ready' : 'not_ready',
+      ...(ready ? {} : { waiting_for: waiting.map((c) => c.name), reason: waiting.map((c) => `${c.name}: ${c.reason ?? c.state}`).join('; ') }),
+      checks,
+    };
   });
 }
