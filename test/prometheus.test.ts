@@ -184,6 +184,8 @@ test('a running Sightline\'s /metrics after traffic passes promtool check metric
     assert.ok(exposition.includes(name), `${name} exported`);
   }
 
+  assertDocumentedMetrics(exposition);
+
   const check = run(PROMTOOL, ['check', 'metrics'], exposition);
   // 0: clean; 3: lint findings only (a parse error exits 1).
   assert.ok(check.status === 0 || check.status === 3, `promtool check metrics exited ${check.status}: ${check.stdout}${check.stderr}`);
@@ -249,3 +251,34 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+
+/**
+ * Every metric the README's Observability section names (`sightline_x{a,b}`) is exported
+ * with exactly those labels; the GPU series are absent on a machine without one.
+ */
+function assertDocumentedMetrics(exposition: string): void {
+  const readme = readFileSync('README.md', 'utf8');
+  const section = readme.slice(readme.indexOf('## Observability'), readme.indexOf('## Health and start-up'));
+  const documented = new Map<string, string[]>();
+  for (const m of section.matchAll(/`(sightline_[a-z0-9_]+)(?:\{([a-z_,]*)\})?`/g)) {
+    if (!documented.has(m[1]!) || m[2]) documented.set(m[1]!, m[2] ? m[2].split(',') : []);
+  }
+  // The table rows name labels in their own column: read them from there.
+  for (const row of section.matchAll(/^\| `(sightline_[a-z0-9_]+)` \| ([^|]*) \|/gm)) {
+    documented.set(row[1]!, [...row[2]!.matchAll(/`([a-z_]+)`/g)].map((l) => l[1]!));
+  }
+  assert.ok(documented.size >= 25, `${documented.size} metrics documented`);
+  const samples = exposition.split('\n').filter((l) => l && !l.startsWith('#'));
+  for (const [name, labels] of documented) {
+    const own = samples.filter((l) => /^([a-z0-9_]+)/.exec(l)![1]!.replace(/_(bucket|sum|count)$/, '') === name || /^([a-z0-9_]+)/.exec(l)![1] === name);
+    if (name.startsWith('sightline_gpu_')) {
+      assert.deepEqual(own, [], `${name} is absent without a GPU`);
+      continue;
+    }
+    assert.match(exposition, new RegExp(`^# TYPE ${name} `, 'm'), `${name} is exported`);
+    for (const line of own) {
+      const names = [...(line.match(/\{(.*)\}/)?.[1] ?? '').matchAll(/([a-z_]+)="/g)].map((l) => l[1]!).filter((l) => l !== 'le' && l !== 'quantile');
+      assert.deepEqual(names.sort(), [...labels].sort(), `labels of ${line}`);
+    }
+  }
+}
