@@ -113,6 +113,9 @@ export class ServerProcess {
       o.repoDir,
       '--log-level',
       'warn',
+      // Benchmarks measure the model: the per-client rate limit would cap them first (extraArgs may override).
+      '--rate-limit-per-second',
+      '0',
       ...o.extraArgs,
     ];
     const log = openSync(o.logPath, 'a');

@@ -11,6 +11,20 @@ export type Role = (typeof ROLES)[number];
 /** What a route requires: a role, or `public` (no credentials at all: /livez, /readyz). */
 export type RouteRole = Role | 'public';
 
+/**
+ * A route's `config.role`: one RouteRole, or a list of roles of which any one
+ * will do (`['ingest', 'viewer']`: either opens the route).
+ */
+export type RouteAccess = RouteRole | readonly Role[];
+
+/** What a WebSocket route lets a connection do, by role, once it is open. */
+export interface SocketRoles {
+  /** Role needed to send binary frames (images). */
+  frames?: Role;
+  /** Role needed to subscribe to lines (the `subscribe` message and the `lines` query parameter). */
+  subscribe?: Role;
+}
+
 export interface Identity {
   /** API key name, JWT subject, or `loopback` / `anonymous` when auth did not apply. */
   name: string;
@@ -21,10 +35,24 @@ export interface Identity {
   keyId?: string;
 }
 
+/** Whether `identity` holds `role`: admin holds every role; ingest and viewer are separate. */
+export function hasRole(identity: Pick<Identity, 'roles'>, role: Role): boolean {
+  return identity.roles.includes(role) || identity.roles.includes('admin');
+}
+
+/** Whether `identity` may use a route that needs `access` (any one of a list will do). */
+export function grants(identity: Pick<Identity, 'roles'>, access: RouteAccess): boolean {
+  if (access === 'public') return true;
+  if (typeof access === 'string') return hasRole(identity, access);
+  return access.some((role) => hasRole(identity, role));
+}
+
 declare module 'fastify' {
   interface FastifyContextConfig {
-    /** The role this route needs; every route states one (a test checks it). */
-    role?: RouteRole;
+    /** The role this route needs; every route states one (the auth plugin refuses a route without). */
+    role?: RouteAccess;
+    /** WebSocket routes: what an open connection may do, by role (see SocketRoles). */
+    socketRoles?: SocketRoles;
   }
   interface FastifyRequest {
     /** Set by the auth hook (onRequest) before any handler runs. */

@@ -4,6 +4,7 @@ import { runEval } from './eval.js';
 import { runWorker } from './worker.js';
 import { runLogs } from './logs.js';
 import { runSimulate } from './simulate.js';
+import { runKeys } from './keys.js';
 
 const HELP = `Usage: sightline <command> [options]
 
@@ -13,6 +14,7 @@ Commands:
   eval      measure a model's accuracy on a dataset through the serving pipeline
   logs      logs analyze FILE...: report and anomalies from Sightline's JSON logs
   simulate  camera simulator: N lines × F fps through the client SDK (ws, http or jobs)
+  keys      API keys: keys create --name NAME --role ROLE[,ROLE], keys revoke NAME|ID, keys list
 
 Run "sightline <command> --help" for the options of a command.
 `;
@@ -23,6 +25,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   worker: runWorker,
   logs: runLogs,
   simulate: runSimulate,
+  keys: runKeys,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -160,7 +160,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulateReport
   const frameLine = new Map<string, string>();
   if (options.transport === 'ws') {
     for (const line of lines) {
-      const conn = client.stream({ line, clientKind: 'simulator', reconnect: { initialDelayMs: 100, maxDelayMs: 2000 } });
+      const conn = client.stream({ line, clientKind: 'camera', reconnect: { initialDelayMs: 100, maxDelayMs: 2000 } });
       conn.on('result', (m, info) => {
         const l = frameLine.get(m.id);
         if (l === undefined) return;

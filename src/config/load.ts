@@ -95,7 +95,13 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     const key = firstError.path.replace(/^\//, '') || '(root)';
     throw new ConfigError(`invalid config value for "${key}": ${firstError.message} (got ${JSON.stringify(merged[key])})`);
   }
-  return candidate as Config;
+  const config = candidate as Config;
+  // A certificate without its key (or a key without its certificate) would silently serve plain HTTP.
+  if (Boolean(config.tls_cert_file) !== Boolean(config.tls_key_file)) {
+    const [set, missing] = config.tls_cert_file ? ['tls_cert_file', 'tls_key_file'] : ['tls_key_file', 'tls_cert_file'];
+    throw new ConfigError(`${set} is set but ${missing} is not: HTTPS needs both (or neither, for plain HTTP)`);
+  }
+  return config;
 }
 
 /** The defaults alone, for tests and docs. */

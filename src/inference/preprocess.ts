@@ -27,20 +27,146 @@ export interface ImageHeader {
   height: number;
 }
 
+/** Signatures of formats that are recognised only to be refused (415) before any decoder sees them. */
+const OTHER_SIGNATURES: { name: string; test: (b: Buffer) => boolean }[] = [
+  { name: 'gif', test: (b) => b.toString('latin1', 0, 4) === 'GIF8' },
+  { name: 'bmp', test: (b) => b.toString('latin1', 0, 2) === 'BM' },
+  { name: 'tiff', test: (b) => ['II*\0', 'MM\0*'].includes(b.toString('latin1', 0, 4)) },
+  { name: 'zip', test: (b) => b.toString('latin1', 0, 2) === 'PK' && [0x0403, 0x0605, 0x0807].includes(b.readUInt16LE(2)) },
+  { name: 'pdf', test: (b) => b.toString('latin1', 0, 5) === '%PDF-' },
+  { name: 'gzip', test: (b) => b[0] === 0x1f && b[1] === 0x8b },
+  { name: 'heif/avif/mp4', test: (b) => b.toString('latin1', 4, 8) === 'ftyp' },
+  { name: 'jpeg 2000', test: (b) => b.readUInt32BE(0) === 0x0000000c && b.toString('latin1', 4, 8) === 'jP  ' },
+  { name: 'jpeg xl', test: (b) => (b[0] === 0xff && b[1] === 0x0a) || (b.readUInt32BE(0) === 0x0000000c && b.toString('latin1', 4, 8) === 'JXL ') },
+  { name: 'psd', test: (b) => b.toString('latin1', 0, 4) === '8BPS' },
+  { name: 'ico', test: (b) => b.readUInt32BE(0) === 0x00000100 },
+  // SVG, HTML, XML: markup, possibly after a UTF-8 BOM and white space.
+  { name: 'svg/html/xml', test: (b) => /^(\ufeff)?\s*</.test(b.toString('utf8', 0, 256)) },
+];
+
 /**
- * Reads only the header: the format must be JPEG, PNG or WebP and width × height
- * within the pixel limit, so a decompression bomb costs a few bytes of parsing.
+ * The format from the magic bytes, never from the declared content type (which
+ * is only a hint): JPEG FF D8 FF, PNG 89 50 4E 47 0D 0A 1A 0A, WebP RIFF….WEBP.
+ * A known other format (GIF, BMP, TIFF, SVG/HTML, ZIP, PDF, …) is 415; bytes
+ * that are no known format are 400 INVALID_IMAGE. Only JPEG, PNG and WebP
+ * bytes ever reach libvips, whose loaders would otherwise parse TIFF, GIF,
+ * SVG (librsvg) or HEIF on their own sniffing.
+ */
+export function sniffImageFormat(bytes: Buffer): 'jpeg' | 'png' | 'webp' {
+  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'jpeg';
+  if (bytes.length >= 8 && bytes.readUInt32BE(0) === 0x89504e47 && bytes.readUInt32BE(4) === 0x0d0a1a0a) return 'png';
+  if (bytes.length >= 12 && bytes.toString('latin1', 0, 4) === 'RIFF' && bytes.toString('latin1', 8, 12) === 'WEBP') return 'webp';
+  const padded = bytes.length >= 16 ? bytes : Buffer.concat([bytes, Buffer.alloc(16 - bytes.length)]);
+  const other = OTHER_SIGNATURES.find((s) => s.test(padded));
+  if (other) throw new Errors.UNSUPPORTED_MEDIA_TYPE(`(content is ${other.name})`);
+  throw new Errors.INVALID_IMAGE('the content is not a JPEG, PNG or WebP image (no known magic bytes)');
+}
+
+/**
+ * Chunks other than IDAT a PNG may have. Real files have a handful; libspng
+ * spends seconds on a body of millions of tiny text chunks (CPU amplification).
+ */
+export const MAX_PNG_ANCILLARY_CHUNKS = 1000;
+
+/**
+ * Where the image's own structure says it ends (PNG: after IEND; JPEG: after
+ * EOI, following embedded MPF images; WebP: the RIFF size), or undefined when
+ * the structure is broken or cut short: the decoder then says what is wrong.
+ * Throws INVALID_IMAGE for a PNG over MAX_PNG_ANCILLARY_CHUNKS.
+ */
+export function imageEnd(bytes: Buffer, format: 'jpeg' | 'png' | 'webp'): number | undefined {
+  switch (format) {
+    case 'png': {
+      let ancillary = 0;
+      for (let p = 8; p + 12 <= bytes.length; ) {
+        const next = p + 12 + bytes.readUInt32BE(p);
+        const type = bytes.readUInt32BE(p + 4);
+        if (type === 0x49454e44) return next <= bytes.length ? next : undefined; // IEND
+        if (type !== 0x49444154 && ++ancillary > MAX_PNG_ANCILLARY_CHUNKS) {
+          throw new Errors.INVALID_IMAGE(`the PNG has more than ${MAX_PNG_ANCILLARY_CHUNKS} chunks besides its image data`);
+        }
+        p = next;
+      }
+      return undefined;
+    }
+    case 'webp': {
+      const end = 8 + bytes.readUInt32LE(4);
+      return end <= bytes.length ? end : undefined;
+    }
+    case 'jpeg':
+      return jpegEnd(bytes, 0);
+  }
+}
+
+/** Walks the JPEG markers from SOI at `start` (entropy-coded data by FF search) to EOI. */
+function jpegEnd(b: Buffer, start: number): number | undefined {
+  let p = start + 2;
+  while (p < b.length) {
+    if (b[p] !== 0xff) return undefined;
+    while (p < b.length && b[p] === 0xff) p++; // fill bytes
+    if (p >= b.length) return undefined;
+    const marker = b[p++]!;
+    if (marker === 0xd9) return p; // EOI
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) continue; // standalone markers
+    if (marker === 0x00 || marker === 0xd8 || p + 2 > b.length) return undefined;
+    const length = b.readUInt16BE(p);
+    if (length < 2) return undefined;
+    p += length;
+    if (marker !== 0xda) continue;
+    // SOS: scan data runs to the next marker other than stuffing (FF 00) and restarts (FF D0–D7).
+    for (;;) {
+      const ff = b.indexOf(0xff, p);
+      if (ff < 0 || ff + 1 >= b.length) return undefined;
+      const next = b[ff + 1]!;
+      if (next === 0x00 || (next >= 0xd0 && next <= 0xd7)) p = ff + 2;
+      else if (next === 0xff) p = ff + 1;
+      else {
+        p = ff;
+        break;
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Refuses bytes after the end of the image (a JPEG followed by a ZIP, a PNG
+ * followed by HTML: polyglot files), which every decoder would silently
+ * ignore. Allowed after a JPEG: further JPEGs (MPF multi-picture files from
+ * cameras append previews that way); after any format: zero padding.
+ */
+function checkNothingAfterEnd(bytes: Buffer, format: 'jpeg' | 'png' | 'webp'): void {
+  let end = imageEnd(bytes, format);
+  if (end === undefined) return;
+  while (format === 'jpeg' && end + 3 <= bytes.length && bytes[end] === 0xff && bytes[end + 1] === 0xd8 && bytes[end + 2] === 0xff) {
+    const next = jpegEnd(bytes, end);
+    if (next === undefined) return;
+    end = next;
+  }
+  for (let i = end; i < bytes.length; i++) {
+    if (bytes[i] !== 0) throw new Errors.INVALID_IMAGE(`${bytes.length - end} bytes of other data follow the end of the ${format.toUpperCase()} image`);
+  }
+}
+
+/**
+ * Reads only the header: the format must be JPEG, PNG or WebP by its magic
+ * bytes, nothing may follow the image's end, and width × height must be within
+ * the pixel limit, so a decompression bomb costs a few bytes of parsing.
  */
 export async function inspectImage(bytes: Buffer, maxPixels: number): Promise<ImageHeader> {
   if (bytes.length === 0) throw new Errors.EMPTY_BODY();
+  const sniffed = sniffImageFormat(bytes);
+  checkNothingAfterEnd(bytes, sniffed);
   let meta: Metadata;
   try {
-    meta = await sharp(bytes, { pages: 1 }).metadata();
+    // Header only, no pixels: sharp's own default pixel limit (0x3FFF²) is off here so that an
+    // oversized image is answered 413 IMAGE_TOO_LARGE below rather than 400 by sharp.
+    meta = await sharp(bytes, { pages: 1, limitInputPixels: false }).metadata();
   } catch (err) {
     throw new Errors.INVALID_IMAGE(cleanSharpMessage(err));
   }
   const format = meta.format ?? 'unknown';
-  if (!SUPPORTED_IMAGE_FORMATS.has(format)) {
+  if (!SUPPORTED_IMAGE_FORMATS.has(format) || format !== sniffed) {
     throw new Errors.UNSUPPORTED_MEDIA_TYPE(`(content is ${format})`);
   }
   if (!meta.width || !meta.height) throw new Errors.INVALID_IMAGE('no dimensions in the header');

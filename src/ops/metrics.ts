@@ -78,8 +78,13 @@ export function createMetrics() {
     }),
     connections: new Gauge({
       name: 'sightline_connections',
-      help: 'Open long-lived client connections, by transport (websocket) and client kind.',
+      help: 'Open client connections (HTTP sockets and WebSocket sessions; refused ones left out), by transport (http, websocket) and client kind (camera, dashboard, api_script, system).',
       labelNames: ['transport', 'client_kind'] as const,
+      registers,
+    }),
+    connectionsLimit: new Gauge({
+      name: 'sightline_connections_limit',
+      help: 'max_connections: open connections (sum of sightline_connections) beyond which new ones are refused.',
       registers,
     }),
     streamFrames: new Counter({

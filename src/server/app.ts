@@ -7,8 +7,9 @@ import { createMetrics, recordModelInfo, type Metrics } from '../ops/metrics.js'
 import { startSystemSampler } from '../ops/system-sampler.js';
 import { ModelRepository, type ModelEntry, type RepositoryOptions } from '../inference/repository.js';
 import { repositoryOptions } from '../inference/from-config.js';
-import { installErrorHandler } from './error-handler.js';
+import { MAX_PARAM_LENGTH, frameworkErrors, installErrorHandler } from './error-handler.js';
 import { requestIdFor } from './request-id.js';
+import { httpsOption, security } from '../auth/index.js';
 import { detectRoutes } from './routes/detect.js';
 import { modelRoutes } from './routes/models.js';
 import { healthRoutes } from './routes/health.js';
@@ -20,6 +21,8 @@ import { jobRoutes } from './routes/jobs.js';
 import { streamRoutes } from './routes/stream.js';
 import { alertRoutes } from './routes/alerts.js';
 import { uploadRoutes } from './routes/uploads.js';
+import { adminConnectionRoutes } from './routes/admin-connections.js';
+import { connectionServerOptions, connectionsPlugin } from '../connections/index.js';
 import { queueFromConfig } from '../jobs/queue-from-config.js';
 import { jobProcessor } from '../jobs/processor.js';
 import { startWorker } from '../jobs/worker.js';
@@ -76,6 +79,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     bodyLimit: config.body_limit_bytes,
     return503OnClosing: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
+    // Bad URL encoding and over-long path parameters answer in Sightline's error format, with a code.
+    frameworkErrors,
+    // Request ids may be 128 characters (X-Request-Id); Fastify's default cap on a path parameter is 100.
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // Idle, header, body timeouts and the header size limit; JSON 408/431 for clients that break them (src/connections).
+    ...connectionServerOptions(config),
+    // HTTPS (and WSS) when tls_cert_file and tls_key_file are set.
+    ...httpsOption(config),
   });
 
   const metrics = createMetrics();
@@ -149,12 +160,18 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       const failure = request.failure;
       // Load shedding is the server working as designed: counted in metrics, logged
       // without a stack so that a flood of 503s stays cheap.
-      const shed = failure?.code === 'OVERLOADED';
+      const shed = failure?.code === 'OVERLOADED' || failure?.code === 'TOO_MANY_CONNECTIONS';
       const level = status >= 500 && status !== 503 ? 'error' : shed ? 'info' : 'warn';
       const error = shed ? { error_message: failure?.err.message } : { err: failure?.err };
       request.log[level]({ event: 'request_failure', ...fields, error_code: failure?.code, ...error }, 'request failure');
     }
   });
+
+  // Security headers, identity and roles (401/403), rate limits (429): before any route,
+  // as it refuses a route that states no role.
+  await app.register(security, { config });
+  // Connection registry and limits: after security, so that its hooks see request.identity.
+  await app.register(connectionsPlugin);
 
   await app.register(healthRoutes);
   await app.register(metricsRoutes);
@@ -165,6 +182,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(jobRoutes);
   await app.register(uploadRoutes);
   await app.register(streamRoutes);
+  await app.register(adminConnectionRoutes);
 
   // Responses that finish while the server closes must not leave keep-alive
   // sockets behind: server.close() would wait for them until they time out.

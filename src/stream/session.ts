@@ -40,6 +40,10 @@ export const CLOSE_CODES = {
   POLICY_VIOLATION: 1008,
   /** A message larger than the frame limit (sent by ws itself). */
   MESSAGE_TOO_BIG: 1009,
+  /** Refused by the connection limits (accepted, then closed): try again later. */
+  TRY_AGAIN_LATER: 1013,
+  /** Closed from the admin API (DELETE /v1/admin/connections/:id). */
+  CLOSED_BY_ADMIN: 4000,
 } as const;
 
 /** Server-wide figures of a status message, computed once for every connection. */
@@ -57,6 +61,10 @@ export interface SessionDeps {
   messageChecks: Record<ClientMessage['type'], TypeCheck<TSchema>>;
   figures: () => ServerFigures;
   onClosed: (session: StreamSession) => void;
+  /** Something arrived (a message when `message`, else a ping or pong): for the connection registry. */
+  onActivity?: (message: boolean) => void;
+  /** The line a frame was processed for: for the connection registry. */
+  onLine?: (line: string) => void;
 }
 
 export interface SessionInit {
@@ -157,7 +165,6 @@ export class StreamSession {
     ws.on('pong', () => this.touch());
     ws.on('ping', () => this.touch());
     ws.on('close', (code, reason) => this.onClose(code, reason.toString('utf8')));
-    deps.metrics.connections.inc({ transport: 'websocket', client_kind: this.clientKind });
     this.log.info(
       { event: 'connection_open', transport: 'websocket', remote_address: this.init.remoteAddress, client_kind: this.clientKind, line: this.init.defaultLine, lines: this.init.lines },
       'stream connection open',
@@ -203,8 +210,9 @@ export class StreamSession {
 
   // ---------------------------------------------------------------- input
 
-  private touch(): void {
+  private touch(message = false): void {
     this.lastSeen = performance.now();
+    this.deps.onActivity?.(message);
   }
 
   private armIdleTimer(delay: number): void {
@@ -221,7 +229,7 @@ export class StreamSession {
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
-    this.touch();
+    this.touch(true);
     if (this.closing || this.closed) return;
     const bytes = toBuffer(data);
     if (isBinary) this.onFrame(bytes);
@@ -343,6 +351,7 @@ export class StreamSession {
     const { config, models, metrics, store, events } = this.deps;
     const { header } = frame;
     const line = header.line ?? this.init.defaultLine;
+    this.deps.onLine?.(line);
     try {
       if (performance.now() >= frame.deadline) {
         metrics.rejected.inc({ reason: 'deadline_exceeded' });
@@ -512,7 +521,6 @@ export class StreamSession {
     this.pending.length = 0;
     if (abandoned > 0) this.deps.metrics.streamFrames.inc({ outcome: 'abandoned' }, abandoned);
     for (const line of [...this.subscriptions.keys()]) this.unsubscribe(line);
-    this.deps.metrics.connections.dec({ transport: 'websocket', client_kind: this.clientKind });
     const why = this.closeReason ?? (code === 1006 ? 'connection_lost' : 'client_closed');
     this.log.info(
       {

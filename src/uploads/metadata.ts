@@ -71,6 +71,25 @@ export function jobRequestFromMetadata(metadata: Record<string, string | null> |
   };
 }
 
+/**
+ * Every Upload-Metadata value must be UTF-8 once base64-decoded. tus decodes
+ * leniently (invalid bytes become U+FFFD, which no later check can tell from a
+ * real one), so the raw header is checked here, at creation.
+ */
+export function checkMetadataEncoding(header: string | null | undefined): void {
+  if (!header) return;
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  for (const pair of header.split(',')) {
+    const [key = '', value] = pair.trim().split(' ');
+    if (!value) continue;
+    try {
+      utf8.decode(Buffer.from(value, 'base64'));
+    } catch {
+      throw new MetadataError(key, `Upload-Metadata "${key.slice(0, 64)}" is not UTF-8 once base64-decoded`);
+    }
+  }
+}
+
 /** Upload-Metadata's wire form: `key base64(value)` pairs joined by commas. */
 export function stringifyMetadata(metadata: Record<string, string | null> | undefined): string | undefined {
   if (!metadata || Object.keys(metadata).length === 0) return undefined;

@@ -12,7 +12,7 @@ import { inspectImage } from '../inference/preprocess.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { JobQueue } from '../queue/index.js';
 import { FinishedUploads, type FinishedUpload } from './finished.js';
-import { MetadataError, jobRequestFromMetadata, stringifyMetadata } from './metadata.js';
+import { MetadataError, checkMetadataEncoding, jobRequestFromMetadata, stringifyMetadata } from './metadata.js';
 
 export const UPLOADS_PATH = '/v1/uploads';
 /** What the naming function makes: 16 random bytes in hex. Anything else is no upload of ours. */
@@ -153,8 +153,9 @@ export class UploadService {
       namingFunction: () => randomBytes(16).toString('hex'),
       // tus already refuses ids holding '/', '\\' or NUL; allow only our own shape.
       getFileIdFromRequest: (_req, lastPath) => (lastPath !== undefined && UPLOAD_ID.test(lastPath) ? lastPath : undefined),
-      onUploadCreate: async (_req, upload) => {
+      onUploadCreate: async (req, upload) => {
         try {
+          checkMetadataEncoding(req.headers.get('upload-metadata'));
           const request = jobRequestFromMetadata(upload.metadata, config.max_detections_limit);
           this.deps.checkModel(request.options.model);
         } catch (err) {

@@ -22,7 +22,7 @@ export interface AlertOptions {
   queueBacklog: number;
   /** Open connections as a share of maxConnections above which SightlineConnectionsNearLimit fires. */
   connectionsRatio: number;
-  /** The server's connection limit (config max_connections). */
+  /** The server's connection limit (config max_connections; Prometheus reads it from sightline_connections_limit). */
   maxConnections: number;
   /** Admission-control rejections per second in the window above which SightlineRequestsRejected fires. */
   rejectedPerSecond: number;
@@ -239,8 +239,9 @@ export const ALERT_RULES: readonly AlertRule[] = [
       const open = view.sum('sightline_connections');
       return { value: o.maxConnections > 0 ? open / o.maxConnections : null, detail: `${open} of ${o.maxConnections}` };
     },
-    // Prometheus does not know the configured limit: the rule carries the default.
-    promql: (o) => `sum ${BY} (sightline_connections) / ${num(o.maxConnections)} > ${num(o.connectionsRatio)}`,
+    // Each server exports its max_connections as sightline_connections_limit, so the rule
+    // follows every server's own limit (in-process: options.maxConnections, from the same config key).
+    promql: (o) => `sum ${BY} (sightline_connections) / max ${BY} (sightline_connections_limit > 0) > ${num(o.connectionsRatio)}`,
   },
   {
     kind: 'window',

@@ -25,6 +25,7 @@ export async function alertRoutes(app: FastifyInstance, opts: AlertRoutesOptions
   app.get<{ Querystring: { state?: string } }>(
     '/v1/alerts',
     {
+      config: { role: 'viewer' },
       schema: {
         querystring: {
           type: 'object',

@@ -71,7 +71,7 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
 
   app.post<{ Querystring: DetectQuery; Headers: DetectHeaders }>(
     '/v1/detect',
-    { schema: { querystring: detectQuerySchema(config.max_detections_limit), headers: DetectHeadersSchema } },
+    { config: { role: 'ingest' }, schema: { querystring: detectQuerySchema(config.max_detections_limit), headers: DetectHeadersSchema } },
     async (request, reply) => {
       const query = request.query;
       // The deadline runs from the request's arrival, not from the end of its upload.

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { Type } from '@sinclair/typebox';
 import type { DependencyStatus } from '../../ops/health/dependency-monitor.js';
 
 interface Check {
@@ -29,15 +30,18 @@ function dependencyCheck(s: DependencyStatus): Check {
   };
 }
 
+/** No query parameters: unknown ones are refused (400 INVALID_REQUEST), as on every route. */
+const NoQuery = Type.Object({}, { additionalProperties: false });
+
 export async function healthRoutes(app: FastifyInstance): Promise<void> {
   const { models, health } = app.sightline;
 
   // Liveness only says the event loop answers; it must stay cheap.
-  app.get('/livez', { config: { role: 'public' } }, async () => ({ status: 'ok' }));
+  app.get('/livez', { config: { role: 'public' }, schema: { querystring: NoQuery } }, async () => ({ status: 'ok' }));
 
   // Reads states the dependency monitor and the model repository keep current: no
   // probe runs here, so a black-holed database cannot make the probe itself hang.
-  app.get('/readyz', { config: { role: 'public' } }, async (_request, reply) => {
+  app.get('/readyz', { config: { role: 'public' }, schema: { querystring: NoQuery } }, async (_request, reply) => {
     const checks: Check[] = [];
     const def = models.defaultModel();
     let defaultKey: string | undefined;

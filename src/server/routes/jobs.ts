@@ -11,6 +11,7 @@ const JobHeaders = Type.Composite([
   Type.Object({ 'idempotency-key': Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._:-]{1,128}$' })) }),
 ]);
 const JobParams = Type.Object({ id: Type.String({ pattern: '^[A-Za-z0-9._:-]{1,128}$' }) });
+const NoQuery = Type.Object({}, { additionalProperties: false });
 const DeadQuery = Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }, { additionalProperties: false });
 
 export async function jobRoutes(app: FastifyInstance): Promise<void> {
@@ -18,7 +19,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
 
   app.post<{ Querystring: DetectQuery; Headers: Static<typeof JobHeaders> }>(
     '/v1/jobs',
-    { schema: { querystring: detectQuerySchema(config.max_detections_limit), headers: JobHeaders } },
+    { config: { role: 'ingest' }, schema: { querystring: detectQuerySchema(config.max_detections_limit), headers: JobHeaders } },
     async (request, reply) => {
       const { line = DEFAULT_LINE, priority, model, conf, iou, max_det, agnostic } = request.query;
       request.line = line;
@@ -47,7 +48,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     },
   );
 
-  app.get<{ Params: Static<typeof JobParams> }>('/v1/jobs/:id', { schema: { params: JobParams } }, async (request) => {
+  app.get<{ Params: Static<typeof JobParams> }>('/v1/jobs/:id', { config: { role: ['ingest', 'viewer'] }, schema: { params: JobParams, querystring: NoQuery } }, async (request) => {
     const job = await queue.getJob(request.params.id);
     if (!job) throw new Errors.JOB_NOT_FOUND(JSON.stringify(request.params.id));
     const result = job.state === 'done' ? await store.get(job.id) : undefined;
@@ -65,14 +66,14 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
     };
   });
 
-  app.get<{ Querystring: Static<typeof DeadQuery> }>('/v1/dead-letters', { schema: { querystring: DeadQuery } }, async (request) => ({
+  app.get<{ Querystring: Static<typeof DeadQuery> }>('/v1/dead-letters', { config: { role: 'viewer' }, schema: { querystring: DeadQuery } }, async (request) => ({
     jobs: await queue.listDead({ limit: request.query.limit ?? 100 }),
   }));
 
-  app.post<{ Params: Static<typeof JobParams> }>('/v1/dead-letters/:id/retry', { schema: { params: JobParams } }, async (request, reply) => {
+  app.post<{ Params: Static<typeof JobParams> }>('/v1/dead-letters/:id/retry', { config: { role: 'admin' }, schema: { params: JobParams, querystring: NoQuery } }, async (request, reply) => {
     if (!(await queue.retryDead(request.params.id))) throw new Errors.JOB_NOT_FOUND(`${JSON.stringify(request.params.id)} in the dead letters`);
     return reply.status(202).header('location', `/v1/jobs/${request.params.id}`).send({ job_id: request.params.id, status: 'queued' });
   });
 
-  app.delete('/v1/dead-letters', async () => ({ purged: await queue.purgeDead() }));
+  app.delete('/v1/dead-letters', { config: { role: 'admin' }, schema: { querystring: NoQuery } }, async () => ({ purged: await queue.purgeDead() }));
 }

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { Type } from '@sinclair/typebox';
 import type { ModelEntry } from '../../inference/repository.js';
 
 export function describeModel(entry: ModelEntry, isDefault: boolean) {
@@ -23,7 +24,7 @@ export function describeModel(entry: ModelEntry, isDefault: boolean) {
 
 export async function modelRoutes(app: FastifyInstance): Promise<void> {
   const { models } = app.sightline;
-  app.get('/v1/models', async () => {
+  app.get('/v1/models', { config: { role: 'viewer' }, schema: { querystring: Type.Object({}, { additionalProperties: false }) } }, async () => {
     const def = models.defaultModel();
     let defaultEntry: ModelEntry | undefined;
     try {

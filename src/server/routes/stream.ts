@@ -1,5 +1,6 @@
-import { randomUUID } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { Socket } from 'node:net';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { WebSocket } from 'ws';
 import websocket from '@fastify/websocket';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
@@ -7,10 +8,11 @@ import { Errors } from '../../errors.js';
 import { FRAME_ID_PATTERN, type ClientMessage, type StreamLimits } from '../../protocol/stream.js';
 import { CLOSE_CODES, StreamSession, type ServerFigures } from '../../stream/session.js';
 import { DEFAULT_LINE, detectQuerySchema, LINE_PATTERN, MAX_REQUEST_TIMEOUT_MS } from './detect.js';
+import { PRIORITIES } from '../../inference/batcher.js';
+import { declaredKind, isHighPriority, keyOf, kindFromIdentity, type ConnectionEntry, type Refusal } from '../../connections/index.js';
 
 /** A line, or "*" for every line (subscriptions only). */
 const SUBSCRIBABLE_LINE = `^(\\*|${LINE_PATTERN.slice(1, -1)})$`;
-const CLIENT_KIND = /^[A-Za-z0-9._-]{1,32}$/;
 /** How long app.close() lets stream connections finish their close handshake. */
 const SHUTDOWN_GRACE_MS = 1000;
 
@@ -18,8 +20,11 @@ const StreamQuerySchema = Type.Object({
   line: Type.Optional(Type.String({ pattern: LINE_PATTERN })),
   /** Comma-separated lines (or "*") to subscribe to from the start. */
   lines: Type.Optional(Type.String({ pattern: `^(\\*|${LINE_PATTERN.slice(1, -1)})(,(\\*|${LINE_PATTERN.slice(1, -1)}))*$` })),
+  /** camera, dashboard, api_script or system (the X-Client-Kind header wins); anything else: inferred from the role. */
   client_kind: Type.Optional(Type.String()),
-});
+  /** `high`: may use the connections kept by connection_reserve_high. */
+  priority: Type.Optional(Type.Union(PRIORITIES.map((p) => Type.Literal(p)))),
+}, { additionalProperties: false });
 type StreamQuery = Static<typeof StreamQuerySchema>;
 
 /** The per-frame header schema: the query of POST /v1/detect plus the frame id and its deadline. */
@@ -44,9 +49,15 @@ export function clientMessageSchemas(maxSubscriptions: number): Record<ClientMes
   };
 }
 
-function clientKindOf(header: string | string[] | undefined, query: string | undefined): string {
-  const value = (Array.isArray(header) ? header[0] : header) ?? query;
-  return value !== undefined && CLIENT_KIND.test(value) ? value : 'unknown';
+/** A stream refused by the connection limits: accepted, then closed with 1013 so that clients back off and retry. */
+function refuseStream(socket: WebSocket, request: FastifyRequest, refusal: Refusal): void {
+  request.log.info({ event: 'connection_refused', transport: 'websocket', reason: refusal.reason, remote_address: request.ip }, `stream refused: ${refusal.message}`);
+  try {
+    socket.close(CLOSE_CODES.TRY_AGAIN_LATER, `too many connections: ${refusal.reason}`);
+  } catch {
+    socket.terminate();
+  }
+  setTimeout(() => socket.terminate(), SHUTDOWN_GRACE_MS * 2).unref();
 }
 
 /** GET /v1/stream (WebSocket): see src/protocol/stream.ts. */
@@ -102,6 +113,8 @@ export async function streamRoutes(app: FastifyInstance): Promise<void> {
   app.route<{ Querystring: StreamQuery }>({
     method: 'GET',
     url: '/v1/stream',
+    // Cameras (ingest) send frames; viewers (dashboards, operators) subscribe to lines. Either opens it.
+    config: { role: ['ingest', 'viewer'], socketRoles: { frames: 'ingest', subscribe: 'viewer' } },
     schema: { querystring: StreamQuerySchema },
     // Checked before the upgrade, so a bad query is an HTTP 400 with an error body.
     preHandler: async (request) => {
@@ -116,14 +129,29 @@ export async function streamRoutes(app: FastifyInstance): Promise<void> {
       return { error: { code: 'INVALID_REQUEST', message: 'GET /v1/stream is a WebSocket endpoint: send an Upgrade: websocket request' } };
     },
     wsHandler: (socket, request) => {
+      if (request.connectionRefusal) return refuseStream(socket, request, request.connectionRefusal);
       const query = request.query as StreamQuery;
       const lines = [...new Set(query.lines?.split(',') ?? [])];
-      const session = new StreamSession(
+      const { connections } = app;
+      // The session takes the registry place of the socket that carried its upgrade.
+      let session: StreamSession | undefined;
+      const raw = request.raw.socket as Socket | undefined;
+      const connection: ConnectionEntry = connections.openWebSocket(raw, {
+        remoteAddress: request.ip,
+        remotePort: raw?.remotePort,
+        userAgent: request.headers['user-agent'],
+        key: keyOf(request.identity),
+        clientKind: declaredKind(request.headers['x-client-kind'], query.client_kind) ?? kindFromIdentity(request.identity),
+        line: query.line,
+        high: isHighPriority(query, request.headers['x-priority']),
+        close: (code, reason) => session?.close(code, reason, 'closed_by_admin'),
+      });
+      session = new StreamSession(
         socket,
         {
-          id: randomUUID(),
+          id: connection.id,
           remoteAddress: request.ip,
-          clientKind: clientKindOf(request.headers['x-client-kind'], query.client_kind),
+          clientKind: connection.clientKind,
           defaultLine: query.line ?? DEFAULT_LINE,
           lines,
         },
@@ -138,7 +166,12 @@ export async function streamRoutes(app: FastifyInstance): Promise<void> {
           headerCheck,
           messageChecks,
           figures,
-          onClosed: (s) => sessions.delete(s),
+          onClosed: (s) => {
+            sessions.delete(s);
+            connections.remove(connection);
+          },
+          onActivity: (message) => (message ? connections.messageReceived(connection) : connections.touch(connection)),
+          onLine: (line) => connections.noteLine(connection, line),
         },
       );
       sessions.add(session);

@@ -1,6 +1,10 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
 import { UploadService, UPLOADS_PATH } from '../../uploads/service.js';
+
+/** tus takes no query; ids are not checked here but by the service (any other id: 404 UPLOAD_NOT_FOUND, as documented). */
+const NoQuery = Type.Object({}, { additionalProperties: false });
 
 /**
  * /v1/uploads: tus 1.0.0 resumable uploads (@tus/server with a FileStore); a
@@ -44,11 +48,11 @@ export async function uploadRoutes(app: FastifyInstance): Promise<void> {
     res.end(body && body.length > 0 ? body : undefined);
   };
 
-  app.route({ method: ['POST', 'OPTIONS'], url: UPLOADS_PATH, handler: tus });
-  app.route({ method: ['HEAD', 'PATCH', 'DELETE', 'OPTIONS'], url: `${UPLOADS_PATH}/:id`, handler: tus });
+  app.route({ method: ['POST', 'OPTIONS'], url: UPLOADS_PATH, config: { role: 'ingest' }, schema: { querystring: NoQuery }, handler: tus });
+  app.route({ method: ['HEAD', 'PATCH', 'DELETE', 'OPTIONS'], url: `${UPLOADS_PATH}/:id`, config: { role: 'ingest' }, schema: { querystring: NoQuery }, handler: tus });
 
   // Not tus: where an upload stands, as JSON (job id included once it is a job).
-  app.get<{ Params: { id: string } }>(`${UPLOADS_PATH}/:id`, { exposeHeadRoute: false }, async (request) => service.status(request.params.id));
+  app.get<{ Params: { id: string } }>(`${UPLOADS_PATH}/:id`, { exposeHeadRoute: false, config: { role: 'ingest' }, schema: { querystring: NoQuery } }, async (request) => service.status(request.params.id));
 }
 
 /** The Node request as a Web Request for tus (the body streams through, unread until tus reads it). */

@@ -1,0 +1,49 @@
+import type { Identity } from '../auth/identity.js';
+import { CLIENT_KINDS, type ClientKind } from './types.js';
+
+/** Routes of machines watching the server (scrapes, probes): their connections are `system`. */
+export const SYSTEM_ROUTES: ReadonlySet<string> = new Set(['/metrics', '/livez', '/readyz']);
+
+const KINDS: ReadonlySet<string> = new Set(CLIENT_KINDS);
+
+/** A declared client kind (`X-Client-Kind`, `client_kind`) when it is one of CLIENT_KINDS (any case), else undefined. */
+export function declaredKind(...values: (string | string[] | undefined)[]): ClientKind | undefined {
+  for (const raw of values) {
+    const value = (Array.isArray(raw) ? raw[0] : raw)?.trim().toLowerCase();
+    if (value && KINDS.has(value)) return value as ClientKind;
+  }
+  return undefined;
+}
+
+/** The kind a caller's role suggests: ingest → camera, viewer → dashboard, admin, several or none → api_script. */
+export function kindFromIdentity(identity: Identity | undefined): ClientKind {
+  const roles = identity?.roles ?? [];
+  if (roles.includes('admin')) return 'api_script';
+  if (roles.includes('ingest')) return 'camera';
+  if (roles.includes('viewer')) return 'dashboard';
+  return 'api_script';
+}
+
+/**
+ * The name that per-key limits and the admin list go by: the API key name or
+ * the JWT subject. Callers that presented no credentials (loopback, auth off)
+ * have none: they are limited per address only.
+ */
+export function keyOf(identity: Identity | undefined): string | null {
+  if (!identity) return null;
+  return identity.via === 'api_key' || identity.via === 'jwt' ? identity.name : null;
+}
+
+/** `priority=high` in the query or `X-Priority: high`. */
+export function isHighPriority(query: unknown, header: string | string[] | undefined): boolean {
+  const q = (query as { priority?: unknown } | null | undefined)?.priority;
+  if (q === 'high' || (Array.isArray(q) && q.includes('high'))) return true;
+  const h = Array.isArray(header) ? header[0] : header;
+  return h?.trim().toLowerCase() === 'high';
+}
+
+/** IPv4 clients of a dual-stack listener show as `::ffff:a.b.c.d`: count them as `a.b.c.d`. */
+export function normalizeAddress(address: string | undefined): string {
+  if (!address) return 'unknown';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
