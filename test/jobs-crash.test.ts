@@ -19,8 +19,7 @@ const SUBMIT_CONCURRENCY = 16;
 /** Input size of the test model: its `slow` convolutions take ~20 ms per image on one thread. */
 const MODEL_INPUT = 64;
 /** Every process: one single-threaded model instance, 4 jobs in hand, so a kill always finds jobs in flight. */
-// These tests fire 500 jobs from one address: about crashes, not rate limits (off).
-const RUNTIME_ARGS = ['--intra-op-threads', '1', '--instances', '1', '--worker-concurrency', '4', '--log-level', 'info', '--rate-limit-per-second', '0'];
+const RUNTIME_ARGS = ['--intra-op-threads', '1', '--instances', '1', '--worker-concurrency', '4', '--log-level', 'info'];
 /**
  * `queue_url` has no setting for the amqp prefix, so these processes use the
  * default `sightline.*` exchanges and queues. The retry options name its delay

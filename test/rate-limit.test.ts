@@ -6,9 +6,9 @@ import { authApp, bearer, hsToken } from './auth-helpers.js';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('rate limit: a burst passes, the next request gets 429 RATE_LIMITED with Retry-After and RateLimit-* headers, and the bucket refills', async (t) => {
-  const { app, close } = await authApp({ auth: 'auto', rate_limit_per_second: 1, rate_limit_burst: 3 });
+  const { app, close } = await authApp({ auth: 'off', rate_limit_per_second: 1, rate_limit_burst: 3 });
   t.after(close);
-  const get = () => app.inject({ url: '/v1/models', remoteAddress: '127.0.0.1' });
+  const get = () => app.inject({ url: '/v1/models', remoteAddress: '10.9.8.7' });
   const first = await get();
   assert.equal(first.statusCode, 200);
   assert.equal(first.headers['ratelimit-limit'], '3');
@@ -29,7 +29,7 @@ test('rate limit: a burst passes, the next request gets 429 RATE_LIMITED with Re
   assert.equal(refilled.statusCode, 200, 'a token came back');
   // Probes and scrapes are never limited.
   for (let i = 0; i < 10; i++) {
-    for (const url of ['/livez', '/readyz', '/metrics']) assert.notEqual((await app.inject({ url, remoteAddress: '127.0.0.1' })).statusCode, 429, url);
+    for (const url of ['/livez', '/readyz', '/metrics']) assert.notEqual((await app.inject({ url, remoteAddress: '10.9.8.7' })).statusCode, 429, url);
   }
   const metrics = (await app.inject({ url: '/metrics' })).body;
   assert.match(metrics, /sightline_rejected_total\{reason="rate_limited"\} [1-9]/);
@@ -54,11 +54,26 @@ test('rate limit: per API key (and JWT subject), each key independent of another
   // A JWT subject has its own bucket.
   const token = await hsToken({ roles: ['viewer'] }, { sub: 'mes-gateway' });
   assert.equal((await from('10.0.0.1', bearer(token))).statusCode, 200);
-  // Loopback without a key is limited by its address, apart from the keys.
+  // Loopback without a key is the trusted local operator (auth=auto): never limited.
+  for (let i = 0; i < 10; i++) assert.equal((await from('127.0.0.1')).statusCode, 200, `loopback request ${i}`);
+  // A key sent from loopback identifies its holder: its bucket applies.
+  assert.equal((await from('127.0.0.1', bearer(a))).statusCode, 429);
+});
+
+test('rate limit: without credentials (auth off) each address has its own bucket', async (t) => {
+  const { app, close } = await authApp({ auth: 'off', rate_limit_per_second: 1, rate_limit_burst: 2 });
+  t.after(close);
+  const from = (remoteAddress: string) => app.inject({ url: '/v1/models', remoteAddress });
+  assert.equal((await from('10.0.0.1')).statusCode, 200);
+  assert.equal((await from('10.0.0.1')).statusCode, 200);
+  const limited = await from('10.0.0.1');
+  assert.equal(limited.statusCode, 429);
+  assert.match(limited.json().error.message, /addr:10\.0\.0\.1/);
+  assert.equal((await from('10.0.0.2')).statusCode, 200);
+  // Loopback is not exempt when auth is off: only auth=auto trusts it.
   assert.equal((await from('127.0.0.1')).statusCode, 200);
   assert.equal((await from('127.0.0.1')).statusCode, 200);
   assert.equal((await from('127.0.0.1')).statusCode, 429);
-  assert.equal((await from('127.0.0.2')).statusCode, 200);
 });
 
 test('rate limit: 0 turns it off', async (t) => {

@@ -161,7 +161,7 @@ export const ConfigSchema = Type.Object(
     headers_timeout_ms: Type.Integer({ default: 10_000, minimum: 100, description: 'Time a client has to send a request\'s headers (slowloris guard).' }),
     body_timeout_ms: Type.Integer({ default: 60_000, minimum: 100, description: 'Time a client has to send a whole request, body included; slower ones get 408.' }),
     max_header_bytes: Type.Integer({ default: 16 * 1024, minimum: 1024, maximum: 1024 * 1024, description: 'Largest request header block; larger ones get 431.' }),
-    rate_limit_per_second: Type.Number({ default: 100, minimum: 0, description: 'Sustained requests per second per API key (per remote address without one); 0: no rate limit.' }),
+    rate_limit_per_second: Type.Number({ default: 100, minimum: 0, description: 'Sustained requests per second per API key (per remote address without one; loopback callers trusted by auth=auto are not limited); 0: no rate limit.' }),
     rate_limit_burst: Type.Integer({ default: 200, minimum: 1, description: 'Requests a key or address may send at once above the sustained rate (the bucket size).' }),
     models_dir: Type.String({ default: './models', minLength: 1, description: 'The model repository.' }),
     default_model: Type.String({

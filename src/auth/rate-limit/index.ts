@@ -52,7 +52,8 @@ function tokenBucketStore(buckets: TokenBuckets): FastifyRateLimitStoreCtor {
 }
 
 /**
- * Per-client token buckets in front of every route but RATE_LIMIT_EXEMPT: 429
+ * Per-client token buckets in front of every route but RATE_LIMIT_EXEMPT, for
+ * every caller but trusted loopback ones: 429
  * RATE_LIMITED with Retry-After and the RateLimit-Limit/Remaining/Reset headers
  * (IETF draft names). Runs as an onRequest hook after the auth hook (it needs the
  * identity). The buckets live in this process: N replicas allow N × the rate.
@@ -77,6 +78,9 @@ export async function installRateLimit(app: FastifyInstance, settings: RateLimit
   const limit = app.rateLimit();
   app.addHook('onRequest', async function rateLimited(request, reply) {
     if (RATE_LIMIT_EXEMPT.has(request.routeOptions.url ?? '')) return;
+    // The local operator (loopback without credentials in auth=auto) is trusted like it is by auth:
+    // the simulator, benchmarks and camera software on the same PC are not throttled.
+    if (request.identity?.via === 'loopback') return;
     await limit.call(this, request, reply);
   });
   // The error handler gives every retryable error `Retry-After: 1`; a 429 says
