@@ -4,13 +4,26 @@ import { performance } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { WebSocket } from 'ws';
+import { readFileSync } from 'node:fs';
 import { solidImage, startApp, tempDir, writeDecoderModels } from './helpers/fixtures.js';
+import { requireOrSkip } from './helpers/requirements.js';
 import { RawConn, eventually, portOf, type AdminList } from './connections-client.js';
 
 const MAX = 200;
 const CLIENTS = 2000;
 /** Every WS_EVERY-th client opens a stream instead of an HTTP socket. */
 const WS_EVERY = 10;
+
+/** The soft limit on open files of this process (Linux), or undefined when it cannot be read. */
+function openFileLimit(): number | undefined {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const soft = line?.split(/\s{2,}/)[1];
+    return soft === undefined ? undefined : soft === 'unlimited' ? Infinity : Number(soft);
+  } catch {
+    return undefined;
+  }
+}
 
 function metricValue(text: string, series: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${series} `));
@@ -32,6 +45,9 @@ const settle = async () => {
 type Outcome = { kind: 'http'; accepted: true; conn: RawConn } | { kind: 'ws'; accepted: true; ws: WebSocket } | { kind: 'http' | 'ws'; accepted: false };
 
 test(`load: ${CLIENTS} connections (twice) against max_connections ${MAX}; the excess is refused cleanly, the accepted keep being served, counts come back exact, memory stays bounded`, async (t) => {
+  // One process holds both ends of every connection (plus the models, sockets to nothing else).
+  const fds = openFileLimit();
+  if (!requireOrSkip(t, fds === undefined || fds >= 2 * CLIENTS + 500, `an open-file limit of ${2 * CLIENTS + 500} (ulimit -n is ${fds}; .ci/run raises it)`)) return;
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
   // One process holds both ends (about 2 × 2,000 descriptors; `ulimit -n` here is 20,000).
