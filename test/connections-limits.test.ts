@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect as netConnect, type Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import { solidImage, startApp, tempDir, writeDecoderModels } from './helpers/fixtures.js';
 import { RawConn, eventually, listConnections, portOf, type RawResponse } from './connections-client.js';
@@ -221,6 +222,41 @@ test('reserve: the order of arrival decides, not the order of first requests; a 
     assert.equal(metricValue(metrics, 'sightline_rejected_total{reason="connection_limit"}'), 1);
   } finally {
     for (const c of conns) c.close();
+    await app.close();
+    tmp.cleanup();
+  }
+});
+
+test('a flood of silent sockets over the limit: at most 4 × max_connections (256 at least) wait for their 503, the rest are closed at once; the accepted one keeps working', async () => {
+  const tmp = tempDir();
+  writeDecoderModels(tmp.dir);
+  const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', rate_limit_per_second: 0, max_connections: 1, max_connections_per_address: 0, connection_reserve_high: 0 });
+  const silent: Socket[] = [];
+  let accepted: RawConn | undefined;
+  try {
+    await app.listen({ host: '127.0.0.1', port: 0, backlog: 1024 });
+    const port = portOf(app);
+    accepted = await RawConn.open(port);
+    assert.equal((await accepted.request('/livez')).status, 200);
+    const closedEarly = new Set<Socket>();
+    await Promise.all(
+      Array.from({ length: 320 }, () =>
+        new Promise<void>((resolve) => {
+          const s = netConnect({ host: '127.0.0.1', port }, () => resolve());
+          s.on('error', () => resolve());
+          s.on('close', () => closedEarly.add(s));
+          silent.push(s);
+        }),
+      ),
+    );
+    await eventually(() => app.connections.counts().refused === 256 && closedEarly.size === 320 - 256, `256 waiting, 64 closed (now ${app.connections.counts().refused} waiting, ${closedEarly.size} closed)`);
+    assert.equal(app.connections.size, 1);
+    assert.equal((await accepted.request('/livez')).status, 200, 'the accepted connection is not disturbed');
+    const metrics = await accepted.request('/metrics');
+    assert.equal(metricValue(metrics.body, 'sightline_rejected_total{reason="connection_limit"}'), 320);
+  } finally {
+    for (const s of silent) s.destroy();
+    accepted?.close();
     await app.close();
     tmp.cleanup();
   }

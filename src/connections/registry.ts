@@ -138,6 +138,11 @@ export class ConnectionRegistry {
     return Math.min(maxConnections - 1, Math.max(0, Math.floor(maxConnections * reserveHigh + 1e-9)));
   }
 
+  /** Refused sockets waiting for their head to be answered 503; beyond, new refused ones are closed at once. */
+  get maxPendingRefusals(): number {
+    return Math.max(256, 4 * this.options.limits.maxConnections);
+  }
+
   /** Open connections a normal-priority client may use. */
   get normalLimit(): number {
     return this.options.limits.maxConnections - this.reserved;
@@ -165,6 +170,13 @@ export class ConnectionRegistry {
       refusal = { reason: 'per_address', message: `${perAddress} connections are open from ${address} (max_connections_per_address)` };
     }
     if (refusal) {
+      // A refused socket is kept until its head can be answered (or headers_timeout_ms cuts it);
+      // a flood of sockets that send nothing must not pile up file descriptors meanwhile.
+      if (this.refused.size >= this.maxPendingRefusals) {
+        this.countRefusal(refusal, 'http', address);
+        socket.destroy();
+        return refusal;
+      }
       this.trackRefused(socket, refusal, 'http', address);
       return refusal;
     }
