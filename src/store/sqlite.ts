@@ -8,7 +8,8 @@ import type { StoreSchema } from './schema.js';
 
 const SYNC_BUSY_TIMEOUT_MS = 10;
 
-const isLockError = (err: unknown): boolean => {
+/** SQLite's "someone else holds the lock" errors, which an asynchronous retry can wait out. */
+export const isLockError = (err: unknown): boolean => {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
 };
@@ -19,12 +20,11 @@ export interface SqliteStoreOptions {
 }
 
 /**
- * The embedded store: one SQLite file (`:memory:` for a private in-process
- * database). The file and its directory are created on first use, not here, so
- * that a failure surfaces from waitUntilReady as STORE_UNAVAILABLE.
+ * A SQLite file (or `:memory:`) opened the way every Sightline store opens one:
+ * directory created on first use, WAL, short synchronous busy wait.
  */
-export function createSqliteStore(path: string, options: SqliteStoreOptions = {}): ResultStore {
-  const dialect = new SqliteDialect({
+export function sqliteDialect(path: string): SqliteDialect {
+  return new SqliteDialect({
     database: async () => {
       const memory = path === ':memory:';
       if (!memory) mkdirSync(dirname(resolve(path)), { recursive: true });
@@ -42,6 +42,15 @@ export function createSqliteStore(path: string, options: SqliteStoreOptions = {}
       return db;
     },
   });
+}
+
+/**
+ * The embedded store: one SQLite file (`:memory:` for a private in-process
+ * database). The file and its directory are created on first use, not here, so
+ * that a failure surfaces from waitUntilReady as STORE_UNAVAILABLE.
+ */
+export function createSqliteStore(path: string, options: SqliteStoreOptions = {}): ResultStore {
+  const dialect = sqliteDialect(path);
   return new KyselyResultStore({
     kind: 'sqlite',
     db: new Kysely<StoreSchema>({ dialect }),

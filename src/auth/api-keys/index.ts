@@ -1,7 +1,5 @@
-import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
-import { Kysely, PostgresDialect, SqliteDialect, type PostgresPool } from 'kysely';
+import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
+import { isLockError, sqliteDialect } from '../../store/sqlite.js';
 import pg from 'pg';
 import type { ApiKeyStore } from './api-key-store.js';
 import { KyselyApiKeyStore, type ApiKeysTable } from './kysely-api-key-store.js';
@@ -20,12 +18,6 @@ export interface ApiKeyStoreOptions {
 }
 
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
-const SYNC_BUSY_TIMEOUT_MS = 10;
-
-const isSqliteLock = (err: unknown): boolean => {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
-};
 
 /**
  * The API key store in the database that a result store URL names (keys live
@@ -38,20 +30,8 @@ export function createApiKeyStore(url: string, options: ApiKeyStoreOptions = {})
   if (url.startsWith('sqlite:')) {
     const path = url.slice('sqlite:'.length);
     if (path === '') throw new Error('Store URL "sqlite:" names no file: use sqlite:PATH or sqlite::memory:');
-    const dialect = new SqliteDialect({
-      database: async () => {
-        const memory = path === ':memory:';
-        if (!memory) mkdirSync(dirname(resolve(path)), { recursive: true });
-        const db = new Database(path);
-        if (!memory) db.pragma('journal_mode = WAL');
-        db.pragma('synchronous = NORMAL');
-        // As in the result store: SQLite waits briefly and synchronously, longer
-        // waits are asynchronous retries (lockRetry), never a blocked event loop.
-        db.pragma(`busy_timeout = ${SYNC_BUSY_TIMEOUT_MS}`);
-        return db;
-      },
-    });
-    return new KyselyApiKeyStore({ kind: 'sqlite', db: new Kysely<ApiKeysTable>({ dialect }), lockRetry: { isLockError: isSqliteLock, budgetMs: 5000 } });
+    const dialect = sqliteDialect(path);
+    return new KyselyApiKeyStore({ kind: 'sqlite', db: new Kysely<ApiKeysTable>({ dialect }), lockRetry: { isLockError, budgetMs: 5000 } });
   }
   if (/^postgres(ql)?:\/\//.test(url) || options.pool) {
     if (options.schema !== undefined && !SCHEMA_NAME.test(options.schema)) throw new Error(`Postgres schema ${JSON.stringify(options.schema)} is not a plain identifier`);
