@@ -3,6 +3,7 @@
 // connections are open (fetch pools and reuses sockets behind the test's back).
 import { connect, type Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
+import type { ConnectionCounts, ConnectionInfo } from '../src/connections/types.js';
 
 export interface RawResponse {
   status: number;
@@ -150,29 +151,13 @@ export async function listConnections<T = AdminList>(port: number, query = '', h
   }
 }
 
-export interface AdminConnection {
-  id: string;
-  transport: 'http' | 'websocket';
-  remote_address: string;
-  remote_port: number | null;
-  user_agent: string | null;
-  key: string | null;
-  client_kind: string;
-  line: string | null;
-  priority: string;
-  opened_at: string;
-  last_activity_at: string;
-  idle_ms: number;
-  requests: number;
-  in_flight: number;
-  bytes_in: number;
-  bytes_out: number;
-}
+/** A connection as GET /v1/admin/connections lists it: the server's own type. */
+export type AdminConnection = ConnectionInfo;
 
 export interface AdminList {
   connections: AdminConnection[];
   matched: number;
-  counts: { total: number; by_transport: Record<string, number>; by_client_kind: Record<string, number>; refused: number };
+  counts: ConnectionCounts;
   limits: Record<string, number>;
 }
 

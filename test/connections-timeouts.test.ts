@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { solidImage, startApp, tempDir, writeDecoderModels } from './helpers/fixtures.js';
+import { requireOrSkip } from './helpers/requirements.js';
 import { RawConn, eventually, listConnections, portOf, requestText, type RawResponse } from './connections-client.js';
 
 function metricValue(text: string, series: string): number {
@@ -171,7 +172,7 @@ test('app.close() does not wait for idle keep-alive, half-sent or refused socket
 });
 
 test('over TLS too: sockets are registered once the handshake is done, and a slow head gets the JSON 408', async (t) => {
-  if (spawnSync('openssl', ['version']).status !== 0) return t.skip('openssl is not installed');
+  if (!requireOrSkip(t, spawnSync('openssl', ['version']).status === 0, 'openssl')) return;
   const tmp = tempDir('sightline-tls-');
   const cert = join(tmp.dir, 'cert.pem');
   const key = join(tmp.dir, 'key.pem');

@@ -1,7 +1,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { get as httpsGet } from 'node:https';
 import { join } from 'node:path';
@@ -41,7 +41,6 @@ async function tlsApp(t: TestContext): Promise<{ app: FastifyInstance; ca: Buffe
     cleanup();
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
-  const { readFileSync } = await import('node:fs');
   return { app, ca: readFileSync(cert) };
 }
 
