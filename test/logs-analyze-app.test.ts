@@ -73,3 +73,47 @@ test('a log written by the server is read back with the counts of what was sent'
     tmp.cleanup();
   }
 });
+
+test('a log written by the server: idempotent replays are replayed, not enqueued, and a plain GET /v1/stream (426) has a code', async () => {
+  const tmp = tempDir();
+  try {
+    const models = join(tmp.dir, 'models');
+    writeDecoderModels(models);
+    const logPath = join(tmp.dir, 'sightline.log');
+    const destination = pino.destination({ dest: logPath, sync: true });
+    const config = defaultConfig({ log_level: 'info', intra_op_threads: 1, store_url: 'sqlite::memory:', queue_url: 'sqlite::memory:', models_dir: models, default_model: 'v8' });
+    const app = await buildApp(config, { logger: createLogger('info', destination), waitForModels: true });
+    const image = await solidImage(320, 240, 'jpeg');
+    try {
+      const submit = (key: string) =>
+        app.inject({ method: 'POST', url: '/v1/jobs?line=line-3', headers: { 'content-type': 'image/jpeg', 'idempotency-key': key }, payload: image });
+      const first = await submit('order-1');
+      assert.equal(first.statusCode, 202, first.body);
+      assert.equal(first.json().duplicate, false);
+      for (let i = 0; i < 2; i++) {
+        const replay = await submit('order-1');
+        assert.equal(replay.statusCode, 202, replay.body);
+        assert.deepEqual([replay.json().job_id, replay.json().duplicate], [first.json().job_id, true]);
+      }
+      assert.equal((await submit('order-2')).statusCode, 202);
+      const plain = await app.inject({ method: 'GET', url: '/v1/stream' });
+      assert.equal(plain.statusCode, 426);
+    } finally {
+      await app.close();
+      destination.flushSync();
+      destination.end();
+    }
+
+    const r = await analyzeLogs([fileSource(logPath)]);
+    assert.equal(r.malformed_lines.count, 0);
+    assert.equal(r.event_counts.job_enqueued, 4);
+    assert.equal(r.jobs.enqueued, 2, 'two jobs were made');
+    assert.equal(r.jobs.replayed, 2, 'two requests were answered with the first job');
+    // The server logs the code it answers the 426 with.
+    assert.deepEqual(r.errors.by_code, [{ code: 'INVALID_REQUEST', count: 1 }]);
+    assert.deepEqual(r.errors.by_status, [{ status: 426, count: 1 }]);
+    assert.deepEqual(r.by_route.find((x) => x.route === '/v1/stream'), { route: '/v1/stream', requests: 1, failures: 1 });
+  } finally {
+    tmp.cleanup();
+  }
+});

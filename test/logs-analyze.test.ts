@@ -10,6 +10,7 @@ import { analyzeLogs, type AnalyzeOptions } from '../src/logs/analyze.js';
 import { fileSource, streamSource } from '../src/logs/source.js';
 import type { LogReport } from '../src/logs/report.js';
 import { parseTimeSpec } from '../src/logs/duration.js';
+import { formatText } from '../src/logs/format-text.js';
 import { generateLog, generateLogLines, generateLogWithMalformed } from './helpers/log-generator.js';
 import { tempDir } from './helpers/fixtures.js';
 
@@ -71,7 +72,7 @@ function assertFullFigures(r: LogReport): void {
   );
   assert.deepEqual(r.slowest[0], { request_id: 'req-0099', route: '/v1/detect', line: 'line-1', status: 200, duration_ms: 100, time: T('14:30:00.100') });
   assert.deepEqual(r.slowest[1], { request_id: 'req-0098', route: 'unmatched', line: 'none', status: 404, duration_ms: 99, time: T('14:00:00.099') });
-  assert.deepEqual(r.jobs, { enqueued: 4, done: 3, dead: 1, duplicates: 1 });
+  assert.deepEqual(r.jobs, { enqueued: 4, replayed: 0, done: 3, dead: 1, duplicates: 1 });
   // The burst: 12 failures 10 s apart from 09:30:00 (+ duration 11..22 ms); windows anchored at
   // the 1st, 2nd and 3rd hold 12, 11 and 10 (≥ 10) and merge into one finding.
   assert.deepEqual(r.anomalies.findings, [
@@ -195,7 +196,7 @@ describe('logs analyze: known answers', () => {
       { hour: T('10:00:00.000'), requests: 25 },
       { hour: T('11:00:00.000'), requests: 5 },
     ]);
-    assert.deepEqual(r.jobs, { enqueued: 4, done: 3, dead: 1, duplicates: 1 });
+    assert.deepEqual(r.jobs, { enqueued: 4, replayed: 0, done: 3, dead: 1, duplicates: 1 });
     assert.deepEqual(r.errors.by_code, [
       { code: 'OVERLOADED', count: 3 },
       { code: 'INVALID_REQUEST', count: 1 },
@@ -346,7 +347,7 @@ describe('logs analyze: JSON shape', () => {
       'anomalies',
       'event_counts',
     ]);
-    assert.equal(r.report_version, 1);
+    assert.equal(r.report_version, 2);
   });
 
   test('an empty input gives nulls, not NaN', async () => {
@@ -355,5 +356,53 @@ describe('logs analyze: JSON shape', () => {
     assert.deepEqual(r.latency_ms, { count: 0, mean: null, p50: null, p95: null, p99: null, max: null, method: 'nearest-rank' });
     assert.deepEqual(r.time_range, { first: null, last: null, duration_ms: null });
     assert.deepEqual(r.anomalies.findings, []);
+  });
+});
+
+describe('logs analyze: replays and failures without a code (issue 12)', () => {
+  const at = (s: number) => new Date(Date.parse(T('10:00:00')) + s * 1000).toISOString();
+  const lines = (records: Record<string, unknown>[]) => records.map((r) => JSON.stringify({ level: 'info', ...r })).join('\n') + '\n';
+
+  test('idempotent replays were counted as enqueued jobs: they are counted as replayed', async () => {
+    // What POST /v1/jobs logs: a new job, then the same Idempotency-Key twice (answered with that job).
+    const r = await analyzeText(
+      lines([
+        { time: at(0), event: 'job_enqueued', job_id: 'job-1', line: 'l1', duplicate: false },
+        { time: at(1), event: 'job_enqueued', job_id: 'job-1', line: 'l1', duplicate: true },
+        { time: at(2), event: 'job_enqueued', job_id: 'job-1', line: 'l1', duplicate: true },
+        { time: at(3), event: 'job_enqueued', job_id: 'job-2', line: 'l1' },
+        { time: at(4), event: 'job_done', job_id: 'job-1', line: 'l1', verdict: 'ok', duplicate: false },
+      ]),
+    );
+    assert.deepEqual(r.jobs, { enqueued: 2, replayed: 2, done: 1, dead: 0, duplicates: 0 });
+    assert.equal(r.event_counts.job_enqueued, 4);
+    assert.match(formatText(r), /enqueued 2 {3}replayed 2 {3}done 1 {3}dead 0 {3}duplicate deliveries 0/);
+    const json = JSON.parse(JSON.stringify(r));
+    assert.deepEqual(Object.keys(json.jobs), ['enqueued', 'replayed', 'done', 'dead', 'duplicates']);
+  });
+
+  test('a failure logged without error_code was filed under "unknown": it is filed under http_<status>', async () => {
+    const r = await analyzeText(
+      lines([
+        // A plain GET /v1/stream as older servers logged it: 426 and no error_code.
+        { time: at(0), event: 'request_failure', route: '/v1/stream', status: 426, duration_ms: 1 },
+        { time: at(1), event: 'request_failure', route: '/v1/stream', status: 426, duration_ms: 1 },
+        { time: at(2), event: 'request_failure', route: '/v1/stream', status: 426, duration_ms: 1, error_code: 'INVALID_REQUEST' },
+        { time: at(3), event: 'request_failure', route: '/v1/detect', status: 500, duration_ms: 1, error_code: 'INTERNAL_ERROR' },
+        // Neither code nor status: nothing better than unknown.
+        { time: at(4), event: 'request_failure', route: '/v1/detect', duration_ms: 1 },
+      ]),
+    );
+    assert.deepEqual(r.errors.by_code, [
+      { code: 'http_426', count: 2 },
+      { code: 'INTERNAL_ERROR', count: 1 },
+      { code: 'INVALID_REQUEST', count: 1 },
+      { code: 'unknown', count: 1 },
+    ]);
+    assert.deepEqual(r.errors.by_status, [
+      { status: 426, count: 3 },
+      { status: 500, count: 1 },
+    ]);
+    assert.match(formatText(r), /http_426\s+2/);
   });
 });

@@ -401,6 +401,174 @@ describe('resumable uploads (tus) at /v1/uploads', () => {
     assert.equal((await head(location)).headers.get('sightline-job-id'), jobId);
     assert.equal((await jobState(jobId)).line, 'line-9');
   });
+
+  // creation-with-upload (issue 12): the POST carries bytes, and maybe all of them.
+  const createWith = (body: Buffer, length: number | string, metadata: Record<string, string> = {}) =>
+    fetch(`${base}/v1/uploads`, {
+      method: 'POST',
+      headers: {
+        ...TUS,
+        'Upload-Length': String(length),
+        'Content-Type': 'application/offset+octet-stream',
+        ...(Object.keys(metadata).length ? { 'Upload-Metadata': metadataHeader(metadata) } : {}),
+      },
+      body: new Uint8Array(body),
+    });
+  const enqueuedJobs = async () => Number(/sightline_jobs_total\{state="enqueued"\} (\d+)/.exec((await app.inject('/metrics')).body)?.[1] ?? 0);
+  const jobDone = (jobId: string) =>
+    until(`job ${jobId} done`, async () => {
+      const job = await jobState(jobId);
+      assert.notEqual(job.state, 'dead', JSON.stringify(job));
+      return job.state === 'done' ? job : undefined;
+    });
+  const leftovers = (id: string) => readdirSync(uploadsDir()).filter((f) => f.startsWith(id));
+
+  test('creation-with-upload answered 404 after making the job: a POST with the whole image now answers 201 with the job, made once', async () => {
+    const before = await enqueuedJobs();
+    const res = await createWith(image, image.length, { line: 'line-4' });
+    assert.equal(res.status, 201, await res.clone().text());
+    const location = res.headers.get('location')!;
+    assert.match(location, /^\/v1\/uploads\/[0-9a-f]{32}$/);
+    assert.equal(res.headers.get('upload-offset'), String(image.length));
+    assert.equal(res.headers.get('upload-expires'), null, 'a finished upload does not expire');
+    const jobId = res.headers.get('sightline-job-id');
+    assert.ok(jobId, 'Sightline-Job-Id on the creating POST');
+    assert.equal(res.headers.get('sightline-job-location'), `/v1/jobs/${jobId}`);
+    assert.match(res.headers.get('access-control-expose-headers') ?? '', /Sightline-Job-Id/);
+    const done = await jobDone(jobId);
+    assert.equal(done.line, 'line-4');
+    assert.equal(done.result.verdict, 'ng');
+    assert.equal(await enqueuedJobs(), before + 1, 'exactly one job');
+    // The upload is a job now: HEAD, GET and the retried last PATCH name it; the bytes are gone.
+    const id = location.split('/').pop()!;
+    const again = await head(location);
+    assert.equal(again.status, 200);
+    assert.equal(again.headers.get('sightline-job-id'), jobId);
+    assert.equal(again.headers.get('upload-offset'), String(image.length));
+    assert.equal((await (await fetch(new URL(location, base))).json()).state, 'finished');
+    const retriedPatch = await patch(location, image.length, Buffer.alloc(0));
+    assert.equal(retriedPatch.status, 204);
+    assert.equal(retriedPatch.headers.get('sightline-job-id'), jobId);
+    assert.deepEqual(leftovers(id), []);
+    assert.equal(await enqueuedJobs(), before + 1, 'HEAD and the retried PATCH made no job');
+    // Sending the same POST again creates another upload (tus creation is not idempotent): it is
+    // answered as what it is, a new upload with its own job, and the first job is untouched.
+    const retry = await createWith(image, image.length, { line: 'line-4' });
+    assert.equal(retry.status, 201);
+    assert.notEqual(retry.headers.get('location'), location);
+    const secondJob = retry.headers.get('sightline-job-id');
+    assert.ok(secondJob);
+    assert.notEqual(secondJob, jobId);
+    await jobDone(secondJob);
+    assert.equal(await enqueuedJobs(), before + 2, 'one job per creating POST');
+    assert.equal((await jobState(jobId)).state, 'done');
+  });
+
+  test('creation-with-upload with part of the image answers 201 with the offset and resumes with PATCH', async () => {
+    const half = Math.floor(image.length / 2);
+    const res = await createWith(image.subarray(0, half), image.length);
+    assert.equal(res.status, 201);
+    assert.equal(res.headers.get('upload-offset'), String(half));
+    assert.ok(res.headers.get('upload-expires'));
+    assert.equal(res.headers.get('sightline-job-id'), null);
+    const location = res.headers.get('location')!;
+    assert.equal((await head(location)).headers.get('upload-offset'), String(half));
+    const last = await patch(location, half, image.subarray(half));
+    assert.equal(last.status, 204);
+    const jobId = last.headers.get('sightline-job-id');
+    assert.ok(jobId);
+    await jobDone(jobId);
+  });
+
+  test('creation-with-upload answered 404 for a bad body: an empty or non-image upload gets 400 and makes no job', async () => {
+    const before = await enqueuedJobs();
+    const files = () => readdirSync(uploadsDir()).filter((f) => !f.startsWith('.')).sort();
+    const filesBefore = files();
+    const text = Buffer.from('this is not an image\n'.repeat(100));
+    // The same codes as the final PATCH of the same bytes (see the INVALID_IMAGE test above).
+    const cases: [string, () => Promise<Response>, string][] = [
+      ['Upload-Length: 0, no body', () => create(0), 'EMPTY_BODY'],
+      ['Upload-Length: 0 with the offset content type', () => createWith(Buffer.alloc(0), 0), 'EMPTY_BODY'],
+      ['text, all of it', () => createWith(text, text.length), 'INVALID_IMAGE'],
+      ['random bytes, all of them', () => createWith(Buffer.alloc(3000, 0x5a), 3000), 'INVALID_IMAGE'],
+    ];
+    for (const [name, send, code] of cases) {
+      const res = await send();
+      assert.equal(res.status, 400, name);
+      assert.equal(res.headers.get('tus-resumable'), '1.0.0', name);
+      assert.equal(res.headers.get('location'), null, name);
+      assert.equal(res.headers.get('sightline-job-id'), null, name);
+      assert.equal((await res.json()).error.code, code, name);
+    }
+    assert.equal(await enqueuedJobs(), before, 'no job');
+    assert.deepEqual(files(), filesBefore, 'nothing left on disk');
+  });
+
+  test('creation-with-upload when the queue is full: 503 names the kept upload, and HEAD makes the job later', async () => {
+    const queue = app.sightline.queue;
+    const enqueue = queue.enqueue.bind(queue);
+    queue.enqueue = async () => {
+      throw queueFull(10);
+    };
+    let res: Response;
+    try {
+      res = await createWith(image, image.length, { line: 'line-5' });
+    } finally {
+      queue.enqueue = enqueue;
+    }
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get('retry-after'), '1');
+    assert.equal((await res.json()).error.code, 'QUEUE_FULL');
+    const location = res.headers.get('location');
+    assert.match(location ?? '', /^\/v1\/uploads\/[0-9a-f]{32}$/);
+    const later = await head(location!);
+    assert.equal(later.status, 200);
+    const jobId = later.headers.get('sightline-job-id');
+    assert.ok(jobId);
+    assert.equal((await jobDone(jobId)).line, 'line-5');
+  });
+
+  test('tus-js-client with uploadDataDuringCreation gets the job id from the creating POST', async () => {
+    const before = await enqueuedJobs();
+    // One request: the POST carries the whole image.
+    const methods: string[] = [];
+    const whole = runUpload(image, {
+      endpoint: `${base}/v1/uploads`,
+      uploadDataDuringCreation: true,
+      chunkSize: Infinity,
+      metadata: { line: 'line-6', filename: 'ng-01-big.jpg' },
+      onBeforeRequest: (req) => void methods.push(req.getMethod()),
+    });
+    const last = await whole.done;
+    assert.deepEqual(methods, ['POST']);
+    assert.equal(last.getStatus(), 201);
+    const jobId = last.getHeader('Sightline-Job-Id');
+    assert.ok(jobId);
+    assert.equal((await jobDone(jobId)).line, 'line-6');
+    // In chunks: the POST carries the first, PATCHes the rest, the last PATCH names the job.
+    const chunked: string[] = [];
+    const parts = runUpload(image, {
+      endpoint: `${base}/v1/uploads`,
+      uploadDataDuringCreation: true,
+      onBeforeRequest: (req) => void chunked.push(req.getMethod()),
+    });
+    const lastPart = await parts.done;
+    assert.equal(chunked[0], 'POST');
+    assert.ok(chunked.slice(1).every((m) => m === 'PATCH') && chunked.length > 2, chunked.join(' '));
+    const chunkedJob = lastPart.getHeader('Sightline-Job-Id');
+    assert.ok(chunkedJob);
+    await jobDone(chunkedJob);
+    assert.equal(await enqueuedJobs(), before + 2);
+    // A non-image this way fails with the server's 400, not a 404.
+    const { done } = runUpload(Buffer.from('not an image'), { endpoint: `${base}/v1/uploads`, uploadDataDuringCreation: true, chunkSize: Infinity });
+    const err = (await done.then(
+      () => assert.fail('the upload should fail'),
+      (e: unknown) => e,
+    )) as tus.DetailedError;
+    assert.equal(err.originalResponse?.getStatus(), 400);
+    assert.equal(JSON.parse(err.originalResponse!.getBody()).error.code, 'INVALID_IMAGE');
+    assert.equal(await enqueuedJobs(), before + 2);
+  });
 });
 
 describe('expiry of unfinished uploads', () => {

@@ -3,6 +3,7 @@ import { analyzeLogs, DEFAULT_TOP } from '../logs/analyze.js';
 import { DEFAULT_ANOMALY_SETTINGS, type AnomalySettings } from '../logs/anomalies.js';
 import { formatDuration, parseDuration, parseTimeSpec } from '../logs/duration.js';
 import { formatText } from '../logs/format-text.js';
+import { REPORT_VERSION } from '../logs/report.js';
 import { checkReadable, fileSource, LogSourceError, streamSource, type LogSource } from '../logs/source.js';
 
 const D = DEFAULT_ANOMALY_SETTINGS;
@@ -18,7 +19,7 @@ Options:
   --since T                 keep events at or after T: ISO 8601 (no zone = UTC) or a
                             duration before now (30m, 2h, 1d, 1h30m)
   --until T                 keep events before T (exclusive), same forms
-  --json                    print the report as JSON (stable shape, report_version 1)
+  --json                    print the report as JSON (stable shape, report_version ${REPORT_VERSION})
   --top N                   how many slowest requests to list [${DEFAULT_TOP}]
   --window D                sliding window of the anomaly rules [${formatDuration(D.window_ms)}]
   --error-threshold N       errors: failed requests in a window >= N [${D.error_threshold}]

@@ -40,6 +40,15 @@ const FLAG_FAILED = 1;
 const FLAG_SATURATED = 2;
 const SATURATION_CODES = new Set(['OVERLOADED', 'QUEUE_FULL']);
 
+/**
+ * A failure's code: its error_code, else one named after its status (http_426),
+ * so that failures logged without a code (older servers, answers made outside
+ * the error handler) still group by what happened; "unknown" only without either.
+ */
+export function errorCodeOf(r: Pick<LogRecord, 'error_code' | 'status'>): string {
+  return r.error_code ?? (r.status !== undefined ? `http_${r.status}` : 'unknown');
+}
+
 function bump<K>(map: Map<K, number>, key: K, by = 1): void {
   map.set(key, (map.get(key) ?? 0) + by);
 }
@@ -70,7 +79,7 @@ export class LogAggregator {
   private readonly hours = new Map<number, number>();
   private readonly events = new Map<string, number>();
   private slowest: Slow[] = [];
-  private readonly jobs = { enqueued: 0, done: 0, dead: 0, duplicates: 0 };
+  private readonly jobs = { enqueued: 0, replayed: 0, done: 0, dead: 0, duplicates: 0 };
   private verdicts = { ok: 0, ng: 0 };
 
   constructor(private readonly top: number) {}
@@ -109,7 +118,9 @@ export class LogAggregator {
         for (const label of r.labels ?? []) bump(this.labels, label);
         return;
       case 'job_enqueued':
-        this.jobs.enqueued += 1;
+        // An Idempotency-Key (or upload) seen before answers with the job it already made.
+        if (r.duplicate === true) this.jobs.replayed += 1;
+        else this.jobs.enqueued += 1;
         return;
       case 'job_done':
         if (r.duplicate === true) {
@@ -136,7 +147,7 @@ export class LogAggregator {
     if (failed) {
       line.failures += 1;
       routeCounts.failures += 1;
-      bump(this.codes, r.error_code ?? 'unknown');
+      bump(this.codes, errorCodeOf(r));
       if (r.status !== undefined) bump(this.statuses, r.status);
     }
     this.routes.set(route, routeCounts);

@@ -62,7 +62,7 @@ export function formatText(r: LogReport): string {
     ),
   );
   const j = r.jobs;
-  out.push('', 'Jobs', `  enqueued ${j.enqueued}   done ${j.done}   dead ${j.dead}   duplicate deliveries ${j.duplicates}`);
+  out.push('', 'Jobs', `  enqueued ${j.enqueued}   replayed ${j.replayed}   done ${j.done}   dead ${j.dead}   duplicate deliveries ${j.duplicates}`);
   const s = r.anomalies.settings;
   const off = (v: number, text: string) => (v > 0 ? text : 'off');
   out.push(

@@ -6,7 +6,8 @@
 import type { Finding } from './anomalies.js';
 import type { LatencySummary } from './percentile.js';
 
-export const REPORT_VERSION = 1;
+/** 2: jobs.replayed added (and no longer counted in jobs.enqueued); a failure without error_code is filed under http_<status>. */
+export const REPORT_VERSION = 2;
 
 export interface SourceSummary {
   /** The path as given; "stdin" for "-". */
@@ -55,7 +56,7 @@ export interface LogReport {
   /** From detection_result `labels` (one count per detection), by count descending, then label. */
   by_label: { label: string; count: number }[];
   errors: {
-    /** request_failure error_code ("unknown" when absent), by count descending, then code. */
+    /** request_failure error_code (when absent: http_<status>, or "unknown" without a status), by count descending, then code. */
     by_code: { code: string; count: number }[];
     /** request_failure HTTP status, by count descending, then status. */
     by_status: { status: number; count: number }[];
@@ -64,8 +65,12 @@ export interface LogReport {
   busiest_hours: { hour: string; requests: number }[];
   /** The --top slowest completed requests, by duration descending, then time, then request id. */
   slowest: { request_id: string | null; route: string | null; line: string | null; status: number | null; duration_ms: number; time: string }[];
-  /** job_done counts non-duplicate completions; duplicates counts redelivered ones. */
-  jobs: { enqueued: number; done: number; dead: number; duplicates: number };
+  /**
+   * enqueued: job_enqueued of new jobs; replayed: job_enqueued with duplicate: true (a repeated
+   * Idempotency-Key answered with the job it made before); done: non-duplicate job_done;
+   * duplicates: redelivered job_done.
+   */
+  jobs: { enqueued: number; replayed: number; done: number; dead: number; duplicates: number };
   anomalies: {
     settings: {
       window: string;

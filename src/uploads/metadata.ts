@@ -53,6 +53,8 @@ export function jobRequestFromMetadata(metadata: Record<string, string | null> |
     if (value === null || value === '') throw new MetadataError(key, `Upload-Metadata "${key}" needs a value`);
     const shape = SHAPES[key];
     if (shape && !shape.re.test(value)) throw new MetadataError(key, `Upload-Metadata "${key}" must be ${shape.what} (got ${JSON.stringify(value)})`);
+    // The shapes allow exponents, and Number('1e999') is Infinity: say so rather than "out of range".
+    if (shape?.re === NUMBER && !Number.isFinite(Number(value))) throw new MetadataError(key, `Upload-Metadata "${key}" must be a finite number (got ${JSON.stringify(value)})`);
     query[key] = value;
   }
   const schema = detectQuerySchema(maxDetectionsLimit);

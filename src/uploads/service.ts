@@ -12,6 +12,7 @@ import { inspectImage } from '../inference/preprocess.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { JobQueue } from '../queue/index.js';
 import { FinishedUploads, type FinishedUpload } from './finished.js';
+import { invalidTusHeaders } from './headers.js';
 import { MetadataError, checkMetadataEncoding, jobRequestFromMetadata, stringifyMetadata } from './metadata.js';
 
 export const UPLOADS_PATH = '/v1/uploads';
@@ -105,6 +106,13 @@ export class UploadService {
   private readonly counter: Counter<'outcome'>;
   private readonly finishing = new Map<string, Promise<FinishedUpload>>();
   private readonly errors = new WeakMap<Response, ApiError>();
+  /**
+   * creation-with-upload: tus reads the upload again after onUploadFinish (for
+   * Upload-Expires), so the bytes of an upload finished by its POST stay until
+   * that POST is answered. Maps the id to whether they are to go then.
+   */
+  private readonly heldUntilAnswered = new Map<string, boolean>();
+  private readonly finishedByPost = new WeakMap<Request, string>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: UploadServiceDeps) {
@@ -166,7 +174,12 @@ export class UploadService {
         }
         return {};
       },
-      onUploadFinish: async (_req, upload) => {
+      onUploadFinish: async (req, upload) => {
+        const viaPost = req.method === 'POST';
+        if (viaPost) {
+          this.heldUntilAnswered.set(upload.id, false);
+          this.finishedByPost.set(req, upload.id);
+        }
         try {
           const record = await this.finish(upload.id);
           return { headers: jobHeaders(record.job_id) };
@@ -174,7 +187,10 @@ export class UploadService {
           const api = apiError(err);
           if (api.code === 'INTERNAL_ERROR') logger.error({ event: 'upload_error', upload_id: upload.id, err }, `finishing upload ${upload.id} failed`);
           // A refused image is never coming back; a busy queue is worth retrying (the upload is kept).
-          return { status_code: api.statusCode, headers: errorHeaders(api), body: jsonError(api) };
+          // tus names the upload only on a 201: a POST refused by a busy queue names it here, so that
+          // HEAD or the final PATCH can retry like after a PATCH.
+          const kept = viaPost && this.heldUntilAnswered.get(upload.id) === false;
+          return { status_code: api.statusCode, headers: { ...errorHeaders(api), ...(kept ? { Location: `${UPLOADS_PATH}/${upload.id}` } : {}) }, body: jsonError(api) };
         }
       },
       onResponseError: (req, err) => {
@@ -188,11 +204,35 @@ export class UploadService {
 
   /** Answers one tus request; errors leave as Sightline JSON with the tus headers kept. */
   async handle(req: Request, id: string | undefined): Promise<Response> {
-    let res = (id !== undefined && (await this.answerFinished(req, id))) || (await this.tus.handleWeb(req));
+    let res: Response;
+    try {
+      res = (id !== undefined && (await this.answerFinished(req, id))) || (await this.tus.handleWeb(req));
+    } finally {
+      await this.releaseHeld(req);
+    }
     res = await this.toJsonError(res);
-    if (req.method === 'POST') this.count(res.status === 201 ? 'created' : res.status >= 400 ? 'rejected' : undefined);
+    // A POST that carried the whole upload was created, then finished or rejected (counted by finish).
+    if (req.method === 'POST') this.count(res.status === 201 || this.finishedByPost.has(req) ? 'created' : res.status >= 400 ? 'rejected' : undefined);
     if (req.method === 'DELETE' && res.status === 204) this.count('terminated');
     return res;
+  }
+
+  /** Drops the bytes of an upload its POST finished, once tus is done with them (see heldUntilAnswered). */
+  private async releaseHeld(req: Request): Promise<void> {
+    const id = this.finishedByPost.get(req);
+    if (id === undefined) return;
+    const drop = this.heldUntilAnswered.get(id);
+    this.heldUntilAnswered.delete(id);
+    if (drop) await this.dropBytes(id);
+  }
+
+  /** Deletes an upload's bytes, or marks them to go once the POST that holds them is answered. */
+  private async dropBytes(id: string): Promise<void> {
+    if (this.heldUntilAnswered.has(id)) {
+      this.heldUntilAnswered.set(id, true);
+      return;
+    }
+    await this.store.remove(id).catch((err: unknown) => this.deps.logger.warn({ event: 'upload_cleanup_failed', upload_id: id, err }, 'could not delete the bytes of an upload'));
   }
 
   /** The API error a response carries, when it is one. */
@@ -233,7 +273,7 @@ export class UploadService {
       contentType = `image/${(await inspectImage(image, config.max_image_pixels)).format}`;
     } catch (err) {
       // Not an image (or metadata no longer valid): retrying cannot help, drop the bytes.
-      await this.store.remove(id).catch(() => undefined);
+      await this.dropBytes(id);
       this.count('rejected');
       logger.info({ event: 'upload_rejected', upload_id: id, error: (err as Error).message }, `upload ${id} rejected`);
       if (err instanceof MetadataError) throw new Errors.INVALID_UPLOAD(err.message);
@@ -261,7 +301,7 @@ export class UploadService {
     // Record first, delete second: a crash in between leaves a complete upload whose
     // next finish finds the same job through the idempotency key.
     await this.finished.put(record);
-    await this.store.remove(id).catch((err: unknown) => logger.warn({ event: 'upload_cleanup_failed', upload_id: id, err }, 'could not delete a finished upload'));
+    await this.dropBytes(id);
     if (!duplicate) this.count('finished');
     return record;
   }
@@ -335,6 +375,8 @@ export class UploadService {
     if (!req.headers.get('tus-resumable') || !UPLOAD_ID.test(id)) return undefined;
     if (req.method !== 'HEAD' && req.method !== 'PATCH' && req.method !== 'DELETE') return undefined;
     let record = await this.finished.get(id);
+    const invalid = record || req.method === 'HEAD' ? invalidTusHeaders(req.headers) : [];
+    if (invalid.length > 0) return this.errorResponse(tusError(400, `Invalid ${invalid.join(' ')}`, 0), BASE_HEADERS);
     if (!record && req.method === 'HEAD') {
       const upload = await this.store.getUpload(id).catch(() => undefined);
       const expires = upload && this.expiresAt(upload);
@@ -361,7 +403,7 @@ export class UploadService {
       case 'PATCH': {
         // A retried last PATCH (its answer was lost): same answer, same job.
         const offset = req.headers.get('upload-offset');
-        if (offset !== null && Number(offset) === record.size && !(Number(req.headers.get('content-length') ?? 0) > 0)) {
+        if (offset === String(record.size) && !(Number(req.headers.get('content-length') ?? 0) > 0)) {
           return new Response(null, { status: 204, headers: { ...headers, 'Upload-Offset': String(record.size) } });
         }
         return this.errorResponse(tusError(409, '', 0), headers);
