@@ -43,6 +43,16 @@ export function resolveQueueOptions(o: QueueOptions): ResolvedQueueOptions {
   return r;
 }
 
+/**
+ * The page size of listDead(). Checked here for every back end: a non-finite or
+ * fractional limit made SQLite fail the query and an AMQP browse never stop.
+ */
+export function deadListLimit(options: { limit?: number }): number {
+  const limit = options.limit ?? 100;
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`listDead limit must be a whole number ≥ 1, not ${limit}`);
+  return limit;
+}
+
 /** Delay before the retry that follows failed run number `attempt` (1-based). */
 export function retryDelayMs(o: ResolvedQueueOptions, attempt: number): number {
   return Math.round(Math.min(o.backoffMaxMs, o.backoffBaseMs * 2 ** (attempt - 1)));
@@ -90,7 +100,8 @@ export function validateEnqueue(input: EnqueueInput, now: number): ValidJob {
   }
   let deadline: number | null = null;
   if (input.ttlMs !== undefined) {
-    if (!(input.ttlMs > 0)) throw invalidJob('ttlMs must be > 0');
+    // Finite too: an infinite deadline is not a number PostgreSQL's BIGINT or the broker's TTL can hold.
+    if (!(input.ttlMs > 0) || !Number.isFinite(input.ttlMs)) throw invalidJob('ttlMs must be a finite number > 0');
     deadline = now + input.ttlMs;
   }
   if (input.deadline !== undefined) {

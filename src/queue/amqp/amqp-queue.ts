@@ -13,7 +13,7 @@ import type {
   JobQueueEvents,
   QueueStats,
 } from '../job-queue.js';
-import { allRetryDelays, newJobId, resolveQueueOptions, validateEnqueue, type QueueOptions, type ResolvedQueueOptions } from '../options.js';
+import { allRetryDelays, deadListLimit, newJobId, resolveQueueOptions, validateEnqueue, type QueueOptions, type ResolvedQueueOptions } from '../options.js';
 import type { JobStatePatch, JobStateStore } from '../state/job-state-store.js';
 import { MemoryJobStateStore } from '../state/memory-state-store.js';
 import { AmqpConsumer, type AmqpConsumerHost } from './amqp-consumer.js';
@@ -186,7 +186,8 @@ export class AmqpJobQueue extends EventEmitter<JobQueueEvents> implements JobQue
   }
 
   async listDead(options: { limit?: number } = {}): Promise<DeadJob[]> {
-    return this.withChannel((ch) => browseDead(ch, this.topology.dead, options.limit ?? 100));
+    const limit = deadListLimit(options);
+    return this.withChannel((ch) => browseDead(ch, this.topology.dead, limit));
   }
 
   async retryDead(id: string): Promise<boolean> {

@@ -15,7 +15,7 @@ import type {
   JobQueueEvents,
   QueueStats,
 } from '../job-queue.js';
-import { defaultWorkerId, newJobId, resolveQueueOptions, retryDelayMs, validateEnqueue, type QueueOptions, type ResolvedQueueOptions } from '../options.js';
+import { deadListLimit, defaultWorkerId, newJobId, resolveQueueOptions, retryDelayMs, validateEnqueue, type QueueOptions, type ResolvedQueueOptions } from '../options.js';
 import { EXPIRED_MESSAGE, JobTable } from './job-table.js';
 import { migrate, rowToDead, rowToInfo } from './schema.js';
 import { SqliteConsumer, type SqliteConsumerHost } from './sqlite-consumer.js';
@@ -112,7 +112,7 @@ export class SqliteJobQueue extends EventEmitter<JobQueueEvents> implements JobQ
 
   async listDead(options: { limit?: number } = {}): Promise<DeadJob[]> {
     this.assertOpen();
-    return this.table.listDead(options.limit ?? 100).map(rowToDead);
+    return this.table.listDead(deadListLimit(options)).map(rowToDead);
   }
 
   async retryDead(id: string): Promise<boolean> {
