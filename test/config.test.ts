@@ -40,6 +40,10 @@ test('an unknown key stops the start with a message naming it', () => {
   assert.doesNotThrow(() => loadConfig({ env: { SIGHTLINE_REQUIRE_SERVICES: '1', SIGHTLINE_CONFIG: 'x.json', SIGHTLINE_TEST_POSTGRES_URL: 'postgres://x' } }));
 });
 
+test('the clients\' SIGHTLINE_URL and SIGHTLINE_API_KEY in the same shell do not stop the server from starting', () => {
+  assert.doesNotThrow(() => loadConfig({ env: { SIGHTLINE_URL: 'http://127.0.0.1:8080', SIGHTLINE_API_KEY: 'sl_x_y' } }));
+});
+
 test('CLI flags and --config file', () => {
   const tmp = tempDir();
   try {

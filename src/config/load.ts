@@ -8,7 +8,8 @@ export const ENV_PREFIX = 'SIGHTLINE_';
  * SIGHTLINE_* variables that are not config keys: the config file path itself and
  * switches read by the test suite and CI.
  */
-const NON_CONFIG_ENV = new Set(['SIGHTLINE_CONFIG', 'SIGHTLINE_REQUIRE_SERVICES']);
+/** Read by other tools, not the server: the CLI's config file, the test switch, and the clients' (SDK, simulate, examples/) server address and key. */
+const NON_CONFIG_ENV = new Set(['SIGHTLINE_CONFIG', 'SIGHTLINE_REQUIRE_SERVICES', 'SIGHTLINE_URL', 'SIGHTLINE_API_KEY']);
 /** SIGHTLINE_TEST_* variables point the test suite at services; they are never config. */
 const TEST_ENV_PREFIX = 'SIGHTLINE_TEST_';
 
