@@ -270,7 +270,7 @@ const KEPT_METRICS = [
   'nodejs_external_memory_bytes',
   'nodejs_gc_duration_seconds_sum',
   'nodejs_gc_duration_seconds_count',
-  'nodejs_active_handles_total',
+  'nodejs_active_handles',
 ];
 
 interface Scrape {

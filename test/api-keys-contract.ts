@@ -79,6 +79,20 @@ export function apiKeyStoreContract(name: string, make: MakeApiKeyHarness): void
       }
     });
 
+    withStore('activeIds: which of the given key ids are still active, revocations by another process included (open streams are re-checked with it)', async (h, store) => {
+      const a = await store.create('a', ['ingest']);
+      const b = await store.create('b', ['viewer']);
+      assert.deepEqual(await store.activeIds([]), new Set());
+      assert.deepEqual(await store.activeIds([a.id, b.id, a.id, '0123456789abcdef']), new Set([a.id, b.id]));
+      const other = h.open();
+      try {
+        await other.revoke('a');
+      } finally {
+        await other.close();
+      }
+      assert.deepEqual(await store.activeIds([a.id, b.id]), new Set([b.id]));
+    });
+
     withStore('names are unique among active keys; a revoked name can be reused', async (_h, store) => {
       const first = await store.create('dup', ['ingest']);
       await assert.rejects(store.create('dup', ['viewer']), (err: unknown) => err instanceof ApiKeyNameTaken && err.code === 'API_KEY_NAME_TAKEN');

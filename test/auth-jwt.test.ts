@@ -37,7 +37,10 @@ test('HS256: accepted with its roles; the subject is the name; expired, not-yet-
   };
 
   assert.equal((await status(await good())).code, 200);
-  assert.deepEqual(seen, { name: 'svc', via: 'jwt', roles: ['viewer'] });
+  const { expiresAt, ...identity } = seen as { expiresAt: number };
+  assert.deepEqual(identity, { name: 'svc', via: 'jwt', roles: ['viewer'] });
+  // exp (1 min) in ms: open streams close when it passes (auth-stream.test.ts).
+  assert.ok(Math.abs(expiresAt - (Date.now() + 60_000)) < 5000, String(expiresAt));
   assert.equal((await status(await good(undefined, { roles: 'ingest viewer' }))).code, 200, 'roles as a space-separated string');
   assert.equal((await status(await good(undefined, { roles: ['ingest'] }))).code, 403);
   assert.equal((await status(await good(undefined, { roles: ['superuser'] }))).code, 403, 'unknown roles are ignored');

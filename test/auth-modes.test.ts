@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isLoopback } from '../src/auth/credentials.js';
 import { LogCapture } from './helpers/fixtures.js';
-import { authApp, bearer, keysPerRole } from './auth-helpers.js';
+import { authApp, bearer, hsToken, keysPerRole } from './auth-helpers.js';
 
 const REMOTE = '10.1.2.3';
 
@@ -27,18 +27,47 @@ test('auto: loopback without credentials gets every role; any other address need
   assert.equal((await app.inject({ url: '/v1/models', remoteAddress: REMOTE, headers: { 'x-forwarded-for': '127.0.0.1' } })).statusCode, 401);
   // Public routes need nothing from anywhere.
   assert.equal((await app.inject({ url: '/livez', remoteAddress: REMOTE })).statusCode, 200);
-  // On loopback a valid credential identifies its holder, and its roles apply …
+  // On loopback a valid credential identifies its holder, and its roles apply.
   assert.equal((await app.inject({ url: '/v1/models', headers: bearer(keys.ingest) })).statusCode, 403);
   assert.equal((await app.inject({ url: '/v1/models', headers: bearer(keys.viewer) })).statusCode, 200);
-  // … while anything else (unknown, malformed, a JWT without a secret to check it) is the trusted local caller.
-  assert.equal((await app.inject({ url: '/v1/models', headers: bearer('sl_0123456789abcdef_' + 'x'.repeat(43)) })).statusCode, 200);
-  assert.equal((await app.inject({ url: '/v1/models', headers: bearer('test-key') })).statusCode, 200);
-  assert.equal((await app.inject({ url: '/v1/models', headers: { authorization: 'Basic eDp5' } })).statusCode, 200);
 
   const modeLines = logs.lines.filter((l) => l.event === 'auth_mode');
   assert.equal(modeLines.length, 1);
   assert.equal(modeLines[0]!.mode, 'auto');
   assert.match(String(modeLines[0]!.msg), /loopback .* every role without credentials/);
+});
+
+test('auto on loopback ignored bad credentials (issue 12): a garbage, unknown, revoked or malformed credential, or two different ones, gets 401; only no credential at all is trusted', async (t) => {
+  const { app, close } = await authApp({ auth: 'auto' });
+  t.after(close);
+  const keys = await keysPerRole(app);
+  const revoked = await app.apiKeys.create('gone', ['admin']);
+  await app.apiKeys.revoke(revoked.id);
+  const expiredJwt = await hsToken({ roles: ['admin'] }, { exp: Math.floor(Date.now() / 1000) - 3600 });
+  const forgedJwt = await hsToken({ roles: ['admin'] }, { secret: 'another-secret-that-is-long-enough-for-hs256' });
+  const cases: [string, Record<string, string>, RegExp][] = [
+    ['garbage bearer', bearer('test-key'), /neither an API key/],
+    ['unknown key', bearer('sl_0123456789abcdef_' + 'x'.repeat(43)), /unknown or revoked API key/],
+    ['revoked key', { 'x-api-key': revoked.key }, /unknown or revoked API key/],
+    ['expired JWT', bearer(expiredJwt), /JWT expired/],
+    ['JWT with a wrong signature', bearer(forgedJwt), /signature/],
+    ['Basic scheme', { authorization: 'Basic eDp5' }, /must be "Bearer/],
+    ['two different valid keys', { authorization: `Bearer ${keys.viewer}`, 'x-api-key': keys.admin }, /two different credentials/],
+    ['a valid key and garbage', { authorization: `Bearer ${keys.admin}`, 'x-api-key': 'garbage' }, /two different credentials/],
+  ];
+  for (const remoteAddress of ['127.0.0.1', '::1']) {
+    for (const [what, headers, message] of cases) {
+      const res = await app.inject({ url: '/v1/models', headers, remoteAddress });
+      assert.equal(res.statusCode, 401, `${what} from ${remoteAddress}: ${res.body}`);
+      assert.equal(res.json().error.code, 'UNAUTHORIZED');
+      assert.match(res.json().error.message, message, what);
+      assert.equal(res.headers['www-authenticate'], 'Bearer realm="sightline", error="invalid_token"', what);
+    }
+    assert.equal((await app.inject({ method: 'DELETE', url: '/v1/dead-letters', remoteAddress })).statusCode, 200, 'no credential: the local operator');
+    assert.equal((await app.inject({ url: '/v1/models', headers: bearer(keys.admin), remoteAddress })).statusCode, 200, 'a valid one: its holder');
+  }
+  // Public routes stay public whatever is sent.
+  assert.equal((await app.inject({ url: '/livez', headers: bearer('test-key') })).statusCode, 200);
 });
 
 test('on: loopback needs credentials too', async (t) => {

@@ -20,7 +20,9 @@ describe('SightlineClient over HTTP (built-in model)', () => {
     app = await startApp({ models_dir: './models', job_max_attempts: 2, job_backoff_ms: 50 });
     await app.listen({ port: 0, host: '127.0.0.1' });
     const { port } = app.server.address() as AddressInfo;
-    client = new SightlineClient({ baseUrl: `http://127.0.0.1:${port}/`, apiKey: 'test-key', headers: { 'x-test': '1' } });
+    // A real key: a credential that is sent is checked, also from loopback.
+    const { key } = await app.apiKeys.create('sdk-test', ['admin']);
+    client = new SightlineClient({ baseUrl: `http://127.0.0.1:${port}/`, apiKey: key, headers: { 'x-test': '1' } });
     ng = await readFile('samples/ng-03.jpg');
     ok = await readFile('samples/ok-01.jpg');
   });

@@ -43,13 +43,14 @@ test('per-address limit: the connection over it gets 503 TOO_MANY_CONNECTIONS (o
   try {
     await app.listen({ host: '127.0.0.1', port: 0 });
     const port = portOf(app);
+    // /v1/models, not a probe: /livez, /readyz and /metrics get their own allowance (connections-probes.test.ts).
     for (let i = 0; i < 3; i++) {
       const c = await RawConn.open(port);
       conns.push(c);
-      assert.equal((await c.request('/livez')).status, 200);
+      assert.equal((await c.request('/v1/models')).status, 200);
     }
     const over = await RawConn.open(port);
-    assertRefused(await over.request('/livez'), /3 connections are open from 127\.0\.0\.1 \(max_connections_per_address\)/);
+    assertRefused(await over.request('/v1/models'), /3 connections are open from 127\.0\.0\.1 \(max_connections_per_address\)/);
     await over.waitClosed(5000);
     const ws = await wsAttempt(`ws://127.0.0.1:${port}/v1/stream`);
     assert.equal(ws.opened, true, 'a refused stream is accepted, then closed');
@@ -133,7 +134,7 @@ test('per-key limit: a key\'s third connection is refused once it authenticates;
   }
 });
 
-test('reserve for high priority: with 8 of 10 connections open a normal request is refused, high ones are served up to the hard cap', async () => {
+test('reserve for high priority: with 8 of 10 connections open a normal request is refused, high ones (ingest or admin keys) are served up to the hard cap', async () => {
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
   const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', rate_limit_per_second: 0, max_connections: 10, connection_reserve_high: 0.2 });
@@ -143,15 +144,18 @@ test('reserve for high priority: with 8 of 10 connections open a normal request 
     await app.listen({ host: '127.0.0.1', port: 0 });
     const port = portOf(app);
     const image = await solidImage(64, 48, 'jpeg');
+    // Only credentials with the ingest or admin role claim the reserve (connections-probes.test.ts).
+    const camera = (await app.apiKeys.create('camera', ['ingest'])).key;
+    const admin = (await app.apiKeys.create('ops', ['admin'])).key;
     const open = async () => {
       const c = await RawConn.open(port);
       conns.push(c);
       return c;
     };
-    for (let i = 0; i < 8; i++) assert.equal((await (await open()).request('/livez')).status, 200);
+    for (let i = 0; i < 8; i++) assert.equal((await (await open()).request('/v1/models')).status, 200);
 
     const normal = await open();
-    assertRefused(await normal.request('/livez'), /8 of 10 connections are open; the other 2 are kept for priority=high requests/);
+    assertRefused(await normal.request('/v1/models'), /8 of 10 connections are open; the other 2 are kept for priority=high requests/);
     await normal.waitClosed(5000);
     const normalStream = await wsAttempt(`ws://127.0.0.1:${port}/v1/stream`);
     assert.equal(normalStream.code, 1013);
@@ -159,16 +163,16 @@ test('reserve for high priority: with 8 of 10 connections open a normal request 
 
     // priority=high on /v1/detect, X-Priority: high anywhere, priority=high on the stream URL.
     const high = await open();
-    const detected = await high.request('/v1/detect?priority=high', { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: image });
+    const detected = await high.request('/v1/detect?priority=high', { method: 'POST', headers: { 'content-type': 'image/jpeg', 'x-api-key': camera }, body: image });
     assert.equal(detected.status, 200, detected.body);
-    const highStream = await wsAttempt(`ws://127.0.0.1:${port}/v1/stream?priority=high`);
+    const highStream = await wsAttempt(`ws://127.0.0.1:${port}/v1/stream?priority=high&access_token=${camera}`);
     assert.equal(highStream.opened, true);
     assert.equal(highStream.reason, 'open');
     sockets.push(highStream.ws);
 
     // 10 open: the hard cap refuses even high priority.
     const over = await open();
-    assertRefused(await over.request('/livez', { headers: { 'x-priority': 'high' } }), /10 connections are open \(max_connections\)/);
+    assertRefused(await over.request('/v1/models', { headers: { 'x-priority': 'high', 'x-api-key': admin } }), /10 connections are open \(max_connections\)/);
     await over.waitClosed(5000);
 
     // The high-priority session leaves: X-Priority: high gets its place.
@@ -176,7 +180,7 @@ test('reserve for high priority: with 8 of 10 connections open a normal request 
     await new Promise<void>((r) => highStream.ws.once('close', () => r()));
     const high2 = await open();
     await new Promise((r) => setTimeout(r, 50));
-    assert.equal((await high2.request('/livez', { headers: { 'x-priority': 'high' } })).status, 200);
+    assert.equal((await high2.request('/v1/models', { headers: { 'x-priority': 'high', 'x-api-key': admin } })).status, 200);
 
     // Every accepted connection still answers; a normal one leaving makes room for a normal one.
     for (const c of conns.filter((c) => !c.closed)) assert.equal((await c.request('/livez')).status, 200);
@@ -185,10 +189,10 @@ test('reserve for high priority: with 8 of 10 connections open a normal request 
     await conns[1]!.waitClosed();
     await new Promise((r) => setTimeout(r, 50));
     // 8 are open: the admin needs the reserve too.
-    const list = await listConnections(port, '', { 'x-priority': 'high' });
+    const list = await listConnections(port, '', { 'x-priority': 'high', 'x-api-key': admin });
     assert.equal(list.counts.total, 9, '6 normal + 2 high + the admin\'s');
     assert.equal(list.connections.filter((c) => c.priority === 'high').length, 3);
-    const metrics = await (await open()).request('/metrics', { headers: { 'x-priority': 'high' } });
+    const metrics = await (await open()).request('/metrics', { headers: { 'x-priority': 'high', 'x-api-key': admin } });
     assert.equal(metricValue(metrics.body, 'sightline_rejected_total{reason="connection_limit"}'), 3);
     assert.equal(metricValue(metrics.body, 'sightline_connections_limit'), 10);
   } finally {
@@ -211,13 +215,13 @@ test('reserve: the order of arrival decides, not the order of first requests; a 
     for (let i = 0; i < 10; i++) conns.push(await RawConn.open(port));
     await eventually(() => app.connections.size === 10, 'ten sockets registered');
     // The last two arrived into the reserve: normal requests are refused even though they ask first.
-    assertRefused(await conns[9]!.request('/livez'), /kept for priority=high/);
+    assertRefused(await conns[9]!.request('/v1/models'), /kept for priority=high/);
     // The first eight are served whenever they ask.
-    for (let i = 0; i < 8; i++) assert.equal((await conns[i]!.request('/livez')).status, 200, `socket ${i}`);
+    for (let i = 0; i < 8; i++) assert.equal((await conns[i]!.request('/v1/models')).status, 200, `socket ${i}`);
     // One of the first eight leaves before socket 8 asks: socket 8 now has a normal place.
     conns[0]!.close();
     await eventually(() => app.connections.size === 8, 'the close to reach the server');
-    assert.equal((await conns[8]!.request('/livez')).status, 200);
+    assert.equal((await conns[8]!.request('/v1/models')).status, 200);
     const metrics = (await conns[1]!.request('/metrics')).body;
     assert.equal(metricValue(metrics, 'sightline_rejected_total{reason="connection_limit"}'), 1);
   } finally {
@@ -227,7 +231,7 @@ test('reserve: the order of arrival decides, not the order of first requests; a 
   }
 });
 
-test('a flood of silent sockets over the limit: at most 4 × max_connections (256 at least) wait for their 503, the rest are closed at once; the accepted one keeps working', async () => {
+test('a flood of silent sockets over the limit: at most 4 × max_connections (256 at least) wait for their 503, the oldest silent ones are closed to make room; the accepted one keeps working', async () => {
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
   const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', rate_limit_per_second: 0, max_connections: 1, max_connections_per_address: 0, connection_reserve_high: 0 });
@@ -252,8 +256,13 @@ test('a flood of silent sockets over the limit: at most 4 × max_connections (25
     await eventually(() => app.connections.counts().refused === 256 && closedEarly.size === 320 - 256, `256 waiting, 64 closed (now ${app.connections.counts().refused} waiting, ${closedEarly.size} closed)`);
     assert.equal(app.connections.size, 1);
     assert.equal((await accepted.request('/livez')).status, 200, 'the accepted connection is not disturbed');
+    // A socket refused when it is accepted counts once its refusal is final (its head could still show
+    // a probe, which the probe allowance serves): the 64 closed to make room now, the waiting ones when they go.
     const metrics = await accepted.request('/metrics');
-    assert.equal(metricValue(metrics.body, 'sightline_rejected_total{reason="connection_limit"}'), 320);
+    assert.equal(metricValue(metrics.body, 'sightline_rejected_total{reason="connection_limit"}'), 64);
+    for (const s of silent) s.destroy();
+    await eventually(() => app.connections.counts().refused === 0, 'the waiting ones to go');
+    assert.equal(metricValue((await accepted.request('/metrics')).body, 'sightline_rejected_total{reason="connection_limit"}'), 320);
   } finally {
     for (const s of silent) s.destroy();
     accepted?.close();

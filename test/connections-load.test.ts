@@ -112,7 +112,8 @@ test(`load: ${CLIENTS} connections (twice) against max_connections ${MAX}; the e
 
       const httpClient = async (n: number): Promise<Outcome> => {
         const conn = await RawConn.open(port);
-        const res = await conn.request('/livez', { headers: { 'user-agent': `load/${n}` } });
+        // Not /livez: probes the limits refuse are served from max_probe_connections (connections-probes.test.ts).
+        const res = await conn.request('/v1/models', { headers: { 'user-agent': `load/${n}` } });
         if (res.status === 200) {
           busy.push(keepBusy(conn, n).catch((err: Error) => void problems.push(`accepted client ${n}: ${err.message}`)));
           return { kind: 'http', accepted: true, conn };

@@ -55,7 +55,8 @@ describe('image input and bad input', () => {
     missing.append('other', new Blob([new Uint8Array(await solidImage(8, 8, 'png'))]), 'x.png');
     const res2 = await fetch(`${baseUrl}/v1/detect`, { method: 'POST', body: missing });
     assert.equal(res2.status, 400);
-    assert.equal(((await res2.json()) as { error: { code: string } }).error.code, 'EMPTY_BODY');
+    // A file field other than `image` is refused rather than buffered (issue 12).
+    assert.equal(((await res2.json()) as { error: { code: string } }).error.code, 'INVALID_REQUEST');
   });
 
   test('grey and alpha images become RGB', async () => {

@@ -44,3 +44,47 @@ test('sightline eval reports per-class AP through the serving pipeline and write
     tmp.cleanup();
   }
 });
+
+test('sightline eval on a missing or non-dataset folder exits 2 with one line, no stack trace', () => {
+  const tmp = tempDir();
+  try {
+    for (const [data, why] of [
+      [join(tmp.dir, 'no-such-folder'), /no such folder/],
+      [tmp.dir, /has no images\/ folder/],
+    ] as const) {
+      const res = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'eval', '--model', 'defects', '--data', data], { encoding: 'utf8', timeout: 60_000 });
+      assert.equal(res.status, 2, res.stderr);
+      assert.equal(res.stderr.split('\n').filter(Boolean).length, 1, res.stderr);
+      assert.match(res.stderr, new RegExp(`^sightline eval: --data ${data.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `));
+      assert.match(res.stderr, why);
+      assert.doesNotMatch(res.stderr, /\n\s+at /);
+    }
+  } finally {
+    tmp.cleanup();
+  }
+});
+
+test('sightline eval shows its progress on stderr', async () => {
+  const tmp = tempDir();
+  try {
+    const repo = join(tmp.dir, 'models');
+    writeDecoderModels(repo);
+    const data = join(tmp.dir, 'data');
+    mkdirSync(join(data, 'images'), { recursive: true });
+    const image = await solidImage(64, 64, 'jpeg');
+    for (let i = 0; i < 3; i++) writeFileSync(join(data, 'images', `${i}.jpg`), image);
+    const { Progress } = await import('../src/cli/eval.js');
+    const { readDataset } = await import('../src/eval/dataset.js');
+    let text = '';
+    const out = { isTTY: false, write: (s: string) => ((text += s), true) } as unknown as NodeJS.WriteStream;
+    const progress = new Progress(3, out, 0);
+    const tracked = progress.track(readDataset(data));
+    assert.equal(tracked.images.length, 3);
+    // Each image counts once, when its labels are read (after its detection).
+    void tracked.images[0]!.labels;
+    void tracked.images[1]!.labels;
+    assert.match(text, /^eval: 1\/3 images \(33%, [\d.]+ img\/s, \d+ s left\)\neval: 2\/3 images \(66%, /);
+  } finally {
+    tmp.cleanup();
+  }
+});

@@ -8,6 +8,7 @@ import { createApiKeyStore, KEY_PREFIX, type ApiKeyStore } from './api-keys/inde
 import { isLoopback, presentedCredential, stripQueryToken } from './credentials.js';
 import { grants, hasRole, ROLES, type Identity, type Role, type RouteAccess, type SocketRoles } from './identity.js';
 import { InvalidToken, jwtVerifierFromConfig, looksLikeJwt, MIN_SECRET_BYTES, type JwtVerifier } from './jwt.js';
+import { CredentialWatch } from './session-watch.js';
 import { guardSocket } from './socket-guard.js';
 
 export interface AccessControlOptions {
@@ -30,6 +31,8 @@ declare module 'fastify' {
     apiKeys: ApiKeyStore;
     /** Every route with the role it needs, in registration order. */
     routeAccess: readonly RouteAccessEntry[];
+    /** Ends long-lived sessions (WebSocket streams) whose API key is revoked or whose JWT expires. */
+    credentialWatch: CredentialWatch;
   }
 }
 
@@ -65,8 +68,8 @@ function forbidden(access: RouteAccess, message?: string): Error {
  *   registered, so none can be forgotten;
  * - an onRequest hook identifies the caller (API key or JWT from
  *   `Authorization: Bearer`, `X-API-Key`, or `?access_token=` on WebSocket
- *   routes; loopback in `auto` mode; everyone in `off` mode), sets
- *   `request.identity`, and answers 401 UNAUTHORIZED / 403 FORBIDDEN;
+ *   routes; loopback without credentials in `auto` mode; everyone in `off`
+ *   mode), sets `request.identity`, and answers 401 UNAUTHORIZED / 403 FORBIDDEN;
  * - WebSocket routes with `socketRoles` refuse, message by message, what the
  *   connection's identity may not send.
  *
@@ -83,6 +86,9 @@ async function accessControlPlugin(app: FastifyInstance, options: AccessControlO
   const socketRoutes = new Map<string, SocketRoles>();
   app.decorate('apiKeys', apiKeys);
   app.decorate('routeAccess', routes);
+  const credentialWatch = new CredentialWatch(apiKeys, config.auth_recheck_interval_ms, app.log);
+  app.decorate('credentialWatch', credentialWatch);
+  app.addHook('onClose', async () => credentialWatch.stop());
 
   logMode(app, config, jwt);
 
@@ -128,14 +134,10 @@ async function accessControlPlugin(app: FastifyInstance, options: AccessControlO
     // Whatever the mode, the token leaves the URL before anything logs or validates it.
     if (socketRoute) stripQueryToken(request);
     if (mode === 'off') return AUTH_OFF;
-    if (mode === 'auto' && isLoopback(request.raw.socket?.remoteAddress)) {
-      // Loopback is trusted: a valid credential still identifies its holder (its
-      // roles, per-key limits and connection accounting apply), anything else,
-      // none, a stale key or a store that cannot answer, is the local operator.
-      if (presented.kind !== 'token') return LOOPBACK;
-      const found = await verifyToken(presented.token).catch(() => undefined);
-      return typeof found === 'object' ? found : LOOPBACK;
-    }
+    // Loopback trusts the absence of credentials only: a credential that is sent is
+    // checked as from anywhere, so that a stale or mistyped key fails where it is
+    // tested (on the server's host) instead of in production.
+    if (mode === 'auto' && presented.kind === 'none' && isLoopback(request.raw.socket?.remoteAddress)) return LOOPBACK;
     if (presented.kind === 'malformed') throw unauthorized(reply, presented.reason, true);
     if (presented.kind === 'none') {
       throw unauthorized(reply, `send an API key or JWT (Authorization: Bearer …, or X-API-Key${socketRoute ? ', or ?access_token= on WebSocket routes' : ''})`, false);
@@ -177,7 +179,7 @@ function logMode(app: FastifyInstance, config: Config, jwt: JwtVerifier | undefi
     case 'auto':
       app.log.info(
         fields,
-        `auth auto: clients on loopback (127.0.0.0/8, ::1) get every role without credentials; all others need ${credentials} (behind a reverse proxy on this host, use auth on)`,
+        `auth auto: clients on loopback (127.0.0.0/8, ::1) get every role without credentials (credentials they do send are checked); all others need ${credentials} (behind a reverse proxy on this host, use auth on)`,
       );
       break;
   }

@@ -33,6 +33,8 @@ export interface Identity {
   roles: readonly Role[];
   /** API key id (for per-key limits and revocation); absent for JWTs and unauthenticated callers. */
   keyId?: string;
+  /** JWTs: the token's `exp`, in ms since the epoch (open WebSocket sessions are closed once it has passed). */
+  expiresAt?: number;
 }
 
 /** Whether `identity` holds `role`: admin holds every role; ingest and viewer are separate. */

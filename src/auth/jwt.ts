@@ -8,7 +8,7 @@ const HMAC_ALGORITHMS = ['HS256', 'HS384', 'HS512'];
 /** jose refuses an algorithm that does not fit the key's type (an RSA key cannot verify ES256). */
 const PUBLIC_KEY_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
 /** Clock skew allowed between the token issuer and this server for exp and nbf. */
-const CLOCK_TOLERANCE_S = 30;
+export const CLOCK_TOLERANCE_S = 30;
 /** Shorter HMAC secrets are guessable offline from any token: warn at start. */
 export const MIN_SECRET_BYTES = 32;
 
@@ -83,7 +83,7 @@ export function jwtVerifierFromConfig(config: Pick<Config, 'auth_jwt_secret' | '
       if (!key) throw new InvalidToken(`JWT algorithm ${alg ?? '(none)'} is not accepted here`);
       try {
         const { payload } = await jwtVerify(token, key, { ...common, algorithms: hmac ? HMAC_ALGORITHMS : PUBLIC_KEY_ALGORITHMS });
-        return { name: String(payload.sub), via: 'jwt', roles: rolesFromClaim(payload.roles) };
+        return { name: String(payload.sub), via: 'jwt', roles: rolesFromClaim(payload.roles), expiresAt: Number(payload.exp) * 1000 };
       } catch (err) {
         throw new InvalidToken(reason(err));
       }

@@ -1,3 +1,6 @@
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigSchema, CONFIG_KEYS, type Config } from '../config/schema.js';
 import { ConfigError, envName, flagName, loadConfig, readConfigFile } from '../config/load.js';
@@ -15,12 +18,24 @@ function configOptions(): NonNullable<ParseArgsConfig['options']> {
   return options;
 }
 
-export function configHelp(): string {
-  return CONFIG_KEYS.map((key) => {
+/** An option list for --help: every description starts in one column, two spaces after the longest flag. */
+export function formatOptions(rows: readonly (readonly [flag: string, description: string])[]): string {
+  const width = Math.max(...rows.map(([flag]) => flag.length)) + 2;
+  return rows.map(([flag, description]) => `  ${flag.padEnd(width)}${description}`.trimEnd()).join('\n');
+}
+
+/** Help rows for the config keys (all but `exclude`): flag, then description, environment variable and default. */
+export function configOptionRows(exclude: readonly string[] = []): [string, string][] {
+  return CONFIG_KEYS.filter((key) => !exclude.includes(key)).map((key) => {
     const prop = ConfigSchema.properties[key] as { default: unknown; description?: string };
-    const flag = (isBooleanKey(key) ? `${flagName(key)}, --no-${flagName(key).slice(2)}` : `${flagName(key)} <value>`).padEnd(34);
-    return `  ${flag}${prop.description ?? ''} [env ${envName(key)}, default ${JSON.stringify(prop.default)}]`;
-  }).join('\n');
+    const flag = isBooleanKey(key) ? `--[no-]${flagName(key).slice(2)}` : `${flagName(key)} <value>`;
+    return [flag, `${prop.description ?? ''} [env ${envName(key)}, default ${JSON.stringify(prop.default)}]`];
+  });
+}
+
+/** The options part of serve's and worker's help: --config, the config keys, --help. */
+export function configHelp(exclude: readonly string[] = []): string {
+  return formatOptions([['--config <file>', 'JSON config file [env SIGHTLINE_CONFIG]'], ...configOptionRows(exclude), ['-h, --help', 'show this help']]);
 }
 
 export interface ParsedCommand {
@@ -29,6 +44,8 @@ export interface ParsedCommand {
   positionals: string[];
   /** Command-specific options that are not config keys. */
   extra: Record<string, string | boolean | undefined>;
+  /** Config keys given in the config file, the environment or a flag (the others are defaults). */
+  explicit: ReadonlySet<string>;
 }
 
 /**
@@ -61,10 +78,12 @@ export function parseCommand(
     else if (name !== 'config' && name !== 'help') extra[name] = value as string | boolean | undefined;
   }
   const help = values.help === true;
-  if (help) return { config: loadConfig({}), help, positionals, extra };
+  if (help) return { config: loadConfig({}), help, positionals, extra, explicit: new Set() };
   const configPath = (values.config as string | undefined) ?? env.SIGHTLINE_CONFIG;
   const file = configPath ? readConfigFile(configPath) : undefined;
-  return { config: loadConfig({ file, env, flags }), help, positionals, extra };
+  const config = loadConfig({ file, env, flags });
+  const explicit = new Set([...Object.keys(file ?? {}), ...Object.keys(flags), ...CONFIG_KEYS.filter((key) => env[envName(key)] !== undefined)]);
+  return { config, help, positionals, extra, explicit };
 }
 
 /**
@@ -93,4 +112,40 @@ export function parseCommandOrExit(
     return 0;
   }
   return parsed;
+}
+
+/** The package's own folder (the checkout, or node_modules/sightline): src/cli or dist/cli is two levels down. */
+export const PACKAGE_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface ResolvedPaths {
+  config: Config;
+  /** Absolute model repository and data folder, and whether the models are the package's built-in ones. */
+  modelsDir: string;
+  dataDir: string;
+  builtInModels: boolean;
+}
+
+/**
+ * Resolves models_dir and data_dir against the working directory. Left at its default,
+ * models_dir falls back to the package's built-in model repository when ./models does
+ * not exist, so that `sightline serve` works from any folder; data_dir stays where it
+ * is started (results belong to the user, not to the package).
+ */
+export function resolvePaths(parsed: Pick<ParsedCommand, 'config' | 'explicit'>, cwd = process.cwd()): ResolvedPaths {
+  const { config } = parsed;
+  let modelsDir = resolve(cwd, config.models_dir);
+  let builtInModels = false;
+  const packaged = join(PACKAGE_ROOT, 'models');
+  if (!parsed.explicit.has('models_dir') && !existsSync(modelsDir) && existsSync(packaged)) {
+    modelsDir = packaged;
+    builtInModels = true;
+  }
+  const dataDir = resolve(cwd, config.data_dir);
+  return { config: { ...config, models_dir: modelsDir, data_dir: dataDir }, modelsDir, dataDir, builtInModels };
+}
+
+/** Where the models and data are, for the start-up log and for people. */
+export function describePaths(paths: ResolvedPaths, cwd = process.cwd()): string {
+  const models = paths.builtInModels ? `${paths.modelsDir} (built-in: ${join(cwd, 'models')} does not exist)` : paths.modelsDir;
+  return `models from ${models}; data in ${paths.dataDir}`;
 }

@@ -1,10 +1,11 @@
+import { statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { parseCommandOrExit } from './config-args.js';
+import { describePaths, parseCommandOrExit, resolvePaths } from './config-args.js';
 import { createLogger } from '../log.js';
 import { ModelRepository } from '../inference/repository.js';
 import { repositoryOptions } from '../inference/from-config.js';
-import { readDataset } from '../eval/dataset.js';
+import { readDataset, type Dataset } from '../eval/dataset.js';
 import { evaluateModel } from '../eval/run.js';
 
 const HELP = `Usage: sightline eval --model NAME[:VERSION] --data DIR [options]
@@ -20,7 +21,8 @@ Options:
   --json FILE              where to write the JSON report [eval-NAME-VERSION.json]
   --conf X                 lowest score kept for the AP curves [0.001]
   --iou X                  NMS IoU threshold [0.7]
-  --models-dir DIR         the model repository [./models]; every serve option works too
+  --models-dir DIR         the model repository [./models, else the built-in one]; every
+                           serve option works too
   -h, --help               show this help
 `;
 
@@ -32,6 +34,64 @@ const EXTRA = {
   iou: { type: 'string' as const },
 };
 
+/**
+ * Images done so far, on stderr: on a terminal one line rewritten once a second,
+ * elsewhere (a CI log) a line every 10 seconds.
+ */
+export class Progress {
+  private done = 0;
+  private readonly started = performance.now();
+  private lastPrinted = this.started;
+  private readonly tty: boolean;
+
+  constructor(
+    private readonly total: number,
+    private readonly out: NodeJS.WriteStream,
+    private readonly intervalMs = out.isTTY === true ? 1000 : 10_000,
+  ) {
+    this.tty = out.isTTY === true;
+  }
+
+  /**
+   * The dataset with each image counted when it is done: evaluateModel reads an
+   * image's labels once its detection has come back.
+   */
+  track(dataset: Dataset): Dataset {
+    const images = dataset.images.map((image) => {
+      const counted = { path: image.path } as Dataset['images'][number];
+      Object.defineProperty(counted, 'labels', {
+        enumerable: true,
+        get: () => {
+          this.step();
+          return image.labels;
+        },
+      });
+      return counted;
+    });
+    return { ...dataset, images };
+  }
+
+  private line(): string {
+    const seconds = (performance.now() - this.started) / 1000;
+    const rate = seconds > 0 ? this.done / seconds : 0;
+    const eta = rate > 0 ? Math.ceil((this.total - this.done) / rate) : 0;
+    return `eval: ${this.done}/${this.total} images (${Math.floor((100 * this.done) / Math.max(1, this.total))}%, ${rate.toFixed(1)} img/s, ${eta} s left)`;
+  }
+
+  private step(): void {
+    this.done++;
+    const now = performance.now();
+    if (now - this.lastPrinted < this.intervalMs) return;
+    this.lastPrinted = now;
+    this.out.write(this.tty ? `\r${this.line()}\x1b[K` : `${this.line()}\n`);
+  }
+
+  /** Clears the terminal line (the report follows). */
+  end(): void {
+    if (this.tty && this.lastPrinted !== this.started) this.out.write('\r\x1b[K');
+  }
+}
+
 function pct(v: number): string {
   return v.toFixed(3).padStart(8);
 }
@@ -39,7 +99,7 @@ function pct(v: number): string {
 export async function runEval(argv: string[]): Promise<number> {
   const parsed = parseCommandOrExit('eval', HELP, argv, EXTRA);
   if (typeof parsed === 'number') return parsed;
-  const { config, extra } = parsed;
+  const { extra } = parsed;
   const ref = extra.model as string | undefined;
   const dataDir = extra.data as string | undefined;
   const conf = Number(extra.conf ?? 0.001);
@@ -48,8 +108,20 @@ export async function runEval(argv: string[]): Promise<number> {
     process.stderr.write(`sightline eval: --model and --data are required; --conf and --iou lie in [0, 1]\n\n${HELP}`);
     return 2;
   }
+  // The dataset is read before any model loads: a wrong folder is a one-line usage error.
+  let dataset: Dataset;
+  try {
+    if (!statSync(dataDir, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`no such folder (from ${process.cwd()})`);
+    dataset = readDataset(dataDir);
+  } catch (err) {
+    process.stderr.write(`sightline eval: --data ${dataDir}: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const paths = resolvePaths(parsed);
+  const config = paths.config;
+  if (paths.builtInModels) process.stderr.write(`sightline eval: ${describePaths(paths)}\n`);
   const [name, version] = ref.split(':', 2);
-  const logger = createLogger(config.log_level === 'info' ? 'warn' : config.log_level);
+  const logger = createLogger(config.log_level === 'info' ? 'warn' : config.log_level, undefined, config.log_format);
   const models = new ModelRepository(
     repositoryOptions(config, logger, {
       defaultModel: '',
@@ -65,8 +137,9 @@ export async function runEval(argv: string[]): Promise<number> {
       process.stderr.write(`sightline eval: ${(err as Error).message}\n`);
       return 1;
     }
-    const dataset = readDataset(dataDir);
-    const { metrics, seconds, inferMs } = await evaluateModel(model, dataset, { conf, iou, maxPixels: config.max_image_pixels });
+    const progress = new Progress(dataset.images.length, process.stderr);
+    const { metrics, seconds, inferMs } = await evaluateModel(model, progress.track(dataset), { conf, iou, maxPixels: config.max_image_pixels });
+    progress.end();
 
     const lines = [
       `model ${model.name}:${model.version}  data ${resolve(dataDir)}  images ${metrics.images}  (${(metrics.images / seconds).toFixed(1)} img/s, infer ${inferMs.toFixed(1)} ms/img)`,

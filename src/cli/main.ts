@@ -5,6 +5,9 @@ import { runWorker } from './worker.js';
 import { runLogs } from './logs.js';
 import { runSimulate } from './simulate.js';
 import { runKeys } from './keys.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from './config-args.js';
 
 const HELP = `Usage: sightline <command> [options]
 
@@ -16,8 +19,13 @@ Commands:
   simulate  camera simulator: N lines × F fps through the client SDK (ws, http or jobs)
   keys      API keys: keys create --name NAME --role ROLE[,ROLE], keys revoke NAME|ID, keys list
 
-Run "sightline <command> --help" for the options of a command.
+Run "sightline <command> --help" for the options of a command,
+"sightline --version" for the version.
 `;
+
+function version(): string {
+  return (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+}
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   serve: runServe,
@@ -32,6 +40,10 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(HELP);
+    return 0;
+  }
+  if (command === '--version' || command === '-v' || command === 'version') {
+    process.stdout.write(`sightline ${version()}\n`);
     return 0;
   }
   const run = commands[command];
@@ -49,6 +61,7 @@ main(process.argv.slice(2)).then(
   },
   (err: Error) => {
     process.stderr.write(`sightline: ${err.stack ?? err.message}\n`);
-    process.exitCode = 1;
+    // Whatever the failed command had started (timers, sockets, a worker) must not keep it running.
+    process.exit(1);
   },
 );

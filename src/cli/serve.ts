@@ -1,26 +1,65 @@
+import { createServer } from 'node:net';
 import { buildApp } from '../server/app.js';
 import { createLogger } from '../log.js';
-import { configHelp, parseCommandOrExit } from './config-args.js';
+import { configHelp, describePaths, parseCommandOrExit, resolvePaths } from './config-args.js';
 
 const HELP = `Usage: sightline serve [options]
 
 Serves the HTTP API with every model of the model repository.
 
 Options:
-  --config <file>                   JSON config file [env SIGHTLINE_CONFIG]
 ${configHelp()}
-  -h, --help                        show this help
 
 Precedence: defaults < config file < SIGHTLINE_* environment < flags.
 `;
 
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'address already in use (is another Sightline running? set --port or SIGHTLINE_PORT)',
+  EACCES: 'permission denied (ports below 1024 need privileges: set --port or SIGHTLINE_PORT)',
+  EADDRNOTAVAIL: 'address not available on this machine (set --host or SIGHTLINE_HOST)',
+};
+
+/** The one line a listen failure gets: what could not be done, why, and what to change. */
+export function listenFailure(host: string, port: number, err: NodeJS.ErrnoException): string {
+  const where = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  return `sightline: cannot listen on ${where}: ${(err.code && LISTEN_ERRORS[err.code]) ?? err.message}`;
+}
+
+/**
+ * Binds host:port and lets it go again: a port that is taken ends the start here, before
+ * any model loads or any job worker takes a job (the app's own listen still reports the
+ * rare port taken in between).
+ */
+function probePort(host: string, port: number): Promise<NodeJS.ErrnoException | undefined> {
+  if (port === 0) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(undefined)));
+  });
+}
+
 export async function runServe(argv: string[]): Promise<number> {
   const parsed = parseCommandOrExit('serve', HELP, argv);
   if (typeof parsed === 'number') return parsed;
-  const { config } = parsed;
-  const logger = createLogger(config.log_level);
+  const paths = resolvePaths(parsed);
+  const { config } = paths;
+  const taken = await probePort(config.host, config.port);
+  if (taken) {
+    process.stderr.write(`${listenFailure(config.host, config.port, taken)}\n`);
+    return 1;
+  }
+  const logger = createLogger(config.log_level, undefined, config.log_format);
+  logger.info({ event: 'paths', models_dir: paths.modelsDir, data_dir: paths.dataDir, built_in_models: paths.builtInModels }, describePaths(paths));
   const app = await buildApp(config, { logger });
-  await app.listen({ host: config.host, port: config.port });
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    // The worker may have started: app.close() stops it (jobs in hand go back to the queue).
+    await app.close().catch(() => undefined);
+    process.stderr.write(`${listenFailure(config.host, config.port, err as NodeJS.ErrnoException)}\n`);
+    return 1;
+  }
   logger.info({ event: 'server_listening', address: app.addresses() }, `listening on ${config.host}:${app.server.address() && (app.server.address() as { port: number }).port}`);
 
   return new Promise<number>((resolve) => {

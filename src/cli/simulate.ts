@@ -1,10 +1,11 @@
 import { setMaxListeners } from 'node:events';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SightlineClient } from '../client/client.js';
 import { SightlineError } from '../client/errors.js';
 import type { StreamConnection } from '../client/stream.js';
+import { PACKAGE_ROOT } from './config-args.js';
 
 const HELP = `Usage: sightline simulate [options]
 
@@ -21,7 +22,8 @@ Options:
   --transport ws|http|jobs  ws: one /v1/stream connection per line; http: POST
                             /v1/detect; jobs: POST /v1/jobs, latency until the
                             result is available (polled) [ws]
-  --images DIR              JPEG/PNG/WebP images to send in rotation [samples/]
+  --images DIR              JPEG/PNG/WebP images to send in rotation [./samples,
+                            else the package's samples]
   --model NAME[:VERSION]    model to ask for [the server's default]
   --api-key KEY             sent as Authorization: Bearer [env SIGHTLINE_API_KEY]
   --drain S                 after the last frame, seconds to wait for answers;
@@ -303,6 +305,12 @@ function loadImages(dir: string): Buffer[] {
   return files.map((f) => readFileSync(f));
 }
 
+/** ./samples where it exists (a checkout), else the samples that ship with the package. */
+function defaultImagesDir(): string {
+  const local = resolve('samples');
+  return existsSync(local) ? local : join(PACKAGE_ROOT, 'samples');
+}
+
 export async function runSimulate(argv: string[]): Promise<number> {
   const fail = (message: string) => {
     process.stderr.write(`sightline simulate: ${message}\n\n${HELP}`);
@@ -318,7 +326,7 @@ export async function runSimulate(argv: string[]): Promise<number> {
         fps: { type: 'string', default: '5' },
         duration: { type: 'string', default: '10' },
         transport: { type: 'string', default: 'ws' },
-        images: { type: 'string', default: 'samples' },
+        images: { type: 'string' },
         model: { type: 'string' },
         'api-key': { type: 'string' },
         drain: { type: 'string', default: '10' },
@@ -350,13 +358,15 @@ export async function runSimulate(argv: string[]): Promise<number> {
   } catch {
     return fail(`--url must be an http(s) URL, not ${JSON.stringify(values.url)}`);
   }
+  const imagesDir = values.images !== undefined ? resolve(values.images) : defaultImagesDir();
   let images: Buffer[];
   try {
-    images = loadImages(resolve(values.images!));
+    images = loadImages(imagesDir);
   } catch (err) {
-    return fail(`--images ${values.images}: ${(err as Error).message}`);
+    return fail(`--images ${imagesDir}: ${(err as Error).message}`);
   }
-  if (images.length === 0) return fail(`--images ${values.images}: no .jpg, .jpeg, .png or .webp files`);
+  if (images.length === 0) return fail(`--images ${imagesDir}: no .jpg, .jpeg, .png or .webp files`);
+  process.stderr.write(`sightline simulate: ${images.length} images from ${imagesDir}\n`);
 
   const report = await simulate({
     url: values.url!,

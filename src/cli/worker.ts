@@ -8,7 +8,10 @@ import { queueFromConfig } from '../jobs/queue-from-config.js';
 import { jobProcessor } from '../jobs/processor.js';
 import { startWorker } from '../jobs/worker.js';
 import { eventBusFromConfig } from '../events/index.js';
-import { configHelp, parseCommandOrExit } from './config-args.js';
+import { configHelp, describePaths, parseCommandOrExit, resolvePaths } from './config-args.js';
+
+/** Settings of the HTTP server: a worker opens no port, so its help leaves them out. */
+const SERVE_ONLY = ['host', 'port', 'cors_origins'];
 
 const HELP = `Usage: sightline worker [options]
 
@@ -18,16 +21,16 @@ as the queue needs; on SIGTERM a worker stops taking jobs and finishes (or gives
 back) those in hand.
 
 Options:
-  --config <file>                   JSON config file [env SIGHTLINE_CONFIG]
-${configHelp()}
-  -h, --help                        show this help
+${configHelp(SERVE_ONLY)}
 `;
 
 export async function runWorker(argv: string[]): Promise<number> {
   const parsed = parseCommandOrExit('worker', HELP, argv);
   if (typeof parsed === 'number') return parsed;
-  const { config } = parsed;
-  const logger = createLogger(config.log_level);
+  const paths = resolvePaths(parsed);
+  const { config } = paths;
+  const logger = createLogger(config.log_level, undefined, config.log_format);
+  logger.info({ event: 'paths', models_dir: paths.modelsDir, data_dir: paths.dataDir, built_in_models: paths.builtInModels }, describePaths(paths));
   const metrics = createMetrics();
   const models = new ModelRepository(repositoryOptions(config, logger));
   const store = createResultStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {});

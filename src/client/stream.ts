@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import {
+  CLOSE_CODES,
   encodeFrame,
   type ClientMessage,
   type FrameHeader,
@@ -405,11 +406,17 @@ export class StreamConnection extends EventEmitter<StreamConnectionEvents> {
       if (!this.lastError || wasReady) this.lastError = new Error(`connection closed (code ${code}${reason ? `, ${reason}` : ''})`);
       this.failPending('CONNECTION_LOST', `the stream connection was lost (code ${code}) before the frame was answered`);
       if (wasReady) this.attempt = 0;
-      const reconnecting = this.reconnect !== null && this.attempt < this.reconnect.maxAttempts;
+      // Revoked or expired credentials would only be refused again (401) on every attempt.
+      const credentialsGone = code === CLOSE_CODES.CREDENTIALS_INVALID;
+      const reconnecting = !credentialsGone && this.reconnect !== null && this.attempt < this.reconnect.maxAttempts;
       this.emit('close', { code, reason, reconnecting });
       if (!reconnecting) {
         this.state = 'closed';
-        this.rejectReadyWaiters(new SightlineError({ code: 'NETWORK_ERROR', message: `the stream connection ended: ${this.lastError.message}`, cause: this.lastError }));
+        this.rejectReadyWaiters(
+          credentialsGone
+            ? new SightlineError({ code: 'UNAUTHORIZED', status: 401, message: `the stream was closed: ${reason || 'credentials no longer valid'}`, cause: this.lastError })
+            : new SightlineError({ code: 'NETWORK_ERROR', message: `the stream connection ended: ${this.lastError.message}`, cause: this.lastError }),
+        );
         return;
       }
       this.scheduleReconnect();

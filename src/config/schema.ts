@@ -156,13 +156,21 @@ export const ConfigSchema = Type.Object(
     max_connections: Type.Integer({ default: 200, minimum: 1, maximum: 1_000_000, description: 'Open client connections (HTTP sockets and WebSocket sessions) beyond which new ones are refused (503 + Retry-After, WebSocket close 1013).' }),
     max_connections_per_key: Type.Integer({ default: 100, minimum: 0, description: 'Open connections per API key (or JWT subject); 0: no per-key limit.' }),
     max_connections_per_address: Type.Integer({ default: 100, minimum: 0, description: 'Open connections per remote address; 0: no per-address limit.' }),
-    connection_reserve_high: Type.Number({ default: 0.1, minimum: 0, maximum: 0.9, description: 'Share of max_connections kept for `priority=high` requests and streams: others are refused once the rest is taken.' }),
+    connection_reserve_high: Type.Number({ default: 0.1, minimum: 0, maximum: 0.9, description: 'Share of max_connections kept for `priority=high` requests and streams from API keys or JWTs with the ingest or admin role: others are refused once the rest is taken (none with auth=off).' }),
+    max_websocket_connections: Type.Integer({ default: 100, minimum: 0, maximum: 1_000_000, description: 'WebSocket sessions (/v1/stream) among max_connections; more are closed with 1013, so that idle streams cannot take the places of HTTP clients. 0: no limit of their own.' }),
+    max_probe_connections: Type.Integer({ default: 16, minimum: 0, maximum: 10_000, description: 'Connections for /livez, /readyz and /metrics served on top of max_connections when the other limits would refuse them (one request each, then closed). 0: probes get no allowance.' }),
+    auth_recheck_interval_ms: Type.Integer({ default: 2000, minimum: 100, maximum: 3_600_000, description: 'How often the API keys of open WebSocket sessions are checked again; a session whose key was revoked (from any process) is closed with 4001.' }),
     connection_idle_timeout_ms: Type.Integer({ default: 60_000, minimum: 100, description: 'An HTTP connection with no request for this long is closed.' }),
     headers_timeout_ms: Type.Integer({ default: 10_000, minimum: 100, description: 'Time a client has to send a request\'s headers (slowloris guard).' }),
     body_timeout_ms: Type.Integer({ default: 60_000, minimum: 100, description: 'Time a client has to send a whole request, body included; slower ones get 408.' }),
     max_header_bytes: Type.Integer({ default: 16 * 1024, minimum: 1024, maximum: 1024 * 1024, description: 'Largest request header block; larger ones get 431.' }),
     rate_limit_per_second: Type.Number({ default: 100, minimum: 0, description: 'Sustained requests per second per API key (per remote address without one; loopback callers trusted by auth=auto are not limited); 0: no rate limit.' }),
     rate_limit_burst: Type.Integer({ default: 200, minimum: 1, description: 'Requests a key or address may send at once above the sustained rate (the bucket size).' }),
+    cors_origins: Type.String({
+      default: '',
+      pattern: '^\\s*((\\*|https?://[^\\s/,]+)\\s*(,\\s*(\\*|https?://[^\\s/,]+)\\s*)*)?$',
+      description: 'Browser origins allowed to call the API (CORS), comma-separated (`https://dash.example:3000`); `*`: any origin; empty: CORS off.',
+    }),
     models_dir: Type.String({ default: './models', minLength: 1, description: 'The model repository.' }),
     default_model: Type.String({
       default: '',
@@ -172,6 +180,10 @@ export const ConfigSchema = Type.Object(
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
       { default: 'info', description: 'pino log level.' },
     ),
+    log_format: Type.Union([Type.Literal('auto'), Type.Literal('json'), Type.Literal('pretty')], {
+      default: 'auto',
+      description: '`json`: one JSON object a line (for log pipelines and `sightline logs analyze`); `pretty`: coloured lines for people (pino-pretty); `auto`: pretty when stdout is a terminal, else JSON.',
+    }),
     body_limit_bytes: Type.Integer({
       default: 20 * 1024 * 1024,
       minimum: 1024,

@@ -1,8 +1,30 @@
-import type { Identity } from '../auth/identity.js';
+import { hasRole, type Identity } from '../auth/identity.js';
 import { CLIENT_KINDS, type ClientKind } from './types.js';
 
-/** Routes of machines watching the server (scrapes, probes): their connections are `system`. */
+/**
+ * Routes of machines watching the server (scrapes, probes): their connections
+ * are `system`, and a GET of one that the connection limits would refuse is
+ * served from max_probe_connections instead, so that a flood never makes a pod
+ * look dead to its orchestrator.
+ */
 export const SYSTEM_ROUTES: ReadonlySet<string> = new Set(['/metrics', '/livez', '/readyz']);
+
+/** Whether a request is a probe or scrape that the probe allowance may serve. */
+export function isProbe(method: string, route: string | undefined): boolean {
+  return (method === 'GET' || method === 'HEAD') && SYSTEM_ROUTES.has(route ?? '');
+}
+
+/**
+ * Who may claim the high-priority reserve: a caller that proved itself with an
+ * API key or JWT holding `ingest` or `admin` (cameras, the operator's tools).
+ * Writing `priority=high` is not enough, and neither is being trusted without
+ * credentials (loopback in auth=auto, everyone in auth=off): a flood from the
+ * same host must not reach the places kept for the line.
+ */
+export function mayClaimReserve(identity: Identity | undefined): boolean {
+  if (!identity || (identity.via !== 'api_key' && identity.via !== 'jwt')) return false;
+  return hasRole(identity, 'ingest');
+}
 
 const KINDS: ReadonlySet<string> = new Set(CLIENT_KINDS);
 

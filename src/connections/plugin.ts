@@ -5,7 +5,7 @@ import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config/schema.js';
 import { Errors } from '../errors.js';
-import { declaredKind, isHighPriority, keyOf, kindFromIdentity, SYSTEM_ROUTES } from './classify.js';
+import { declaredKind, isHighPriority, isProbe, keyOf, kindFromIdentity, mayClaimReserve, SYSTEM_ROUTES } from './classify.js';
 import { ConnectionRegistry, type ConnectionEntry, type KindSource } from './registry.js';
 import { applyServerSettings } from './server.js';
 import type { ClientKind, ConnectionLimits, Refusal } from './types.js';
@@ -24,13 +24,34 @@ declare module 'fastify' {
 /** The identity a request had when it was last admitted (onRequest, then again in preParsing if it changed). */
 const seen = new WeakMap<FastifyRequest, { identity: unknown }>();
 
-export function limitsFromConfig(config: Pick<Config, 'max_connections' | 'max_connections_per_key' | 'max_connections_per_address' | 'connection_reserve_high'>): ConnectionLimits {
+type LimitKeys = 'max_connections' | 'max_connections_per_key' | 'max_connections_per_address' | 'connection_reserve_high' | 'max_websocket_connections' | 'max_probe_connections' | 'auth';
+
+export function limitsFromConfig(config: Pick<Config, LimitKeys>): ConnectionLimits {
   return {
     maxConnections: config.max_connections,
     perKey: config.max_connections_per_key,
     perAddress: config.max_connections_per_address,
-    reserveHigh: config.connection_reserve_high,
+    // auth=off has no credentials, so nobody could claim the reserve: its places go to everyone.
+    reserveHigh: config.auth === 'off' ? 0 : config.connection_reserve_high,
+    maxWebSockets: config.max_websocket_connections,
+    maxProbes: config.max_probe_connections,
   };
+}
+
+/**
+ * Whether a request may take a high-priority place: it asks for one, its
+ * caller may claim the reserve, and its query and path parameters pass the
+ * route's schema (checked now, before any body is read: an invalid request
+ * gets no reserved place to be refused in).
+ */
+function claimsReserve(request: FastifyRequest): boolean {
+  if (!isHighPriority(request.query, request.headers['x-priority']) || !mayClaimReserve(request.identity)) return false;
+  for (const part of ['querystring', 'params'] as const) {
+    const validate = request.getValidationFunction(part) as ((value: unknown) => boolean) | undefined;
+    const value = part === 'querystring' ? request.query : request.params;
+    if (validate && !validate(value)) return false;
+  }
+  return true;
 }
 
 /** A WebSocket upgrade that reached the router (upgrades never come through the server's 'request' event). */
@@ -53,8 +74,10 @@ export function requestKind(request: FastifyRequest, upgrade: boolean): { kind: 
  * The connection registry and limits on a Fastify app: sockets are registered
  * (or refused) as they are accepted, WebSocket sessions by the stream route,
  * requests update their connection (key, client kind, line, counters) and are
- * checked against the per-key limit and the high-priority reserve, refused
- * ones are answered 503 TOO_MANY_CONNECTIONS with `Connection: close`.
+ * checked against the per-key limit, the WebSocket limit and the high-priority
+ * reserve; refused ones are answered 503 TOO_MANY_CONNECTIONS with
+ * `Connection: close` — unless they are probes (/livez, /readyz, /metrics),
+ * which the probe allowance serves while it has room.
  *
  * Register it after the auth hook (its onRequest hook must see
  * `request.identity`); identities set later still reach it in preParsing,
@@ -107,30 +130,43 @@ async function connections(app: FastifyInstance): Promise<void> {
     if (phase === 'preParsing' && (!previous || previous.identity === request.identity)) return;
     seen.set(request, { identity: request.identity });
     const upgrade = isUpgrade(request, httpRequests);
+    const probe = !upgrade && !registry.closing && isProbe(request.method, request.routeOptions.url);
     const early = registry.refusalOf(socket);
-    if (early) return refuse(request, reply, early, upgrade);
+    if (early) {
+      if (!probe) return refuse(request, reply, early, upgrade);
+      const served = registry.admitProbe(socket);
+      if ('reason' in served) return refuse(request, reply, served, upgrade);
+      return;
+    }
     const entry: ConnectionEntry | undefined = registry.entryOf(socket);
-    if (!entry || entry.transport !== 'http') return; // inject(), or a socket from before the plugin
+    if (!entry || entry.transport !== 'http' || entry.probe) return; // inject(), a socket from before the plugin, or a probe being served
     if (upgrade && !previous) registry.upgradeRequested(socket, request.headers['user-agent']);
     const refusal = registry.admit(entry, {
       key: request.identity ? keyOf(request.identity) : undefined,
-      high: isHighPriority(request.query, request.headers['x-priority']),
+      high: claimsReserve(request),
+      upgrade,
       ...requestKind(request, upgrade),
       userAgent: request.headers['user-agent'],
     });
-    if (refusal) {
-      registry.refuse(entry, refusal);
-      refuse(request, reply, refusal, upgrade);
+    if (!refusal) return;
+    if (probe && (refusal.reason === 'reserve_high' || refusal.reason === 'per_key')) {
+      const served = registry.admitProbe(socket);
+      if (!('reason' in served)) return;
     }
+    registry.refuse(entry, refusal);
+    refuse(request, reply, refusal, upgrade);
   };
 
   app.addHook('onRequest', async (request, reply) => admit(request, reply, 'onRequest'));
   app.addHook('preParsing', async (request, reply) => admit(request, reply, 'preParsing'));
-  // Refused and kicked sockets close after their answer, whoever produced it (auth's 401 included).
+  // Refused and kicked sockets close after their answer, whoever produced it (auth's 401 included);
+  // so do probes served from their allowance and refused requests in the reserve (registry.settle).
   app.addHook('onSend', async (request, reply) => {
     const socket = request.raw.socket as Socket | undefined;
     if (!socket) return;
-    if (registry.closing || registry.refusalOf(socket) || registry.entryOf(socket)?.kicked) reply.header('connection', 'close');
+    const entry = registry.entryOf(socket);
+    const settled = entry !== undefined && entry.transport === 'http' && registry.settle(entry, reply.statusCode);
+    if (registry.closing || registry.refusalOf(socket) || entry?.kicked || settled) reply.header('connection', 'close');
   });
   // The production line a route took from its query or path (request.line; an admin filter named `line` is none).
   app.addHook('onResponse', async (request) => {

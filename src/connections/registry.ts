@@ -65,6 +65,16 @@ export interface ConnectionEntry {
   provisional: boolean;
   /** Its first request passed the reserve check. */
   admitted: boolean;
+  /**
+   * A provisional connection whose request claimed the reserve: it holds the
+   * place while that request runs, and keeps it only if the answer is no 4xx
+   * (settle()); a request the server refuses claims nothing.
+   */
+  claimPending: boolean;
+  /** Served from the probe allowance: one request, then closed. */
+  probe: boolean;
+  /** Holds one of max_websocket_connections: a WebSocket session, or an HTTP socket whose upgrade was admitted. */
+  wsSlot: boolean;
   /** Kicked from the admin API: the response in flight goes out with `Connection: close`. */
   kicked: boolean;
   removed: boolean;
@@ -75,6 +85,11 @@ export interface ConnectionEntry {
 interface RefusedSocket {
   refusal: Refusal;
   inFlight: number;
+  /**
+   * Refused at accept, not yet counted: its head may still show a probe that the
+   * allowance serves. Counted when it closes unserved (answered 503, cut, evicted).
+   */
+  uncounted?: { transport: Transport; address: string };
 }
 
 export interface RegistryOptions {
@@ -91,9 +106,12 @@ export interface RequestFacts {
    * address only); undefined: not identified at all (public route), the connection keeps its key.
    */
   key: string | null | undefined;
+  /** Asks for the high-priority reserve, and may claim it (see classify.ts mayClaimReserve). */
   high: boolean;
   kind: ClientKind;
   kindSource: KindSource;
+  /** A WebSocket upgrade: checked against max_websocket_connections. */
+  upgrade?: boolean;
   line?: string | undefined;
   userAgent?: string | undefined;
 }
@@ -102,13 +120,16 @@ export interface RequestFacts {
  * Every open client connection of this process — HTTP sockets and WebSocket
  * sessions — with who is at the other end and what it does, and the limits on
  * them: max_connections in total (the last connection_reserve_high share only
- * for priority=high), per remote address (known at accept) and per API key
- * (known once a request authenticates). The single owner of the
- * `sightline_connections{transport,client_kind}` gauge.
+ * for priority=high), WebSocket sessions among them (max_websocket_connections),
+ * per remote address (known at accept) and per API key (known once a request
+ * authenticates). Probes and scrapes (/livez, /readyz, /metrics) that those
+ * limits would refuse get a small allowance of their own (max_probe_connections).
+ * The single owner of the `sightline_connections{transport,client_kind}` gauge.
  *
  * A WebSocket session replaces the HTTP socket that carried its upgrade (one
  * connection, counted once). Refused sockets are kept apart (counts.refused)
- * until they are answered and closed.
+ * until they are answered and closed: only their request head tells whether
+ * they are probes.
  */
 export class ConnectionRegistry {
   private readonly entries = new Map<string, ConnectionEntry>();
@@ -116,6 +137,10 @@ export class ConnectionRegistry {
   private readonly refused = new Map<TrackedSocket, RefusedSocket>();
   private readonly perAddress = new Map<string, number>();
   private readonly perKey = new Map<string, number>();
+  /** Sockets whose close already removes their entry. */
+  private readonly watched = new WeakSet<TrackedSocket>();
+  private probes = 0;
+  private websockets = 0;
   private seq = 0;
   private readonly now: () => number;
   /** Set when the server closes: sockets with no request in flight are cut, new ones still tracked. */
@@ -148,8 +173,19 @@ export class ConnectionRegistry {
     return this.options.limits.maxConnections - this.reserved;
   }
 
+  /** Every open connection, probe-allowance ones included. */
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Open connections that count against max_connections (all but the probe allowance's). */
+  get open(): number {
+    return this.entries.size - this.probes;
+  }
+
+  /** WebSocket sessions open or being opened (upgrade admitted). */
+  get webSockets(): number {
+    return this.websockets;
   }
 
   // ------------------------------------------------------------------ HTTP sockets
@@ -157,27 +193,29 @@ export class ConnectionRegistry {
   /**
    * A new TCP (or TLS) socket: registered, or refused when the server is at
    * max_connections or the address at its limit. A refused socket stays open
-   * until its request head arrives (answered 503, then closed) or
-   * headers_timeout_ms passes.
+   * until its request head arrives (answered 503 and closed, or served from the
+   * probe allowance when it is a probe) or headers_timeout_ms passes.
    */
   acceptSocket(socket: TrackedSocket): ConnectionEntry | Refusal {
     const { maxConnections, perAddress } = this.options.limits;
     const address = normalizeAddress(socket.remoteAddress);
     let refusal: Refusal | undefined;
-    if (this.entries.size >= maxConnections) {
+    if (this.open >= maxConnections) {
       refusal = { reason: 'max_connections', message: `${maxConnections} connections are open (max_connections)` };
     } else if (perAddress > 0 && (this.perAddress.get(address) ?? 0) >= perAddress) {
       refusal = { reason: 'per_address', message: `${perAddress} connections are open from ${address} (max_connections_per_address)` };
     }
     if (refusal) {
       // A refused socket is kept until its head can be answered (or headers_timeout_ms cuts it);
-      // a flood of sockets that send nothing must not pile up file descriptors meanwhile.
-      if (this.refused.size >= this.maxPendingRefusals) {
+      // a flood of sockets that send nothing must not pile up file descriptors meanwhile. The
+      // oldest silent one makes room, not the newcomer: a probe that sends its head at once
+      // still gets its answer while the flood goes on.
+      if (this.refused.size >= this.maxPendingRefusals && !this.evictSilentRefusal()) {
         this.countRefusal(refusal, 'http', address);
         socket.destroy();
         return refusal;
       }
-      this.trackRefused(socket, refusal, 'http', address);
+      this.trackRefused(socket, refusal, 'http', address, 0, false);
       return refusal;
     }
     const entry = this.add({
@@ -185,8 +223,43 @@ export class ConnectionRegistry {
       socket,
       remoteAddress: address,
       remotePort: socket.remotePort ?? null,
-      provisional: this.entries.size >= this.normalLimit,
+      provisional: this.open >= this.normalLimit,
     });
+    this.watch(socket);
+    return entry;
+  }
+
+  /**
+   * Serves a probe (/livez, /readyz, /metrics) that the other limits refuse
+   * — a refused socket whose head has just arrived, or a connection refused by
+   * the reserve or the per-key limit — from the probe allowance: it leaves
+   * max_connections' count and is closed after this one answer. A Refusal
+   * when the allowance is full too (the caller answers 503 and closes).
+   */
+  admitProbe(socket: TrackedSocket): ConnectionEntry | Refusal {
+    const { maxProbes } = this.options.limits;
+    if (this.probes >= maxProbes) {
+      return { reason: 'max_probe_connections', message: `${maxProbes} probe connections are open (max_probe_connections)` };
+    }
+    const refused = this.refused.get(socket);
+    const previous = this.entryOf(socket);
+    if (!refused && !previous) return { reason: 'max_connections', message: 'the connection is not open' };
+    this.refused.delete(socket);
+    if (previous) this.remove(previous);
+    const entry = this.add({
+      transport: 'http',
+      socket,
+      remoteAddress: previous?.remoteAddress ?? normalizeAddress(socket.remoteAddress),
+      remotePort: previous?.remotePort ?? socket.remotePort ?? null,
+      provisional: false,
+      probe: true,
+      ...(previous ? { seq: previous.seq } : {}),
+    });
+    entry.admitted = true;
+    entry.requests = (previous?.requests ?? 0) + (refused ? refused.inFlight : 0);
+    entry.inFlight = previous?.inFlight ?? refused?.inFlight ?? 0;
+    entry.userAgent = previous?.userAgent ?? null;
+    this.setKind(entry, 'system', 'system');
     this.watch(socket);
     return entry;
   }
@@ -249,9 +322,10 @@ export class ConnectionRegistry {
 
   /**
    * What a request tells about its connection: key, client kind, line. Checks
-   * the per-key limit when the key is new to the connection, and the reserve
-   * on the connection's first request. Returns the refusal, else undefined
-   * (the caller answers it and then calls refuse()).
+   * the per-key limit when the key is new to the connection, the WebSocket
+   * limit on an upgrade, and the reserve on the connection's first request.
+   * Returns the refusal, else undefined (the caller answers it and then calls
+   * refuse()).
    */
   admit(entry: ConnectionEntry, facts: RequestFacts): Refusal | undefined {
     if (entry.removed) return undefined;
@@ -265,18 +339,54 @@ export class ConnectionRegistry {
       }
       this.setKey(entry, facts.key);
     }
+    if (facts.upgrade && !entry.wsSlot) {
+      const { maxWebSockets } = this.options.limits;
+      if (maxWebSockets > 0 && this.websockets >= maxWebSockets) {
+        return { reason: 'max_websocket_connections', message: `${maxWebSockets} WebSocket sessions are open (max_websocket_connections)` };
+      }
+      this.takeWebSocketSlot(entry);
+    }
     if (!entry.admitted) {
-      if (entry.provisional && !facts.high && this.openBefore(entry) >= this.normalLimit) {
-        const { maxConnections } = this.options.limits;
-        return {
-          reason: 'reserve_high',
-          message: `${this.normalLimit} of ${maxConnections} connections are open; the other ${this.reserved} are kept for priority=high requests (connection_reserve_high)`,
-        };
+      if (entry.provisional && this.openBefore(entry) >= this.normalLimit) {
+        if (!facts.high) {
+          const { maxConnections } = this.options.limits;
+          return {
+            reason: 'reserve_high',
+            message: `${this.normalLimit} of ${maxConnections} connections are open; the other ${this.reserved} are kept for priority=high requests from API keys or JWTs with the ingest or admin role (connection_reserve_high)`,
+          };
+        }
+        entry.claimPending = true;
+        entry.priority = 'high';
+        return undefined;
       }
       entry.admitted = true;
+      entry.claimPending = false;
       entry.priority = facts.high ? 'high' : 'normal';
     }
     return undefined;
+  }
+
+  /**
+   * A response on an HTTP connection is going out with this status. Returns
+   * true when the connection must close after it: probe-allowance sockets
+   * (one answer each), and connections in the reserve whose request did not
+   * earn their place — a claim answered 4xx, or a request answered before the
+   * limits saw it (401, 403, 429) — so that no refused request keeps a
+   * reserved place. An upgrade answered over HTTP gives its WebSocket place back.
+   */
+  settle(entry: ConnectionEntry, status: number): boolean {
+    if (entry.removed) return false;
+    if (entry.transport === 'http' && entry.wsSlot) this.releaseWebSocketSlot(entry);
+    if (entry.probe) return true;
+    if (entry.admitted || !entry.provisional) return false;
+    if (entry.claimPending && (status < 400 || status >= 500)) {
+      entry.admitted = true;
+      entry.claimPending = false;
+      return false;
+    }
+    entry.claimPending = false;
+    entry.priority = 'normal';
+    return true;
   }
 
   /** Takes a connection out of the counts: it is answered (503 or close 1013) and closed by the caller. */
@@ -313,8 +423,9 @@ export class ConnectionRegistry {
       provisional: false,
       ...(seq !== undefined ? { seq } : {}),
     });
+    this.takeWebSocketSlot(entry);
     entry.admitted = true;
-    entry.priority = info.high ? 'high' : 'normal';
+    entry.priority = carrier ? carrier.priority : info.high ? 'high' : 'normal';
     entry.userAgent = info.userAgent?.slice(0, 256) ?? carrier?.userAgent ?? null;
     entry.line = info.line ?? carrier?.line ?? null;
     entry.close = info.close;
@@ -344,12 +455,16 @@ export class ConnectionRegistry {
     if (entry.removed) return;
     entry.removed = true;
     this.entries.delete(entry.id);
+    if (entry.probe) this.probes--;
+    this.releaseWebSocketSlot(entry);
     const key = entry.key;
     this.setKey(entry, null);
     entry.key = key;
-    const left = (this.perAddress.get(entry.remoteAddress) ?? 1) - 1;
-    if (left > 0) this.perAddress.set(entry.remoteAddress, left);
-    else this.perAddress.delete(entry.remoteAddress);
+    if (!entry.probe) {
+      const left = (this.perAddress.get(entry.remoteAddress) ?? 1) - 1;
+      if (left > 0) this.perAddress.set(entry.remoteAddress, left);
+      else this.perAddress.delete(entry.remoteAddress);
+    }
     this.countKind(entry.transport, entry.clientKind, -1);
     this.options.logger?.debug(
       { event: 'connection_close', connection_id: entry.id, transport: entry.transport, remote_address: entry.remoteAddress, client_kind: entry.clientKind, requests: entry.requests, duration_ms: this.now() - entry.openedAt },
@@ -441,6 +556,7 @@ export class ConnectionRegistry {
       client_kind: entry.clientKind,
       line: entry.line,
       priority: entry.priority,
+      probe: entry.probe,
       opened_at: new Date(entry.openedAt).toISOString(),
       last_activity_at: new Date(entry.lastActivity).toISOString(),
       idle_ms: Math.max(0, now - entry.lastActivity),
@@ -453,7 +569,7 @@ export class ConnectionRegistry {
 
   // ------------------------------------------------------------------ internals
 
-  private add(init: { transport: Transport; socket: TrackedSocket | undefined; remoteAddress: string; remotePort: number | null; provisional: boolean; seq?: number }): ConnectionEntry {
+  private add(init: { transport: Transport; socket: TrackedSocket | undefined; remoteAddress: string; remotePort: number | null; provisional: boolean; probe?: boolean; seq?: number }): ConnectionEntry {
     const now = this.now();
     const entry: ConnectionEntry = {
       id: this.newId(init.transport),
@@ -474,12 +590,17 @@ export class ConnectionRegistry {
       inFlight: 0,
       provisional: init.provisional,
       admitted: false,
+      claimPending: false,
+      probe: init.probe ?? false,
+      wsSlot: false,
       kicked: false,
       removed: false,
     };
     this.entries.set(entry.id, entry);
+    if (entry.probe) this.probes++;
     if (init.socket) this.bySocket.set(init.socket, entry);
-    this.perAddress.set(entry.remoteAddress, (this.perAddress.get(entry.remoteAddress) ?? 0) + 1);
+    // Probe-allowance sockets live for one answer and count against no other limit.
+    if (!entry.probe) this.perAddress.set(entry.remoteAddress, (this.perAddress.get(entry.remoteAddress) ?? 0) + 1);
     this.countKind(entry.transport, entry.clientKind, 1);
     this.options.logger?.debug(
       { event: 'connection_open', connection_id: entry.id, transport: entry.transport, remote_address: entry.remoteAddress, provisional: entry.provisional || undefined },
@@ -496,11 +617,34 @@ export class ConnectionRegistry {
     }
   }
 
-  /** Connections still open that arrived before this one. */
+  /** Connections still open (probe allowance aside) that arrived before this one. */
   private openBefore(entry: ConnectionEntry): number {
     let n = 0;
-    for (const other of this.entries.values()) if (other.seq < entry.seq) n++;
+    for (const other of this.entries.values()) if (!other.probe && other.seq < entry.seq) n++;
     return n;
+  }
+
+  private takeWebSocketSlot(entry: ConnectionEntry): void {
+    if (entry.wsSlot) return;
+    entry.wsSlot = true;
+    this.websockets++;
+  }
+
+  private releaseWebSocketSlot(entry: ConnectionEntry): void {
+    if (!entry.wsSlot) return;
+    entry.wsSlot = false;
+    this.websockets--;
+  }
+
+  /** Closes the oldest refused socket that has sent no request head; false when every one has. */
+  private evictSilentRefusal(): boolean {
+    for (const [socket, refused] of this.refused) {
+      if (refused.inFlight > 0) continue;
+      this.dropRefused(socket, refused);
+      socket.destroy();
+      return true;
+    }
+    return false;
   }
 
   private setKind(entry: ConnectionEntry, kind: ClientKind, source: KindSource): void {
@@ -527,6 +671,8 @@ export class ConnectionRegistry {
 
   /** The socket closing removes whatever entry it carries then (its HTTP entry, or the session that replaced it). */
   private watch(socket: TrackedSocket): void {
+    if (this.watched.has(socket)) return;
+    this.watched.add(socket);
     socket.once('close', () => {
       const entry = this.bySocket.get(socket);
       if (entry) this.remove(entry);
@@ -538,11 +684,21 @@ export class ConnectionRegistry {
     else this.options.metrics.connections.dec({ transport, client_kind: kind });
   }
 
-  private trackRefused(socket: TrackedSocket, refusal: Refusal, transport: Transport, address: string, inFlight = 0): void {
-    this.countRefusal(refusal, transport, address);
+  private trackRefused(socket: TrackedSocket, refusal: Refusal, transport: Transport, address: string, inFlight = 0, countNow = true): void {
+    if (countNow) this.countRefusal(refusal, transport, address);
     if (this.refused.has(socket)) return;
-    this.refused.set(socket, { refusal, inFlight });
-    socket.once('close', () => this.refused.delete(socket));
+    const record: RefusedSocket = { refusal, inFlight, ...(countNow ? {} : { uncounted: { transport, address } }) };
+    this.refused.set(socket, record);
+    socket.once('close', () => {
+      if (this.refused.get(socket) === record) this.dropRefused(socket, record);
+    });
+  }
+
+  /** A refused socket is gone (closed or evicted): a refusal made at accept counts now. */
+  private dropRefused(socket: TrackedSocket, record: RefusedSocket): void {
+    this.refused.delete(socket);
+    if (record.uncounted) this.countRefusal(record.refusal, record.uncounted.transport, record.uncounted.address);
+    record.uncounted = undefined;
   }
 
   private countRefusal(refusal: Refusal, transport: Transport, address: string): void {

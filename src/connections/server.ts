@@ -57,6 +57,26 @@ export function applyServerSettings(server: object, config: Pick<Config, Timeout
 
 const answered = new WeakSet<Socket>();
 const CLOSE_GRACE_MS = 1000;
+const lingering = new WeakSet<Socket>();
+
+/**
+ * For an answer given while the request body is still arriving (413 on a body
+ * past the limit, 404 for a large upload): after Node's close on `Connection:
+ * close`, the socket lingers. Node destroys the socket as soon as the answer is
+ * flushed; the bytes the client is still sending then meet a closed socket,
+ * and the reset that follows can discard the answer before the client reads it.
+ * Lingering, the socket is half-closed (FIN after the answer), keeps reading
+ * and dropping for CLOSE_GRACE_MS, and only then is destroyed.
+ */
+export function lingerOnClose(socket: Socket | null | undefined): void {
+  if (!socket || lingering.has(socket)) return;
+  lingering.add(socket);
+  // Node's server calls destroySoon() once a `Connection: close` response is flushed.
+  socket.destroySoon = function (this: Socket) {
+    if (this.writable) this.end();
+    setTimeout(() => this.destroy(), CLOSE_GRACE_MS).unref();
+  };
+}
 
 /** What a clientError handler needs from the app (decorated by the connections plugin). */
 export interface ClientErrorContext {
@@ -79,16 +99,62 @@ declare module 'fastify' {
  * instead of Node's bare status lines: 408 REQUEST_TIMEOUT (headers_timeout_ms,
  * body_timeout_ms), 431 HEADERS_TOO_LARGE (max_header_bytes), 400
  * INVALID_REQUEST (malformed HTTP). The answer carries `Connection: close`; the
- * socket is ended, and destroyed if the peer lingers.
+ * socket is ended, and destroyed if the peer lingers. When the broken bytes
+ * follow complete requests on the same connection (pipelining), their answers
+ * go out first, in order; the wait is bounded by body_timeout_ms.
  */
 export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || socket.destroyed) return;
   if (answered.has(socket)) return; // the parser reports every later chunk of a broken request again
   answered.add(socket);
   const ctx = this.connectionErrors;
-  // A response already on its way cannot be replaced by another one: just cut.
-  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-  if (inFlight?.headersSent || !socket.writable) {
+  const inFlight = responseOn(socket);
+  // The bytes that broke the parser follow a complete request (pipelined in the same
+  // write): that request is being answered, and its answer goes out first.
+  if (inFlight?.req?.complete) {
+    afterResponses(socket, ctx?.bodyTimeoutMs ?? 60_000, () => answerClientError(this, err, socket));
+    return;
+  }
+  answerClientError(this, err, socket);
+}
+
+/** The response that owns the socket now (pipelined ones queue behind it). */
+function responseOn(socket: Socket): ServerResponse | null | undefined {
+  return (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+}
+
+/**
+ * Calls `then` once the socket has no response in progress: the in-flight one
+ * and any pipelined ones queued behind it have finished. A handler that takes
+ * longer than `boundMs` does not hold the socket: it is cut.
+ */
+function afterResponses(socket: Socket, boundMs: number, then: () => void): void {
+  const timer = setTimeout(() => socket.destroy(), boundMs);
+  timer.unref();
+  const check = () => {
+    const pending = responseOn(socket);
+    if (socket.destroyed) return clearTimeout(timer);
+    if (!pending || pending.writableFinished) {
+      clearTimeout(timer);
+      return then();
+    }
+    let waiting = true;
+    const next = () => {
+      if (!waiting) return;
+      waiting = false;
+      // Node's own 'finish' listener (registered first) has handed the socket to the next queued response by now.
+      process.nextTick(check);
+    };
+    pending.once('finish', next);
+    pending.once('close', next);
+  };
+  check();
+}
+
+function answerClientError(app: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket): void {
+  const ctx = app.connectionErrors;
+  // A response already on its way (to the request whose bytes broke the parser) cannot be replaced by another one: just cut.
+  if (responseOn(socket)?.headersSent || !socket.writable) {
     socket.destroy();
     return;
   }
@@ -109,7 +175,7 @@ export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoExcep
     status = 400;
     error = new Errors.INVALID_REQUEST(`malformed HTTP request (${err.code ?? err.message})`);
   }
-  this.log.info(
+  app.log.info(
     { event: 'client_error', status, error_code: error.code, parser_code: err.code, remote_address: socket.remoteAddress },
     `client error: ${error.message}`,
   );

@@ -18,7 +18,7 @@ export const CLIENT_KINDS = ['camera', 'dashboard', 'api_script', 'system'] as c
 export type ClientKind = (typeof CLIENT_KINDS)[number];
 
 /** Which limit refused a connection (logged; the metric reason is always `connection_limit`). */
-export type RefusalReason = 'max_connections' | 'per_address' | 'per_key' | 'reserve_high' | 'shutting_down';
+export type RefusalReason = 'max_connections' | 'per_address' | 'per_key' | 'reserve_high' | 'max_websocket_connections' | 'max_probe_connections' | 'shutting_down';
 
 /** One open connection as the admin API shows it. */
 export interface ConnectionInfo {
@@ -33,8 +33,10 @@ export interface ConnectionInfo {
   client_kind: ClientKind;
   /** Last `line` named by a request (query or path) or stream frame; null when none was. */
   line: string | null;
-  /** `high` when the connection was admitted with `priority=high` (or `X-Priority: high`). */
+  /** `high` when the connection was admitted with `priority=high` (or `X-Priority: high`) by a caller that may claim the reserve. */
   priority: 'high' | 'normal';
+  /** Served from the probe allowance (max_probe_connections): one request, then closed; not counted against max_connections. */
+  probe: boolean;
   opened_at: string;
   last_activity_at: string;
   /** Milliseconds since the last activity. */
@@ -49,7 +51,7 @@ export interface ConnectionInfo {
 }
 
 export interface ConnectionCounts {
-  /** Open connections that count against the limits (HTTP sockets + WebSocket sessions). */
+  /** Open connections (HTTP sockets + WebSocket sessions, probe-allowance sockets included). */
   total: number;
   by_transport: Record<Transport, number>;
   by_client_kind: Record<ClientKind, number>;
@@ -73,8 +75,12 @@ export interface ConnectionLimits {
   perKey: number;
   /** 0: no per-address limit. */
   perAddress: number;
-  /** Share of maxConnections kept for priority=high. */
+  /** Share of maxConnections kept for priority=high (claimed only by credentials with the ingest or admin role). */
   reserveHigh: number;
+  /** WebSocket sessions among maxConnections; 0: no limit of their own. */
+  maxWebSockets: number;
+  /** Probe and scrape connections (/livez, /readyz, /metrics) served beyond the other limits; 0: none. */
+  maxProbes: number;
 }
 
 export interface Refusal {

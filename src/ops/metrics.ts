@@ -6,10 +6,17 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  */
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
+/** prom-client default metrics left out of /metrics (see createMetrics). */
+export const REDUNDANT_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 /** Sightline's Prometheus metrics, one registry per server instance (names from DESIGN.md). */
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // prom-client's *_total gauges break Prometheus naming (promtool check metrics: a
+  // non-counter must not end in _total). The per-type gauges without the suffix
+  // (nodejs_active_handles{type} …) stay; their sum is the same total.
+  for (const name of REDUNDANT_DEFAULT_METRICS) registry.removeSingleMetric(name);
   const registers = [registry];
   return {
     registry,

@@ -128,3 +128,19 @@ export function decodeFrame(data: Buffer): { header: unknown; image: Buffer } {
   }
   return { header, image: data.subarray(FRAME_PREFIX_BYTES + length) };
 }
+
+/** WebSocket close codes the server uses. */
+export const CLOSE_CODES = {
+  /** Idle timeout, or the server shutting down. */
+  GOING_AWAY: 1001,
+  /** The client does not read its messages (send buffer over HARD_BUFFERED_BYTES). */
+  POLICY_VIOLATION: 1008,
+  /** A message larger than the frame limit (sent by ws itself). */
+  MESSAGE_TOO_BIG: 1009,
+  /** Refused by the connection limits (accepted, then closed): try again later. */
+  TRY_AGAIN_LATER: 1013,
+  /** Closed from the admin API (DELETE /v1/admin/connections/:id). */
+  CLOSED_BY_ADMIN: 4000,
+  /** The session's credentials no longer hold: the API key was revoked or the JWT expired (reason says which). */
+  CREDENTIALS_INVALID: 4001,
+} as const;

@@ -9,7 +9,11 @@ import { ModelRepository, type ModelEntry, type RepositoryOptions } from '../inf
 import { repositoryOptions } from '../inference/from-config.js';
 import { MAX_PARAM_LENGTH, frameworkErrors, installErrorHandler } from './error-handler.js';
 import { requestIdFor } from './request-id.js';
+import { logRequestStart, logResponse } from './request-log.js';
+import { installExpectContinue } from './expect-continue.js';
+import { finiteNumbers } from './finite-numbers.js';
 import { httpsOption, security } from '../auth/index.js';
+import { corsSupport } from './cors.js';
 import { detectRoutes } from './routes/detect.js';
 import { modelRoutes } from './routes/models.js';
 import { healthRoutes } from './routes/health.js';
@@ -78,7 +82,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     genReqId: requestIdFor,
     bodyLimit: config.body_limit_bytes,
     return503OnClosing: true,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
+    // finiteNumbers: coerced "Infinity"/"1e999" would otherwise pass every type and range check (see the module).
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false }, plugins: [finiteNumbers] },
     // Bad URL encoding and over-long path parameters answer in Sightline's error format, with a code.
     frameworkErrors,
     // Request ids may be 128 characters (X-Request-Id); Fastify's default cap on a path parameter is 100.
@@ -145,28 +150,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
-    request.log.info({ event: 'request_start', method: request.method, url: request.url.split('?')[0] }, 'request start');
+    logRequestStart(request);
   });
-  app.addHook('onResponse', async (request, reply) => {
-    const route = request.routeOptions.url ?? 'unmatched';
-    const status = reply.statusCode;
-    const line = request.line ?? 'none';
-    metrics.requests.inc({ route, line, status: String(status) });
-    if (route !== '/v1/stream') metrics.requestDuration.observe({ route }, reply.elapsedTime / 1000);
-    const fields = { route, line, status, duration_ms: Math.round(reply.elapsedTime * 1000) / 1000 };
-    if (status < 400) {
-      request.log.info({ event: 'request_success', ...fields }, 'request success');
-    } else {
-      const failure = request.failure;
-      // Load shedding is the server working as designed: counted in metrics, logged
-      // without a stack so that a flood of 503s stays cheap.
-      const shed = failure?.code === 'OVERLOADED' || failure?.code === 'TOO_MANY_CONNECTIONS';
-      const level = status >= 500 && status !== 503 ? 'error' : shed ? 'info' : 'warn';
-      const error = shed ? { error_message: failure?.err.message } : { err: failure?.err };
-      request.log[level]({ event: 'request_failure', ...fields, error_code: failure?.code, ...error }, 'request failure');
-    }
-  });
+  app.addHook('onResponse', async (request, reply) => logResponse(request, reply.statusCode, reply.elapsedTime));
+  // Expect: 100-continue is answered by the app, not by Node before any check (src/server/expect-continue.ts).
+  installExpectContinue(app, config.upload_max_bytes);
 
+  // CORS (cors_origins; off by default): before security, see src/server/cors.ts.
+  await app.register(corsSupport, { config });
   // Security headers, identity and roles (401/403), rate limits (429): before any route,
   // as it refuses a route that states no role.
   await app.register(security, { config });

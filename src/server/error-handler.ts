@@ -1,6 +1,8 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Errors, RETRYABLE_CODES } from '../errors.js';
 import { installBodyGuards } from './image-body.js';
+import { logRequestStart, logResponse } from './request-log.js';
+import { lingerOnClose } from '../connections/server.js';
 
 export interface ApiError {
   statusCode: number;
@@ -31,10 +33,12 @@ function translate(err: FastifyError, bodyLimit: number): ApiError {
     case 'FST_FIELDS_LIMIT':
     case 'FST_PARTS_LIMIT':
       return { statusCode: 413, code: 'BODY_TOO_LARGE', message: `The multipart body has too many parts (${err.message})` };
-    // Raised by the router (frameworkErrors): a path that is not valid percent-encoded UTF-8, or a segment past maxParamLength.
+    // Raised by the router (frameworkErrors). Fastify's messages quote the whole URL, query and
+    // access_token included: these name the fault without echoing a byte of it.
     case 'FST_ERR_BAD_URL':
+      return { statusCode: 400, code: 'INVALID_REQUEST', message: new Errors.INVALID_REQUEST('the path is not valid percent-encoded UTF-8').message };
     case 'FST_ERR_MAX_PARAM_LENGTH':
-      return { statusCode: 400, code: 'INVALID_REQUEST', message: new Errors.INVALID_REQUEST(err.message.slice(0, 300)).message };
+      return { statusCode: 400, code: 'INVALID_REQUEST', message: new Errors.INVALID_REQUEST(`a path segment is longer than ${MAX_PARAM_LENGTH} characters`).message };
   }
   const status = err.statusCode ?? 500;
   if (status >= 400 && status < 500) return { statusCode: status, code: 'INVALID_REQUEST', message: err.message };
@@ -49,16 +53,41 @@ export function installErrorHandler(app: FastifyInstance, bodyLimit: number): vo
     if (api.statusCode === 503 || RETRYABLE_CODES.has(api.code)) reply.header('retry-after', '1');
     // tus answers carry Tus-Resumable, also when refused before tus saw the request (a bad query).
     if (request.routeOptions.url?.startsWith('/v1/uploads') && request.method !== 'GET') reply.header('tus-resumable', '1.0.0');
+    closeIfBodyPending(request, reply);
     return reply.status(api.statusCode).send({ error: { code: api.code, message: api.message } });
   });
   // Installed with the error handler because it belongs to answering bad input and must be
   // in place on the root instance before any route registers (routes inherit parsers).
   installBodyGuards(app);
   app.setNotFoundHandler((request, reply) => {
-    const err = new Errors.NOT_FOUND(`${request.method} ${request.url.split('?')[0]}`);
+    const err = notFound(request);
     request.failure = { code: err.code, err };
+    closeIfBodyPending(request, reply);
     return reply.status(404).send({ error: { code: err.code, message: err.message } });
   });
+}
+
+/** Longest path a 404 message repeats. */
+const MAX_ECHOED_PATH = 256;
+
+/** NOT_FOUND for the request's method and path. */
+export function notFound(request: FastifyRequest): Error & { code: string } {
+  // The path only: credentials travel in headers or the query (access_token), never in the path.
+  const path = request.url.split('?')[0]!;
+  return new Errors.NOT_FOUND(`${request.method} ${path.length > MAX_ECHOED_PATH ? `${path.slice(0, MAX_ECHOED_PATH)}…` : path}`);
+}
+
+/**
+ * An error answered while the body is still arriving (a multipart body refused
+ * past the limit, a 404 for a large upload) closes the connection: keeping it
+ * would mean reading the rest of a body nobody wants. Fastify does the same for
+ * its own body parsers' errors.
+ */
+function closeIfBodyPending(request: FastifyRequest, reply: FastifyReply): void {
+  // Strictly false: inject()'s requests have no `complete` and no body in flight.
+  if (request.raw.complete !== false) return;
+  reply.header('connection', 'close');
+  lingerOnClose(request.raw.socket);
 }
 
 /** Longest path segment (route parameter) the router takes; ids are at most 128 characters. */
@@ -72,13 +101,19 @@ export const MAX_PARAM_LENGTH = 256;
  * and no X-Request-Id. Under /v1/uploads such an id is no upload of ours: 404.
  */
 export function frameworkErrors(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  // No route, so no hooks: the request log and metrics are written here (route `unmatched`).
+  const started = performance.now();
+  logRequestStart(request);
+  reply.raw.once('finish', () => logResponse(request, reply.raw.statusCode, performance.now() - started));
   const upload = request.url.startsWith('/v1/uploads/');
   const api = upload
     ? { statusCode: 404, code: 'UPLOAD_NOT_FOUND', message: new Errors.UPLOAD_NOT_FOUND('at this URL').message }
     : translate(err, 0);
-  request.failure = { code: api.code, err };
+  // The error keeps Fastify's code for the log, not its message (which quotes the whole URL).
+  request.failure = { code: api.code, err: Object.assign(new Error(api.message), { code: err.code }) };
   reply.header('x-request-id', request.id);
   if (upload && request.method !== 'GET') reply.header('tus-resumable', '1.0.0');
+  closeIfBodyPending(request, reply);
   void reply.status(api.statusCode).send({ error: { code: api.code, message: api.message } });
 }
 

@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Errors } from '../errors.js';
 
@@ -5,33 +6,78 @@ const OWN_CODES: ReadonlySet<string> = new Set(Object.keys(Errors));
 
 /** The image bytes of a raw-body or multipart (`image` field) request. */
 export async function readImage(request: FastifyRequest): Promise<Buffer> {
-  if (request.isMultipart()) {
-    let image: Buffer | undefined;
-    let images = 0;
-    try {
-      for await (const part of request.parts()) {
-        if (part.type === 'file') {
-          // Drain every file part so the request completes, keep the one named image.
-          const bytes = await part.toBuffer();
-          if (part.fieldname === 'image' && images++ === 0) image = bytes;
-        }
-      }
-    } catch (err) {
-      // busboy's own errors (no boundary, a body cut before its closing boundary, a bad
-      // part header) are plain Errors: the client's malformed body, not a server fault.
-      const code = (err as { code?: unknown }).code;
-      if (typeof code === 'string' && (OWN_CODES.has(code) || code.startsWith('FST_'))) throw err;
-      throw new Errors.INVALID_REQUEST(`malformed multipart body: ${(err as Error).message}`);
-    }
-    // Two images would make the answer ambiguous: refuse rather than pick one.
-    if (images > 1) throw new Errors.INVALID_REQUEST(`multipart body has ${images} file fields named "image"; send one`);
-    if (!image) throw new Errors.EMPTY_BODY();
-    return image;
-  }
+  if (request.isMultipart()) return readMultipartImage(request);
   const body = request.body;
   if (body === undefined || body === null) throw new Errors.EMPTY_BODY();
   if (!Buffer.isBuffer(body)) throw new Errors.UNSUPPORTED_MEDIA_TYPE(request.headers['content-type'] ?? '(none)');
   return body;
+}
+
+/**
+ * The file field `image` of a multipart body. Fastify's body limit covers only
+ * the bodies it reads itself, and busboy's limits are per part: here the
+ * route's body limit covers the whole body as it arrives (every part, the
+ * boundaries and text fields included), and any other file field is refused
+ * when its header arrives, before its bytes are read. On a refusal the rest of
+ * the body is discarded unread; the answer closes the connection (see the
+ * error handler).
+ */
+async function readMultipartImage(request: FastifyRequest): Promise<Buffer> {
+  const limit = request.routeOptions.bodyLimit;
+  // A declared length over the limit is refused before a byte is read (and before 100 Continue).
+  if (Number(request.headers['content-length']) > limit) throw new Errors.BODY_TOO_LARGE(limit);
+  const raw = request.raw;
+  let current: Readable | undefined;
+  let received = 0;
+  let overflow!: (err: Error) => void;
+  const tooLarge = new Promise<never>((_resolve, reject) => (overflow = reject));
+  const stop = (err?: Error) => {
+    raw.off('data', count);
+    if (!err) return;
+    raw.unpipe();
+    raw.resume();
+    current?.destroy(err);
+  };
+  const count = (chunk: Buffer) => {
+    received += chunk.length;
+    if (received <= limit) return;
+    const err = new Errors.BODY_TOO_LARGE(limit);
+    stop(err);
+    overflow(err);
+  };
+  const consume = async (): Promise<Buffer | undefined> => {
+    let image: Buffer | undefined;
+    for await (const part of request.parts()) {
+      if (part.type !== 'file') continue; // text fields: busboy's field limits, and they count towards the total
+      if (part.fieldname !== 'image') {
+        throw new Errors.INVALID_REQUEST(`multipart file field ${JSON.stringify(part.fieldname.slice(0, 64))} is not taken: send the image as the one file field "image"`);
+      }
+      // Two images would make the answer ambiguous: refuse rather than pick one.
+      if (image) throw new Errors.INVALID_REQUEST('multipart body has more than one file field named "image"; send one');
+      current = part.file;
+      image = await part.toBuffer();
+      current = undefined;
+    }
+    return image;
+  };
+  // consume() pipes the request into busboy synchronously; counting from the same tick sees every chunk.
+  const reading = consume();
+  raw.on('data', count);
+  let image: Buffer | undefined;
+  try {
+    image = await Promise.race([reading, tooLarge]);
+    stop();
+  } catch (err) {
+    stop(err as Error);
+    reading.catch(() => undefined); // settles (or not) after the answer; nothing left to report
+    // busboy's own errors (no boundary, a body cut before its closing boundary, a bad
+    // part header) are plain Errors: the client's malformed body, not a server fault.
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && (OWN_CODES.has(code) || code.startsWith('FST_'))) throw err;
+    throw new Errors.INVALID_REQUEST(`malformed multipart body: ${(err as Error).message}`);
+  }
+  if (!image) throw new Errors.EMPTY_BODY();
+  return image;
 }
 
 /** Deepest nesting a JSON body may have: the routes that take JSON take flat objects. */

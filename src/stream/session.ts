@@ -15,6 +15,7 @@ import {
   decodeFrame,
   FrameFormatError,
   PROTOCOL_VERSION,
+  CLOSE_CODES,
   type ClientMessage,
   type ErrorBody,
   type FrameHeader,
@@ -32,19 +33,8 @@ export const HARD_BUFFERED_BYTES = 16 * 1024 * 1024;
 /** How long a close handshake may take before the socket is destroyed. */
 export const CLOSE_GRACE_MS = 2000;
 
-/** WebSocket close codes the server uses. */
-export const CLOSE_CODES = {
-  /** Idle timeout, or the server shutting down. */
-  GOING_AWAY: 1001,
-  /** The client does not read its messages (send buffer over HARD_BUFFERED_BYTES). */
-  POLICY_VIOLATION: 1008,
-  /** A message larger than the frame limit (sent by ws itself). */
-  MESSAGE_TOO_BIG: 1009,
-  /** Refused by the connection limits (accepted, then closed): try again later. */
-  TRY_AGAIN_LATER: 1013,
-  /** Closed from the admin API (DELETE /v1/admin/connections/:id). */
-  CLOSED_BY_ADMIN: 4000,
-} as const;
+/** WebSocket close codes the server uses (the wire contract: src/protocol/stream.ts). */
+export { CLOSE_CODES };
 
 /** Server-wide figures of a status message, computed once for every connection. */
 export type ServerFigures = Pick<StreamStatus, 'connections' | 'throughput_fps' | 'latency_ms' | 'queue_depth'>;

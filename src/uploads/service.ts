@@ -7,6 +7,7 @@ import { Counter } from 'prom-client';
 import { FileStore } from '@tus/file-store';
 import { EXPOSED_HEADERS, Server as TusServer, TUS_RESUMABLE, type Upload } from '@tus/server';
 import type { Config } from '../config/schema.js';
+import { corsOrigins, originAllowed } from '../config/cors-origins.js';
 import { Errors, RETRYABLE_CODES } from '../errors.js';
 import { inspectImage } from '../inference/preprocess.js';
 import type { Metrics } from '../ops/metrics.js';
@@ -22,10 +23,9 @@ export const JOB_ID_HEADER = 'Sightline-Job-Id';
 export const JOB_LOCATION_HEADER = 'Sightline-Job-Location';
 /** The queue's idempotency key for an upload: a retried finish never makes a second job. */
 const OWN_EXPOSED_HEADERS = [JOB_ID_HEADER, JOB_LOCATION_HEADER, 'X-Request-Id'];
-/** What tus sends on its own answers (any origin, by default), for the answers made here. */
-const BASE_HEADERS = {
+/** What tus sends on its own answers, for the answers made here (the allowed origin is added per request). */
+const BASE_ANSWER_HEADERS = {
   'Tus-Resumable': TUS_RESUMABLE,
-  'Access-Control-Allow-Origin': '*',
   'Access-Control-Expose-Headers': [EXPOSED_HEADERS, ...OWN_EXPOSED_HEADERS].join(', '),
 };
 export const idempotencyKeyFor = (uploadId: string) => `upload:${uploadId}`;
@@ -113,11 +113,13 @@ export class UploadService {
    */
   private readonly heldUntilAnswered = new Map<string, boolean>();
   private readonly finishedByPost = new WeakMap<Request, string>();
+  private readonly corsOrigins: string[];
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: UploadServiceDeps) {
     const { config } = deps;
     this.dir = uploadsDir(config);
+    this.corsOrigins = corsOrigins(config.cors_origins);
     const registry = deps.metrics.registry;
     this.counter =
       (registry.getSingleMetric('sightline_uploads_total') as Counter<'outcome'> | undefined) ??
@@ -158,6 +160,8 @@ export class UploadService {
       maxSize: config.upload_max_bytes,
       relativeLocation: true,
       exposedHeaders: OWN_EXPOSED_HEADERS,
+      // tus answers any origin by default; uploads follow cors_origins like every other route (none: CORS off).
+      allowedOrigins: (origin) => originAllowed(this.corsOrigins, origin),
       namingFunction: () => randomBytes(16).toString('hex'),
       // tus already refuses ids holding '/', '\\' or NUL; allow only our own shape.
       getFileIdFromRequest: (_req, lastPath) => (lastPath !== undefined && UPLOAD_ID.test(lastPath) ? lastPath : undefined),
@@ -374,9 +378,11 @@ export class UploadService {
   private async answerFinished(req: Request, id: string): Promise<Response | undefined> {
     if (!req.headers.get('tus-resumable') || !UPLOAD_ID.test(id)) return undefined;
     if (req.method !== 'HEAD' && req.method !== 'PATCH' && req.method !== 'DELETE') return undefined;
+    const origin = req.headers.get('origin') ?? undefined;
+    const base = originAllowed(this.corsOrigins, origin) ? { ...BASE_ANSWER_HEADERS, 'Access-Control-Allow-Origin': origin! } : BASE_ANSWER_HEADERS;
     let record = await this.finished.get(id);
     const invalid = record || req.method === 'HEAD' ? invalidTusHeaders(req.headers) : [];
-    if (invalid.length > 0) return this.errorResponse(tusError(400, `Invalid ${invalid.join(' ')}`, 0), BASE_HEADERS);
+    if (invalid.length > 0) return this.errorResponse(tusError(400, `Invalid ${invalid.join(' ')}`, 0), base);
     if (!record && req.method === 'HEAD') {
       const upload = await this.store.getUpload(id).catch(() => undefined);
       const expires = upload && this.expiresAt(upload);
@@ -387,11 +393,11 @@ export class UploadService {
       } catch (err) {
         const api = apiError(err);
         if (api.code === 'INTERNAL_ERROR') this.deps.logger.error({ event: 'upload_error', upload_id: id, err }, `finishing upload ${id} failed`);
-        return this.errorResponse(api, BASE_HEADERS);
+        return this.errorResponse(api, base);
       }
     }
     if (!record) return undefined;
-    const headers: Record<string, string> = { ...BASE_HEADERS, 'Cache-Control': 'no-store', ...jobHeaders(record.job_id) };
+    const headers: Record<string, string> = { ...base, 'Cache-Control': 'no-store', ...jobHeaders(record.job_id) };
     switch (req.method) {
       case 'HEAD': {
         const metadata = stringifyMetadata(record.metadata);
@@ -410,7 +416,7 @@ export class UploadService {
       }
       default: // DELETE: forget the record; the job goes on.
         await this.finished.remove(id);
-        return new Response(null, { status: 204, headers: BASE_HEADERS });
+        return new Response(null, { status: 204, headers: base });
     }
   }
 

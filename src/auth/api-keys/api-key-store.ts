@@ -34,6 +34,12 @@ export interface ApiKeyStore {
   create(name: string, roles: readonly Role[]): Promise<CreatedApiKey>;
   /** The identity of an active key; undefined for anything else (malformed, unknown, wrong secret, revoked). */
   verify(presentedKey: string): Promise<Identity | undefined>;
+  /**
+   * Which of these key ids are still active (not revoked, not deleted): one
+   * read for every open WebSocket session, so that a revocation from any
+   * process ends them.
+   */
+  activeIds(ids: readonly string[]): Promise<Set<string>>;
   /** Revokes the active key with this id, else the active key with this name; returns it, or undefined when none. */
   revoke(idOrName: string): Promise<ApiKeyInfo | undefined>;
   /** Active keys (every key with `includeRevoked`), oldest first. */

@@ -120,6 +120,18 @@ export class KyselyApiKeyStore implements ApiKeyStore {
     return { name: row.name, via: 'api_key', roles: rolesOf(row.roles), keyId: row.id };
   }
 
+  async activeIds(ids: readonly string[]): Promise<Set<string>> {
+    const unique = [...new Set(ids)];
+    const active = new Set<string>();
+    // Chunks keep every statement under SQLite's and PostgreSQL's parameter limits.
+    for (let i = 0; i < unique.length; i += 500) {
+      const chunk = unique.slice(i, i + 500);
+      const rows = await this.#run(() => this.#db.selectFrom('api_keys').select('id').where('id', 'in', chunk).where('revoked_at', 'is', null).execute());
+      for (const row of rows) active.add(row.id);
+    }
+    return active;
+  }
+
   async revoke(idOrName: string): Promise<ApiKeyInfo | undefined> {
     const revokedAt = Date.now();
     // Each UPDATE … RETURNING is atomic on its own; an id wins over a name that happens to look like one.

@@ -53,6 +53,8 @@ export async function adminConnectionRoutes(app: FastifyInstance): Promise<void>
           max_connections_per_address: config.max_connections_per_address,
           connection_reserve_high: config.connection_reserve_high,
           reserved_high: registry.reserved,
+          max_websocket_connections: config.max_websocket_connections,
+          max_probe_connections: config.max_probe_connections,
         },
       };
     },

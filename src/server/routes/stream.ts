@@ -9,7 +9,7 @@ import { FRAME_ID_PATTERN, type ClientMessage, type StreamLimits } from '../../p
 import { CLOSE_CODES, StreamSession, type ServerFigures } from '../../stream/session.js';
 import { DEFAULT_LINE, detectQuerySchema, LINE_PATTERN, MAX_REQUEST_TIMEOUT_MS } from './detect.js';
 import { PRIORITIES } from '../../inference/batcher.js';
-import { declaredKind, isHighPriority, keyOf, kindFromIdentity, type ConnectionEntry, type Refusal } from '../../connections/index.js';
+import { declaredKind, isHighPriority, keyOf, kindFromIdentity, mayClaimReserve, type ConnectionEntry, type Refusal } from '../../connections/index.js';
 
 /** A line, or "*" for every line (subscriptions only). */
 const SUBSCRIBABLE_LINE = `^(\\*|${LINE_PATTERN.slice(1, -1)})$`;
@@ -124,9 +124,12 @@ export async function streamRoutes(app: FastifyInstance): Promise<void> {
       }
       if (request.query.line) request.line = request.query.line;
     },
-    handler: async (_request, reply) => {
+    handler: async (request, reply) => {
+      const message = 'GET /v1/stream is a WebSocket endpoint: send an Upgrade: websocket request';
+      // Answered here, not thrown: the request log reads its code from request.failure.
+      request.failure = { code: 'INVALID_REQUEST', err: Object.assign(new Error(message), { code: 'INVALID_REQUEST' }) };
       reply.status(426).header('upgrade', 'websocket');
-      return { error: { code: 'INVALID_REQUEST', message: 'GET /v1/stream is a WebSocket endpoint: send an Upgrade: websocket request' } };
+      return { error: { code: 'INVALID_REQUEST', message } };
     },
     wsHandler: (socket, request) => {
       if (request.connectionRefusal) return refuseStream(socket, request, request.connectionRefusal);
@@ -143,8 +146,13 @@ export async function streamRoutes(app: FastifyInstance): Promise<void> {
         key: keyOf(request.identity),
         clientKind: declaredKind(request.headers['x-client-kind'], query.client_kind) ?? kindFromIdentity(request.identity),
         line: query.line,
-        high: isHighPriority(query, request.headers['x-priority']),
+        high: isHighPriority(query, request.headers['x-priority']) && mayClaimReserve(request.identity),
         close: (code, reason) => session?.close(code, reason, 'closed_by_admin'),
+      });
+      // Checked once at the upgrade, the credentials are watched for as long as the session lives.
+      const unwatch = app.credentialWatch.watch(request.identity, (why) => {
+        request.log.info({ event: 'stream_credentials_ended', reason: why, key: connection.key }, `stream closed: credentials ${why}`);
+        session?.close(CLOSE_CODES.CREDENTIALS_INVALID, `credentials ${why}`, `credentials_${why}`);
       });
       session = new StreamSession(
         socket,
@@ -168,6 +176,7 @@ export async function streamRoutes(app: FastifyInstance): Promise<void> {
           figures,
           onClosed: (s) => {
             sessions.delete(s);
+            unwatch();
             connections.remove(connection);
           },
           onActivity: (message) => (message ? connections.messageReceived(connection) : connections.touch(connection)),
