@@ -38,8 +38,12 @@ function sceneSvg(index: number): string {
     const kind = Math.floor(r() * 4);
     const fill = colour(r);
     if (kind === 0) shapes.push(`<circle cx="${x}" cy="${y}" r="${s / 2}" fill="${fill}"/>`);
-    else if (kind === 1) shapes.push(`<rect x="${x}" y="${y}" width="${s}" height="${s * (0.3 + r())}" fill="${fill}" transform="rotate(${Math.floor(r() * 90)} ${x} ${y})"/>`);
-    else if (kind === 2) shapes.push(`<line x1="${x}" y1="${y}" x2="${x + s * 2 * (r() - 0.5)}" y2="${y + s * 2 * (r() - 0.5)}" stroke="${fill}" stroke-width="${1 + Math.floor(r() * 6)}"/>`);
+    else if (kind === 1)
+      shapes.push(`<rect x="${x}" y="${y}" width="${s}" height="${s * (0.3 + r())}" fill="${fill}" transform="rotate(${Math.floor(r() * 90)} ${x} ${y})"/>`);
+    else if (kind === 2)
+      shapes.push(
+        `<line x1="${x}" y1="${y}" x2="${x + s * 2 * (r() - 0.5)}" y2="${y + s * 2 * (r() - 0.5)}" stroke="${fill}" stroke-width="${1 + Math.floor(r() * 6)}"/>`,
+      );
     else shapes.push(`<ellipse cx="${x}" cy="${y}" rx="${s}" ry="${s / 3}" fill="${fill}" opacity="0.7"/>`);
   }
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${IMAGE_WIDTH}" height="${IMAGE_HEIGHT}">
@@ -53,7 +57,10 @@ function sceneSvg(index: number): string {
 
 /** One 1280×720 JPEG: an SVG scene with Gaussian noise blended in (sigma varies per image). */
 export async function makeJpeg(index: number): Promise<Buffer> {
-  const scene = await sharp(Buffer.from(sceneSvg(index))).removeAlpha().raw().toBuffer();
+  const scene = await sharp(Buffer.from(sceneSvg(index)))
+    .removeAlpha()
+    .raw()
+    .toBuffer();
   const sigma = 4 + (index % 4) * 4;
   const noise = await sharp({
     create: { width: IMAGE_WIDTH, height: IMAGE_HEIGHT, channels: 3, background: { r: 0, g: 0, b: 0 }, noise: { type: 'gaussian', mean: 128, sigma } },
@@ -62,7 +69,9 @@ export async function makeJpeg(index: number): Promise<Buffer> {
     .toBuffer();
   const mixed = Buffer.alloc(scene.length);
   for (let i = 0; i < scene.length; i++) mixed[i] = Math.min(255, Math.max(0, scene[i]! + noise[i]! - 128));
-  return sharp(mixed, { raw: { width: IMAGE_WIDTH, height: IMAGE_HEIGHT, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+  return sharp(mixed, { raw: { width: IMAGE_WIDTH, height: IMAGE_HEIGHT, channels: 3 } })
+    .jpeg({ quality: 90 })
+    .toBuffer();
 }
 
 /** Writes `count` JPEGs into `dir` and returns their bytes. */

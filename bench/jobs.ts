@@ -278,7 +278,13 @@ function cpuS(pid: number | undefined): number {
 
 async function startApi(model: PreparedModel, dir: string, args: string[]): Promise<ServerProcess> {
   await mkdir(dir, { recursive: true });
-  const server = await ServerProcess.start({ projectRoot: runtimeRoot, repoDir: model.repoDir, extraArgs: ['--data-dir', join(dir, 'data'), ...args], logPath: join(dir, 'serve.log'), readyTimeoutS: 180 });
+  const server = await ServerProcess.start({
+    projectRoot: runtimeRoot,
+    repoDir: model.repoDir,
+    extraArgs: ['--data-dir', join(dir, 'data'), ...args],
+    logPath: join(dir, 'serve.log'),
+    readyTimeoutS: 180,
+  });
   servers.add(server);
   monitor.watch(server.pid);
   return server;
@@ -293,16 +299,21 @@ async function stopApi(server: ServerProcess): Promise<void> {
 async function startWorker(model: PreparedModel, dir: string, args: string[]): Promise<ChildProcess> {
   const logPath = join(dir, 'worker.log');
   const fd = openSync(logPath, 'a');
-  const child = spawn(process.execPath, [join(runtimeRoot, 'dist/cli/main.js'), 'worker', '--models-dir', model.repoDir, '--data-dir', join(dir, 'data'), '--log-level', 'info', ...args], {
-    cwd: runtimeRoot,
-    stdio: ['ignore', fd, fd],
-  });
+  const child = spawn(
+    process.execPath,
+    [join(runtimeRoot, 'dist/cli/main.js'), 'worker', '--models-dir', model.repoDir, '--data-dir', join(dir, 'data'), '--log-level', 'info', ...args],
+    {
+      cwd: runtimeRoot,
+      stdio: ['ignore', fd, fd],
+    },
+  );
   closeSync(fd);
   children.add(child);
   monitor.watch(child.pid);
   const until = Date.now() + 180_000;
   while (!readFileSync(logPath, 'utf8').includes('"event":"worker_started"')) {
-    if (child.exitCode !== null || Date.now() > until) throw new Error(`worker did not start:\n${readFileSync(logPath, 'utf8').split('\n').slice(-20).join('\n')}`);
+    if (child.exitCode !== null || Date.now() > until)
+      throw new Error(`worker did not start:\n${readFileSync(logPath, 'utf8').split('\n').slice(-20).join('\n')}`);
     await sleep(200);
   }
   return child;
@@ -325,7 +336,10 @@ async function runGenerator(config: Omit<LoadConfig, 'resultPath'>, dir: string)
   const configPath = join(dir, 'load.json');
   const resultPath = join(dir, 'load-result.json');
   await writeFile(configPath, JSON.stringify({ ...config, resultPath } satisfies LoadConfig));
-  const child = spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'bench/load.ts'), configPath], { cwd: PROJECT_ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'bench/load.ts'), configPath], {
+    cwd: PROJECT_ROOT,
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
   children.add(child);
   monitor.watch(child.pid);
   const timer = setTimeout(() => child.kill('SIGKILL'), (config.warmupS + config.durationS + config.drainS + 60) * 1000);
@@ -405,12 +419,22 @@ async function submit(port: number, jpegs: Buffer[], count: number, concurrency:
   let lastAccepted = 0;
   const post = (body: Buffer) =>
     new Promise<{ status: number; text: string }>((resolveRes, reject) => {
-      const req = http.request({ agent, host: '127.0.0.1', port, path: '/v1/jobs?line=bench', method: 'POST', headers: { 'content-type': 'image/jpeg', 'content-length': body.length } }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolveRes({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      });
+      const req = http.request(
+        {
+          agent,
+          host: '127.0.0.1',
+          port,
+          path: '/v1/jobs?line=bench',
+          method: 'POST',
+          headers: { 'content-type': 'image/jpeg', 'content-length': body.length },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolveRes({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        },
+      );
       req.setTimeout(60_000, () => req.destroy(new Error('timeout')));
       req.on('error', reject);
       req.end(body);
@@ -462,7 +486,11 @@ async function runEndToEnd(o: Options, backend: Backend, model: PreparedModel, j
       pool.on('error', () => {});
       pgPool = pool;
       countResults = async () => (await pool.query<{ n: number }>('select count(*)::int as n from results')).rows[0]!.n;
-      readResults = async () => (await pool.query<{ request_id: string; created_at: string }>('select request_id, created_at from results')).rows.map((r) => ({ request_id: r.request_id, created_at: Number(r.created_at) }));
+      readResults = async () =>
+        (await pool.query<{ request_id: string; created_at: string }>('select request_id, created_at from results')).rows.map((r) => ({
+          request_id: r.request_id,
+          created_at: Number(r.created_at),
+        }));
     } else {
       api = await startApi(model, dir, []);
       watched.serve = api.pid;
@@ -529,11 +557,24 @@ function machine() {
 }
 
 const ms = (s: Summary, digits = 1) => `${fmt(s.p50, digits)} / ${fmt(s.p95, digits)} / ${fmt(s.max, digits)}`;
-const counts = (r: Record<string, number>) => Object.entries(r).map(([k, v]) => `${k}: ${v}`).join(', ') || '–';
+const counts = (r: Record<string, number>) =>
+  Object.entries(r)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join(', ') || '–';
 /** Cores that processes outside the benchmark took during the measurement. */
 const others = (c: number) => (c >= 0.15 ? `⚠ ${fmt(c, 2)}` : fmt(c, 2));
 
-function markdown(r: { date: string; machine: ReturnType<typeof machine>; model: string; modelInfo: string; imageKiB: number; options: Options; enqueue: EnqueueResult[]; endToEnd: EndToEndResult[]; errors: string[] }): string {
+function markdown(r: {
+  date: string;
+  machine: ReturnType<typeof machine>;
+  model: string;
+  modelInfo: string;
+  imageKiB: number;
+  options: Options;
+  enqueue: EnqueueResult[];
+  endToEnd: EndToEndResult[];
+  errors: string[];
+}): string {
   const o = r.options;
   const lines = [
     `# Async jobs: enqueue rate and end-to-end throughput (${r.date})`,
@@ -541,7 +582,7 @@ function markdown(r: { date: string; machine: ReturnType<typeof machine>; model:
     `- machine: ${r.machine.cores} cores (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB, Node ${r.machine.node}, onnxruntime-node ${r.machine.onnxruntime}, RabbitMQ ${r.machine.rabbitmq}`,
     `- model: ${r.model} (${r.modelInfo}); server defaults otherwise (instances, worker concurrency = 2 × instances, batching)`,
     `- images: ${o.images} generated 1280×720 JPEGs (bench/images.ts), mean ${fmt(r.imageKiB, 0)} KiB, posted raw`,
-    `- clients: ${o.concurrency} at once; processes run compiled JavaScript (${o.skipBuild ? 'dist/' : 'a private \`tsc -p tsconfig.build.json\` build of src/'}), \`serve\` at log level warn, \`worker\` at info`,
+    `- clients: ${o.concurrency} at once; processes run compiled JavaScript (${o.skipBuild ? 'dist/' : 'a private `tsc -p tsconfig.build.json` build of src/'}), \`serve\` at log level warn, \`worker\` at info`,
     `- sqlite: \`serve\` with the embedded default (SQLite queue \`<data_dir>/queue.db\`, SQLite store \`results.db\`)`,
     `- amqp: RabbitMQ queue (default \`sightline\` prefix), PostgreSQL store (a fresh database per run)`,
     '',
@@ -564,9 +605,13 @@ function markdown(r: { date: string; machine: ReturnType<typeof machine>; model:
     '| --- | --- | ---: | ---: | ---: | --- | --- | --- | ---: |',
     ...r.endToEnd.map(
       (e) =>
-        `| ${e.backend} | ${e.processes} | **${fmt(e.jobsPerSec, 1)}** | ${fmt(e.submitS, 1)} s | ${fmt(e.totalS, 1)} s | ${ms(e.latencyMs, 0)} | ${Object.entries(e.cpuPct)
+        `| ${e.backend} | ${e.processes} | **${fmt(e.jobsPerSec, 1)}** | ${fmt(e.submitS, 1)} s | ${fmt(e.totalS, 1)} s | ${ms(e.latencyMs, 0)} | ${Object.entries(
+          e.cpuPct,
+        )
           .map(([k, v]) => `${k} ${fmt(v, 0)}`)
-          .join(', ')}${e.backend === 'amqp' ? `, RabbitMQ + PostgreSQL ${fmt(e.servicesCpuPct, 0)}` : ''} | ${counts(e.refused)} | ${others(e.foreignCores)} |`,
+          .join(
+            ', ',
+          )}${e.backend === 'amqp' ? `, RabbitMQ + PostgreSQL ${fmt(e.servicesCpuPct, 0)}` : ''} | ${counts(e.refused)} | ${others(e.foreignCores)} |`,
     ),
     '',
     'End-to-end throughput is bound by inference on these cores: compare it with the `/v1/detect` figures of `npm run bench` for the same model. In the `amqp` run the API process and the worker each load the model, and RabbitMQ and PostgreSQL share the same cores. "Other load" is CPU that processes outside the benchmark took during the measurement (⚠ from 0.15 cores: the figures are then low).',
@@ -585,7 +630,10 @@ async function privateBuild(tmpRoot: string): Promise<string> {
   await symlink(join(PROJECT_ROOT, 'package.json'), join(root, 'package.json'));
   log('building src/ (tsc -p tsconfig.build.json) into the temporary directory…');
   const tsc = join(PROJECT_ROOT, 'node_modules/typescript/bin/tsc');
-  const b = spawnSync(process.execPath, [tsc, '-p', join(PROJECT_ROOT, 'tsconfig.build.json'), '--outDir', join(root, 'dist')], { cwd: PROJECT_ROOT, encoding: 'utf8' });
+  const b = spawnSync(process.execPath, [tsc, '-p', join(PROJECT_ROOT, 'tsconfig.build.json'), '--outDir', join(root, 'dist')], {
+    cwd: PROJECT_ROOT,
+    encoding: 'utf8',
+  });
   if (b.status !== 0) throw new Error(`the build failed:\n${(b.stdout + b.stderr).split('\n').slice(-20).join('\n')}`);
   return root;
 }
@@ -634,7 +682,9 @@ async function main(): Promise<number> {
     try {
       log(`== ${backend}: end to end (${o.jobs} jobs)`);
       const e = await runEndToEnd(o, backend, model, jpegs, join(tmpRoot, `${backend}-e2e`));
-      log(`  ${fmt(e.jobsPerSec, 1)} jobs/s; all accepted after ${fmt(e.submitS, 1)} s, all stored after ${fmt(e.totalS, 1)} s; submit → stored p50 ${fmt(e.latencyMs.p50 / 1000, 1)} s`);
+      log(
+        `  ${fmt(e.jobsPerSec, 1)} jobs/s; all accepted after ${fmt(e.submitS, 1)} s, all stored after ${fmt(e.totalS, 1)} s; submit → stored p50 ${fmt(e.latencyMs.p50 / 1000, 1)} s`,
+      );
       endToEnd.push(e);
     } catch (err) {
       errors.push(`${backend} end to end: ${(err as Error).stack ?? String(err)}`);

@@ -86,7 +86,12 @@ interface Outcome {
   error?: string;
 }
 
-function post(agent: http.Agent, c: LoadConfig, body: Buffer, callback: (status: number, text: string | undefined, error?: string) => void): http.ClientRequest {
+function post(
+  agent: http.Agent,
+  c: LoadConfig,
+  body: Buffer,
+  callback: (status: number, text: string | undefined, error?: string) => void,
+): http.ClientRequest {
   // A socket error after the response ended must not count the request twice.
   let settled = false;
   const onDone = (status: number, text: string | undefined, error?: string) => {
@@ -222,10 +227,13 @@ export async function runLoad(c: LoadConfig): Promise<LoadResult> {
   const start = performance.now() + (open ? 100 : c.warmupS * 1000);
   const win = { start, end: start + c.durationS * 1000 };
   let cpu0 = process.cpuUsage();
-  const warmupTimer = setTimeout(() => {
-    cpu0 = process.cpuUsage();
-    loopDelay.enable();
-  }, Math.max(0, start - performance.now()));
+  const warmupTimer = setTimeout(
+    () => {
+      cpu0 = process.cpuUsage();
+      loopDelay.enable();
+    },
+    Math.max(0, start - performance.now()),
+  );
   const run = open ? await openLoop(c, jpegs, agent, win) : await closedLoop(c, jpegs, agent, win);
   clearTimeout(warmupTimer);
   loopDelay.disable();

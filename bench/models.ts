@@ -123,7 +123,11 @@ async function probe(modelPath: string, manifest: ModelManifest | undefined) {
     if (!inputWidth || !inputHeight) throw new Error(`input size unknown (input shape [${shape.join(', ')}])`);
     const fixedBatch = typeof shape[0] === 'number' && shape[0] > 0 ? shape[0] : undefined;
     const grey = new Uint8Array(inputWidth * inputHeight * 3).fill(LETTERBOX_PAD_VALUE);
-    const { dims } = await runner.run(Array.from({ length: fixedBatch ?? 1 }, () => grey), inputWidth, inputHeight);
+    const { dims } = await runner.run(
+      Array.from({ length: fixedBatch ?? 1 }, () => grey),
+      inputWidth,
+      inputHeight,
+    );
     return { inputName: runner.info.inputName, inputWidth, inputHeight, inputShape: shape, outputDims: dims, fixedBatch };
   } finally {
     await runner.close();

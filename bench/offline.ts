@@ -61,7 +61,15 @@ export async function offlinePipeline(o: OfflineOptions): Promise<OfflineResult>
     const view = { manifest: model.manifest, format: model.format } satisfies Pick<ReadyModel, 'manifest' | 'format'> as ReadyModel;
     const ready = runners.map((runner) => ({ runner, view }));
     // Warm-up: one full pass per instance.
-    await Promise.all(ready.map(async (m) => m.runner.run((await prepareBatch()).map((p) => p.pixels), model.inputWidth, model.inputHeight)));
+    await Promise.all(
+      ready.map(async (m) =>
+        m.runner.run(
+          (await prepareBatch()).map((p) => p.pixels),
+          model.inputWidth,
+          model.inputHeight,
+        ),
+      ),
+    );
     decodeMs.length = 0;
     let images = 0;
     let detections = 0;
@@ -76,7 +84,11 @@ export async function offlinePipeline(o: OfflineOptions): Promise<OfflineResult>
           const current = await queue.shift()!;
           queue.push(prepareBatch());
           const t1 = performance.now();
-          const out = await m.runner.run(current.map((p) => p.pixels), model.inputWidth, model.inputHeight);
+          const out = await m.runner.run(
+            current.map((p) => p.pixels),
+            model.inputWidth,
+            model.inputHeight,
+          );
           const t2 = performance.now();
           current.forEach((p, i) => {
             const found = postprocess(m.view, out.output, out.dims, i, p.letterbox, {});

@@ -19,7 +19,18 @@ import { bestCell, layoutName, rawSweep, type Layout } from './raw.js';
 import { offlinePipeline } from './offline.js';
 import type { LoadConfig, LoadResult } from './load.js';
 import { ServerProcess, epochMs, logEvents, logSize } from './server.js';
-import { writeReport, headlines, FOREIGN_LIMIT, type BenchResult, type LevelResult, type OverloadResult, type MachineInfo, type ScrapedMetrics, type ServerResult, type Settings } from './report.js';
+import {
+  writeReport,
+  headlines,
+  FOREIGN_LIMIT,
+  type BenchResult,
+  type LevelResult,
+  type OverloadResult,
+  type MachineInfo,
+  type ScrapedMetrics,
+  type ServerResult,
+  type Settings,
+} from './report.js';
 import { fmt, sleep } from './stats.js';
 import { MachineMonitor } from './machine.js';
 
@@ -61,7 +72,10 @@ const HELP = `Usage: npm run bench -- (--model PATH | --fixture NAME | --all) [o
 
 /** The run's settings as the report records them, plus what only the harness needs. */
 interface Options
-  extends Pick<Settings, 'durationS' | 'warmupS' | 'rawSeconds' | 'offlineSeconds' | 'concurrencies' | 'batches' | 'overloadFactor' | 'maxOutstanding' | 'drainS'> {
+  extends Pick<
+    Settings,
+    'durationS' | 'warmupS' | 'rawSeconds' | 'offlineSeconds' | 'concurrencies' | 'batches' | 'overloadFactor' | 'maxOutstanding' | 'drainS'
+  > {
   specs: ModelSpec[];
   labels: number | undefined;
   imageCount: number;
@@ -77,7 +91,11 @@ interface Options
   outDir: string;
 }
 
-const numList = (s: string) => s.split(',').map((v) => Number(v.trim())).filter((v) => Number.isFinite(v) && v > 0);
+const numList = (s: string) =>
+  s
+    .split(',')
+    .map((v) => Number(v.trim()))
+    .filter((v) => Number.isFinite(v) && v > 0);
 
 function positive(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -231,9 +249,7 @@ function build(): string | undefined {
 /** Which of the lead's upcoming settings the built server knows, from `serve --help`. */
 function serverSupports(): Record<string, boolean> {
   const help = spawnSync(process.execPath, [join(PROJECT_ROOT, 'dist/cli/main.js'), 'serve', '--help'], { encoding: 'utf8' }).stdout ?? '';
-  return Object.fromEntries(
-    ['instances', 'max-batch-size', 'max-queue-delay-ms', 'max-queue', 'request-timeout-ms'].map((k) => [k, help.includes(`--${k} `)]),
-  );
+  return Object.fromEntries(['instances', 'max-batch-size', 'max-queue-delay-ms', 'max-queue', 'request-timeout-ms'].map((k) => [k, help.includes(`--${k} `)]));
 }
 
 async function runGenerator(config: Omit<LoadConfig, 'resultPath'>, dir: string, tag: string): Promise<LoadResult> {
@@ -408,8 +424,12 @@ async function serverPhases(ctx: Context, model: PreparedModel, dir: string, r: 
       );
       const load = level.load;
       result.levels.push(level);
-      const errs = Object.entries({ ...load.byCode, ...load.transportErrors }).map(([k, v]) => `${k} ${v}`).join(', ');
-      log(`  c=${String(c).padStart(2)}: ${fmt(load.okPerSec)} img/s, p50 ${fmt(load.latencyOkMs.p50)} p99 ${fmt(load.latencyOkMs.p99)} ms, overhead p50 ${fmt(load.overheadMs.p50, 2)} ms${errs ? `, errors: ${errs}` : ''}${otherCpu(level.foreignCores)}`);
+      const errs = Object.entries({ ...load.byCode, ...load.transportErrors })
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ');
+      log(
+        `  c=${String(c).padStart(2)}: ${fmt(load.okPerSec)} img/s, p50 ${fmt(load.latencyOkMs.p50)} p99 ${fmt(load.latencyOkMs.p99)} ms, overhead p50 ${fmt(load.overheadMs.p50, 2)} ms${errs ? `, errors: ${errs}` : ''}${otherCpu(level.foreignCores)}`,
+      );
     }
     const best = Math.max(0, ...result.levels.map((l) => l.load.okPerSec));
     if (options.phases.has('overload') && server.alive) {
@@ -450,7 +470,9 @@ async function serverPhases(ctx: Context, model: PreparedModel, dir: string, r: 
       const load = overload.load;
       const windowStats = overload.server;
       result.overload = overload;
-      log(`  overload: ${fmt(load.okPerSec)} img/s accepted, shed ${JSON.stringify(load.byCode)}, p99 accepted ${fmt(load.latencyOkMs.p99)} ms, RSS peak ${fmt(windowStats.rssPeakMiB, 0)} MiB, ${overload.aliveAfter ? 'alive' : 'NOT alive'}${otherCpu(overload.foreignCores)}`);
+      log(
+        `  overload: ${fmt(load.okPerSec)} img/s accepted, shed ${JSON.stringify(load.byCode)}, p99 accepted ${fmt(load.latencyOkMs.p99)} ms, RSS peak ${fmt(windowStats.rssPeakMiB, 0)} MiB, ${overload.aliveAfter ? 'alive' : 'NOT alive'}${otherCpu(overload.foreignCores)}`,
+      );
     }
     result.sightlineSamplesAfter = (await scrape(server)).sightlineSamples;
   } finally {
@@ -471,15 +493,19 @@ function autoNotes(ctx: Context, r: BenchResult): string[] {
   const srv = r.server;
   for (const l of srv?.levels ?? []) {
     if (l.load.generatorCpuPct > 25) {
-      notes.push(`c=${l.load.concurrency}: the load generator itself used ${fmt(l.load.generatorCpuPct, 0)} % of a core, on a ${ctx.machine.cores}-core machine shared with the server.`);
+      notes.push(
+        `c=${l.load.concurrency}: the load generator itself used ${fmt(l.load.generatorCpuPct, 0)} % of a core, on a ${ctx.machine.cores}-core machine shared with the server.`,
+      );
     }
-    if (l.server.livezMs.max > 100) notes.push(`c=${l.load.concurrency}: a /livez probe took ${fmt(l.server.livezMs.max, 0)} ms (event-loop stall or queueing in front of the route).`);
+    if (l.server.livezMs.max > 100)
+      notes.push(`c=${l.load.concurrency}: a /livez probe took ${fmt(l.server.livezMs.max, 0)} ms (event-loop stall or queueing in front of the route).`);
   }
   const ov = srv?.overload;
   if (ov && (ov.load.byStatus['503'] ?? 0) + (ov.load.byStatus['504'] ?? 0) === 0) {
     notes.push('Under overload the server shed nothing (no 503/504): requests queue without bound, so latency and memory grow with the backlog.');
   }
-  if (ov && ov.load.notSent > 0) notes.push(`The generator hit its cap of ${ctx.options.maxOutstanding} outstanding requests: ${ov.load.notSent} arrivals were not sent.`);
+  if (ov && ov.load.notSent > 0)
+    notes.push(`The generator hit its cap of ${ctx.options.maxOutstanding} outstanding requests: ${ov.load.notSent} arrivals were not sent.`);
   return notes;
 }
 
@@ -555,7 +581,9 @@ async function benchModel(ctx: Context, spec: ModelSpec): Promise<BenchResult> {
               seconds: options.rawSeconds,
               onCell: (c) => {
                 c.foreignCores = monitor.window(c.startedMs, c.endedMs).foreignCores;
-                log(`  raw ${layoutName(c)}, batch ${c.batch}: ${fmt(c.imagesPerSec)} img/s (session ${fmt(c.sessionImagesPerSec)})${otherCpu(c.foreignCores)}`);
+                log(
+                  `  raw ${layoutName(c)}, batch ${c.batch}: ${fmt(c.imagesPerSec)} img/s (session ${fmt(c.sessionImagesPerSec)})${otherCpu(c.foreignCores)}`,
+                );
               },
             }),
           (cells) => Math.max(0, ...cells.map((c) => c.foreignCores ?? 0)),
@@ -587,7 +615,9 @@ async function benchModel(ctx: Context, spec: ModelSpec): Promise<BenchResult> {
         },
         (o) => o.foreignCores ?? 0,
       );
-      log(`  offline pipeline (${layoutName(r.offline)}, batch ${r.offline.batch}): ${fmt(r.offline.imagesPerSec)} img/s, decode p50 ${fmt(r.offline.decodeMs.p50)} ms${otherCpu(r.offline.foreignCores)}`);
+      log(
+        `  offline pipeline (${layoutName(r.offline)}, batch ${r.offline.batch}): ${fmt(r.offline.imagesPerSec)} img/s, decode p50 ${fmt(r.offline.decodeMs.p50)} ms${otherCpu(r.offline.foreignCores)}`,
+      );
     } catch (err) {
       fail('offline pipeline', err);
     }

@@ -33,7 +33,10 @@ export function summarize(values: readonly number[]): Summary {
 
 /** Median of a list; NaN when empty. */
 export function median(values: readonly number[]): number {
-  return percentile([...values].sort((a, b) => a - b), 0.5);
+  return percentile(
+    [...values].sort((a, b) => a - b),
+    0.5,
+  );
 }
 
 /** Wall-clock ms that agree across processes (performance.timeOrigin based). */

@@ -57,13 +57,18 @@ function markdown(cells: Cell[], meta: Record<string, string>): string {
   const rows = cells.map((c) => {
     const r = c.report;
     const drops = r.totals.drops;
-    const errors = Object.entries(r.errors_by_code).map(([k, v]) => `${k} ${v}`).join(', ') || '0';
+    const errors =
+      Object.entries(r.errors_by_code)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ') || '0';
     return `| ${c.transport} | ${c.total_fps} | ${r.totals.sent} | ${r.totals.results} | ${drops} | ${errors} | ${fmt(r.latency_ms.p50)} | ${fmt(r.latency_ms.p90)} | ${fmt(r.latency_ms.p99)} | ${fmt(r.latency_ms.max)} | ${fmt(r.achieved_fps.results)} | ${fmt(c.server_cpu_pct, 0)} | ${fmt(c.server_rss_peak_mib, 0)} | ${fmt(c.foreign_cores, 2)} |`;
   });
   return [
     '# Stream vs HTTP latency',
     '',
-    Object.entries(meta).map(([k, v]) => `- ${k}: ${v}`).join('\n'),
+    Object.entries(meta)
+      .map(([k, v]) => `- ${k}: ${v}`)
+      .join('\n'),
     '',
     'Same images (samples/*.jpg in rotation), same server, same model; latency is client-side from the',
     "frame's scheduled send time to its answer (ms). `drops` are stream frames the server dropped under",
@@ -104,7 +109,9 @@ async function main(): Promise<void> {
         const cpuPct = window.length > 1 ? ((window.at(-1)!.cpuS - window[0]!.cpuS) / ((window.at(-1)!.t - window[0]!.t) / 1000)) * 100 : Number.NaN;
         const rssPeak = Math.max(...window.map((s) => s.rssKiB)) / 1024;
         cells.push({ transport, total_fps: total, report, foreign_cores: load.foreignCores, server_cpu_pct: cpuPct, server_rss_peak_mib: rssPeak });
-        process.stderr.write(`${transport} @ ${total} fps: p50 ${fmt(report.latency_ms.p50)} ms, p99 ${fmt(report.latency_ms.p99)} ms, ${report.totals.results}/${report.totals.sent} results, ${report.totals.drops} drops\n`);
+        process.stderr.write(
+          `${transport} @ ${total} fps: p50 ${fmt(report.latency_ms.p50)} ms, p99 ${fmt(report.latency_ms.p99)} ms, ${report.totals.results}/${report.totals.sent} results, ${report.totals.drops} drops\n`,
+        );
       }
     }
   } finally {

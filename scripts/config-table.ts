@@ -1,7 +1,7 @@
-// Prints the README's config table from the schema: `node --import tsx scripts/config-table.ts`.
+// Prints the config table of docs/configuration.md from the schema: `node --import tsx scripts/config-table.ts`
+// (`sh scripts/splice-config-table.sh` writes it into the page).
 import { CONFIG_KEYS, ConfigSchema } from '../src/config/schema.js';
 import { envName, flagName } from '../src/config/load.js';
-
 
 const rows = ['| key | environment | flag | default | what |', '| --- | --- | --- | --- | --- |'];
 for (const key of CONFIG_KEYS) {

@@ -1,9 +1,9 @@
 // Writes deploy/prometheus/rules/sightline.rules.yml from the in-process alert
-// rules (src/ops/alerts/rules.ts), so both stay one definition.
+// rules (src/alerts/rules.ts), so both stay one definition.
 //   node --import tsx scripts/gen-prometheus-rules.ts          write the file
 //   node --import tsx scripts/gen-prometheus-rules.ts --check  exit 1 when it is out of date
 import { readFileSync, writeFileSync } from 'node:fs';
-import { PROMETHEUS_RULES_PATH, renderPrometheusRules } from '../src/ops/alerts/prometheus.js';
+import { PROMETHEUS_RULES_PATH, renderPrometheusRules } from '../src/alerts/prometheus.js';
 
 const wanted = renderPrometheusRules();
 if (process.argv.includes('--check')) {

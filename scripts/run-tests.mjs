@@ -16,9 +16,5 @@ const filters = process.argv.slice(2);
 const files = collect('test')
   .filter((file) => filters.length === 0 || filters.some((f) => file.includes(f)))
   .sort();
-const result = spawnSync(
-  process.execPath,
-  ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files],
-  { stdio: 'inherit' },
-);
+const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files], { stdio: 'inherit' });
 process.exit(result.status ?? 1);

@@ -3,7 +3,7 @@ import createError from '@fastify/error';
 /**
  * Every error Sightline returns to a client, with its stable code and HTTP status.
  * Codes are part of the API: once published a code is never reused or renamed.
- * The README lists them all (a test checks that it does).
+ * docs/errors.md lists them all (a test checks that it does).
  */
 export const Errors = {
   // request input
@@ -59,5 +59,35 @@ export type ErrorCode = keyof typeof Errors;
 
 export const ERROR_CODES = Object.keys(Errors) as ErrorCode[];
 
-/** Errors after which a client may simply try again later. */
-export const RETRYABLE_CODES: ReadonlySet<string> = new Set(['MODEL_NOT_READY', 'SHUTTING_DOWN', 'OVERLOADED', 'STORE_UNAVAILABLE', 'QUEUE_FULL', 'QUEUE_UNAVAILABLE', 'QUEUE_CLOSED', 'TOO_MANY_CONNECTIONS', 'RATE_LIMITED']);
+// (Which codes a client may retry is part of the wire contract: RETRYABLE_CODES in src/protocol/errors.ts.)
+
+/** The HTTP status of each code, read from the registry's classes. */
+export const ERROR_STATUS: Readonly<Record<ErrorCode, number>> = Object.fromEntries(
+  ERROR_CODES.map((code) => [code, (new Errors[code]() as { statusCode?: number }).statusCode ?? 500]),
+) as Record<ErrorCode, number>;
+
+/** An error as a client gets it: the HTTP status and the fields of `{error: {code, message}}`. */
+export interface ApiError {
+  statusCode: number;
+  code: string;
+  message: string;
+}
+
+const INTERNAL: ApiError = { statusCode: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
+
+/**
+ * Sightline's own errors (any error whose `code` is in the registry, whatever threw it)
+ * as the client gets them; undefined for anything else. The one place every way out
+ * (HTTP error handler, tus uploads, stream messages) reads an error from.
+ */
+export function apiErrorOf(err: unknown): ApiError | undefined {
+  const e = err as { code?: unknown; statusCode?: unknown; message?: unknown } | null | undefined;
+  if (typeof e?.code !== 'string' || !Object.hasOwn(ERROR_STATUS, e.code)) return undefined;
+  const statusCode = typeof e.statusCode === 'number' ? e.statusCode : ERROR_STATUS[e.code as ErrorCode];
+  return { statusCode, code: e.code, message: String(e.message) };
+}
+
+/** Any error as the client gets it: Sightline's own keep code, status and message; anything else is a 500 INTERNAL_ERROR whose details stay in the log. */
+export function toApiError(err: unknown): ApiError {
+  return apiErrorOf(err) ?? { ...INTERNAL };
+}

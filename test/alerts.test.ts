@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import Fastify from 'fastify';
 import { Gauge, Histogram } from 'prom-client';
-import { createMetrics, type Metrics } from '../src/ops/metrics.js';
+import { createMetrics, type Metrics } from '../src/metrics/metrics.js';
 import {
   ALERT_RULES,
   AlertEngine,
@@ -16,8 +16,8 @@ import {
   promDuration,
   type AlertOptions,
   type WebhookPayload,
-} from '../src/ops/alerts/index.js';
-import { REQUEST_DURATION } from '../src/ops/alerts/rules.js';
+} from '../src/alerts/index.js';
+import { REQUEST_DURATION } from '../src/alerts/rules.js';
 import { alertRoutes } from '../src/server/routes/alerts.js';
 import { startApp } from './helpers/fixtures.js';
 
@@ -219,13 +219,19 @@ test('every alert rule goes pending, fires after its for-duration and resolves; 
       await scenario.clear();
       await engine.evaluate();
       assert.equal(state().state, 'inactive', `${rule.name} resolved: ${JSON.stringify(state())}`);
-      assert.match(await x.m.registry.getSingleMetricAsString('sightline_alerts_firing'), new RegExp(`alertname="${rule.name}",severity="${rule.severity}"\\} 0`));
+      assert.match(
+        await x.m.registry.getSingleMetricAsString('sightline_alerts_firing'),
+        new RegExp(`alertname="${rule.name}",severity="${rule.severity}"\\} 0`),
+      );
 
       await receiver.waitFor(before + 2);
       await engine.stop();
       const [fired, resolved] = receiver.bodies.slice(before);
       assert.equal(receiver.bodies.length, before + 2, 'exactly two notifications');
-      for (const [body, status] of [[fired!, 'firing'], [resolved!, 'resolved']] as const) {
+      for (const [body, status] of [
+        [fired!, 'firing'],
+        [resolved!, 'resolved'],
+      ] as const) {
         assert.equal(body.status, status);
         assert.equal(body.version, '4');
         assert.equal(body.alerts.length, 1);
@@ -287,7 +293,12 @@ test('error rate is not judged below the minimum request count; p95 follows hist
   assert.equal(promDuration(300_000), '5m');
   assert.equal(promDuration(90_500), '1m30s500ms');
   assert.equal(promDuration(0), '0s');
-  const view = MetricsView.of({ x: [{ labels: { a: '1' }, value: 2 }, { labels: { a: '2' }, value: 3 }] });
+  const view = MetricsView.of({
+    x: [
+      { labels: { a: '1' }, value: 2 },
+      { labels: { a: '2' }, value: 3 },
+    ],
+  });
   assert.equal(view.sum('x'), 5);
   assert.equal(view.max('x', { a: '1' }), 2);
   assert.equal(view.max('y'), null);
@@ -320,7 +331,11 @@ test('webhook: a 500 is retried with backoff and the next 200 delivers; order is
   await receiver.waitFor(2);
   await notifier.close();
   assert.equal(receiver.hits, 3, 'one failed attempt, then both delivered');
-  assert.deepEqual(receiver.bodies.map((b) => b.status), ['firing', 'resolved'], 'the resolved notification waited for the firing one');
+  assert.deepEqual(
+    receiver.bodies.map((b) => b.status),
+    ['firing', 'resolved'],
+    'the resolved notification waited for the firing one',
+  );
   assert.ok(arrivals[1]! - arrivals[0]! >= 70, `backoff waited ${arrivals[1]! - arrivals[0]!} ms`);
   assert.ok(warnings.some((w) => (w as { event?: string }).event === 'alert_webhook_retry'));
 });
@@ -342,7 +357,10 @@ test('webhook: a receiver that never answers times out, attempts are bounded, ev
   m.queueDepth.set({ queue: 'jobs' }, 0);
   await engine.evaluate();
   assert.ok(performance.now() - started < 100, 'evaluations did not wait for the webhook');
-  assert.deepEqual(engine.list().filter((a) => a.state !== 'inactive'), []);
+  assert.deepEqual(
+    engine.list().filter((a) => a.state !== 'inactive'),
+    [],
+  );
   const until = Date.now() + 5000;
   while (errors.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
   await engine.stop();
@@ -416,7 +434,10 @@ test('GET /v1/alerts lists every rule with state, value and threshold; ?state fi
   try {
     const empty = (await app.inject({ method: 'GET', url: '/v1/alerts' })).json() as { alerts: Record<string, unknown>[] };
     assert.equal(empty.alerts.length, ALERT_RULES.length);
-    assert.deepEqual(Object.keys(empty.alerts[0]!).sort(), ['description', 'evaluated_at', 'for_ms', 'name', 'severity', 'since', 'state', 'summary', 'threshold', 'unit', 'value'].sort());
+    assert.deepEqual(
+      Object.keys(empty.alerts[0]!).sort(),
+      ['description', 'evaluated_at', 'for_ms', 'name', 'severity', 'since', 'state', 'summary', 'threshold', 'unit', 'value'].sort(),
+    );
     m.queueDepth.set({ queue: 'jobs' }, 1500);
     await engine.evaluate();
     now += 1000;
@@ -451,7 +472,10 @@ test('the app serves GET /v1/alerts from an engine on its own registry, started 
   const app = await startApp({ models_dir: 'models' }, { wait: false });
   try {
     const body = (await app.inject({ method: 'GET', url: '/v1/alerts' })).json() as { alerts: { name: string; evaluated_at: string | null }[] };
-    assert.deepEqual(body.alerts.map((a) => a.name), ALERT_RULES.map((r) => r.name));
+    assert.deepEqual(
+      body.alerts.map((a) => a.name),
+      ALERT_RULES.map((r) => r.name),
+    );
     // The first evaluation runs at start.
     const until = Date.now() + 3000;
     let evaluated = false;

@@ -34,7 +34,10 @@ async function pgAvailable(): Promise<boolean> {
       socket.destroy();
       resolve(ok);
     };
-    socket.once('connect', () => done(true)).once('error', () => done(false)).once('timeout', () => done(false));
+    socket
+      .once('connect', () => done(true))
+      .once('error', () => done(false))
+      .once('timeout', () => done(false));
   });
 }
 
@@ -53,7 +56,10 @@ async function revokedByCli(storeFlags: string[], config: Partial<Config>, env: 
     const listed = await keys(['list', '--json', ...storeFlags], env);
     assert.equal(listed.code, 0, listed.stderr);
     const list = JSON.parse(listed.stdout) as { id: string; name: string; roles: string[] }[];
-    assert.deepEqual(list.map((k) => [k.name, k.roles]), [['camera-7', ['viewer']]]);
+    assert.deepEqual(
+      list.map((k) => [k.name, k.roles]),
+      [['camera-7', ['viewer']]],
+    );
     assert.ok(!listed.stdout.includes(key.slice(20)), 'list never shows a secret');
 
     const revoked = await keys(['revoke', 'camera-7', ...storeFlags], env);
@@ -92,7 +98,12 @@ test('sightline keys: usage errors exit 2, a taken name exits 1, list prints a t
   const { dir, cleanup } = tempDir('sightline-keys-cli-');
   t.after(cleanup);
   const flags = ['--data-dir', dir];
-  for (const args of [['create', '--name', 'x'], ['create', '--name', 'x', '--role', 'root'], ['create', '--name', 'bad name', '--role', 'viewer'], ['frobnicate']]) {
+  for (const args of [
+    ['create', '--name', 'x'],
+    ['create', '--name', 'x', '--role', 'root'],
+    ['create', '--name', 'bad name', '--role', 'viewer'],
+    ['frobnicate'],
+  ]) {
     const run = await keys([...args, ...flags]);
     assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
   }

@@ -44,7 +44,16 @@ export function apiKeyStoreContract(name: string, make: MakeApiKeyHarness): void
     withStore('verify refuses malformed, unknown and tampered keys', async (_h, store) => {
       const { key, id } = await store.create('k', ['viewer']);
       const flipped = key.slice(0, -1) + (key.endsWith('A') ? 'B' : 'A');
-      for (const bad of ['', 'sl_', key + 'x', key.slice(0, -1), flipped, `sl_${'0'.repeat(16)}_${key.slice(20)}`, key.replace('sl_', 'SL_'), `Bearer ${key}`]) {
+      for (const bad of [
+        '',
+        'sl_',
+        key + 'x',
+        key.slice(0, -1),
+        flipped,
+        `sl_${'0'.repeat(16)}_${key.slice(20)}`,
+        key.replace('sl_', 'SL_'),
+        `Bearer ${key}`,
+      ]) {
         assert.equal(await store.verify(bad), undefined, JSON.stringify(bad));
       }
       assert.equal((await store.verify(key))?.keyId, id);
@@ -79,19 +88,22 @@ export function apiKeyStoreContract(name: string, make: MakeApiKeyHarness): void
       }
     });
 
-    withStore('activeIds: which of the given key ids are still active, revocations by another process included (open streams are re-checked with it)', async (h, store) => {
-      const a = await store.create('a', ['ingest']);
-      const b = await store.create('b', ['viewer']);
-      assert.deepEqual(await store.activeIds([]), new Set());
-      assert.deepEqual(await store.activeIds([a.id, b.id, a.id, '0123456789abcdef']), new Set([a.id, b.id]));
-      const other = h.open();
-      try {
-        await other.revoke('a');
-      } finally {
-        await other.close();
-      }
-      assert.deepEqual(await store.activeIds([a.id, b.id]), new Set([b.id]));
-    });
+    withStore(
+      'activeIds: which of the given key ids are still active, revocations by another process included (open streams are re-checked with it)',
+      async (h, store) => {
+        const a = await store.create('a', ['ingest']);
+        const b = await store.create('b', ['viewer']);
+        assert.deepEqual(await store.activeIds([]), new Set());
+        assert.deepEqual(await store.activeIds([a.id, b.id, a.id, '0123456789abcdef']), new Set([a.id, b.id]));
+        const other = h.open();
+        try {
+          await other.revoke('a');
+        } finally {
+          await other.close();
+        }
+        assert.deepEqual(await store.activeIds([a.id, b.id]), new Set([b.id]));
+      },
+    );
 
     withStore('names are unique among active keys; a revoked name can be reused', async (_h, store) => {
       const first = await store.create('dup', ['ingest']);
@@ -108,10 +120,19 @@ export function apiKeyStoreContract(name: string, make: MakeApiKeyHarness): void
       await store.create('two', ['admin']);
       await store.revoke(a.id);
       const active = await store.list();
-      assert.deepEqual(active.map((k) => k.name), ['two']);
+      assert.deepEqual(
+        active.map((k) => k.name),
+        ['two'],
+      );
       assert.deepEqual(Object.keys(active[0]!).sort(), ['created_at', 'id', 'name', 'revoked_at', 'roles']);
       const all = await store.list({ includeRevoked: true });
-      assert.deepEqual(all.map((k) => [k.name, k.revoked_at !== null]), [['one', true], ['two', false]]);
+      assert.deepEqual(
+        all.map((k) => [k.name, k.revoked_at !== null]),
+        [
+          ['one', true],
+          ['two', false],
+        ],
+      );
     });
 
     withStore('create refuses bad names and roles', async (_h, store) => {

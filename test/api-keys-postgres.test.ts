@@ -37,9 +37,13 @@ test('postgres: keys live beside the results in the store schema, with their own
   });
   await Promise.all([results.waitUntilReady(), keys.waitUntilReady()]);
   await keys.create('k', ['admin']);
-  const { rows } = await pgs.admin.query<{ table_name: string }>('select table_name from information_schema.tables where table_schema = $1 order by table_name', [schema]);
+  const { rows } = await pgs.admin.query<{ table_name: string }>(
+    'select table_name from information_schema.tables where table_schema = $1 order by table_name',
+    [schema],
+  );
   const tables = rows.map((r) => r.table_name);
-  for (const name of ['api_keys', 'results', 'sightline_api_keys_migration', 'sightline_results_migration']) assert.ok(tables.includes(name), `${name} in ${tables.join(', ')}`);
+  for (const name of ['api_keys', 'results', 'sightline_api_keys_migration', 'sightline_results_migration'])
+    assert.ok(tables.includes(name), `${name} in ${tables.join(', ')}`);
   const { rows: types } = await pgs.admin.query(`select pg_typeof(created_at)::text as t from "${schema}".api_keys`);
   assert.deepEqual(types, [{ t: 'bigint' }]);
 });

@@ -14,7 +14,11 @@ apiKeyStoreContract('sqlite', async () => {
   return {
     open: () => createApiKeyStore(`sqlite:${path}`),
     // The file and its write-ahead log, byte for byte.
-    raw: async () => [path, `${path}-wal`].filter(existsSync).map((p) => readFileSync(p).toString('latin1')).join('\n'),
+    raw: async () =>
+      [path, `${path}-wal`]
+        .filter(existsSync)
+        .map((p) => readFileSync(p).toString('latin1'))
+        .join('\n'),
     cleanup: async () => cleanup(),
   };
 });
@@ -32,7 +36,8 @@ test('sqlite: keys share the result store file, each with its own migration book
   const db = new Database(path, { readonly: true });
   t.after(() => db.close());
   const tables = (db.prepare("select name from sqlite_master where type = 'table' order by name").all() as { name: string }[]).map((r) => r.name);
-  for (const name of ['api_keys', 'results', 'sightline_api_keys_migration', 'sightline_results_migration']) assert.ok(tables.includes(name), `${name} in ${tables.join(', ')}`);
+  for (const name of ['api_keys', 'results', 'sightline_api_keys_migration', 'sightline_results_migration'])
+    assert.ok(tables.includes(name), `${name} in ${tables.join(', ')}`);
   const row = db.prepare('select name, roles, length(secret_hash) as hash_length from api_keys').get();
   assert.deepEqual(row, { name: 'k', roles: 'viewer', hash_length: 64 });
 });

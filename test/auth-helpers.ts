@@ -12,7 +12,10 @@ export async function authApp(overrides: Partial<Config> = {}, logs?: LogCapture
   const models = tempDir('sightline-auth-models-');
   let app: FastifyInstance;
   try {
-    app = await startApp({ auth: 'on', models_dir: models.dir, auth_jwt_secret: JWT_SECRET, rate_limit_per_second: 0, ...overrides }, { wait: false, ...(logs ? { logs } : {}) });
+    app = await startApp(
+      { auth: 'on', models_dir: models.dir, auth_jwt_secret: JWT_SECRET, rate_limit_per_second: 0, ...overrides },
+      { wait: false, ...(logs ? { logs } : {}) },
+    );
   } catch (err) {
     models.cleanup();
     throw err;

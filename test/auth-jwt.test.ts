@@ -44,7 +44,13 @@ test('HS256: accepted with its roles; the subject is the name; expired, not-yet-
   assert.equal((await status(await good(undefined, { roles: 'ingest viewer' }))).code, 200, 'roles as a space-separated string');
   assert.equal((await status(await good(undefined, { roles: ['ingest'] }))).code, 403);
   assert.equal((await status(await good(undefined, { roles: ['superuser'] }))).code, 403, 'unknown roles are ignored');
-  const hs512 = await new SignJWT({ roles: ['viewer'] }).setProtectedHeader({ alg: 'HS512' }).setSubject('svc').setIssuer('https://idp.example').setAudience('sightline').setExpirationTime('1m').sign(secret);
+  const hs512 = await new SignJWT({ roles: ['viewer'] })
+    .setProtectedHeader({ alg: 'HS512' })
+    .setSubject('svc')
+    .setIssuer('https://idp.example')
+    .setAudience('sightline')
+    .setExpirationTime('1m')
+    .sign(secret);
   assert.equal((await status(hs512)).code, 200);
 
   const refused: [string, string, RegExp][] = [
@@ -54,10 +60,40 @@ test('HS256: accepted with its roles; the subject is the name; expired, not-yet-
     ['no issuer', await signed('HS256', secret, { roles: ['viewer'] }, (j) => j.setAudience('sightline')), /iss/],
     ['wrong audience', await signed('HS256', secret, { roles: ['viewer'] }, (j) => j.setIssuer('https://idp.example').setAudience('other')), /aud/],
     ['wrong signature', await hsToken({ roles: ['viewer'], iss: 'https://idp.example', aud: 'sightline' }, { secret: 'x'.repeat(40) }), /signature/],
-    ['no exp', await new SignJWT({ roles: ['viewer'] }).setProtectedHeader({ alg: 'HS256' }).setSubject('svc').setIssuer('https://idp.example').setAudience('sightline').sign(secret), /exp/],
-    ['no sub', await new SignJWT({ roles: ['viewer'] }).setProtectedHeader({ alg: 'HS256' }).setIssuer('https://idp.example').setAudience('sightline').setExpirationTime('1m').sign(secret), /sub/],
-    ['alg none', new UnsecuredJWT({ roles: ['admin'], sub: 'svc', iss: 'https://idp.example', aud: 'sightline', exp: now() + 60 }).encode(), /not accepted|invalid/],
-    ['tampered payload', (await good()).replace(/\.([^.]+)\./, (_m, p: string) => `.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url').toString()), roles: ['admin'] })).toString('base64url')}.`), /signature/],
+    [
+      'no exp',
+      await new SignJWT({ roles: ['viewer'] })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('svc')
+        .setIssuer('https://idp.example')
+        .setAudience('sightline')
+        .sign(secret),
+      /exp/,
+    ],
+    [
+      'no sub',
+      await new SignJWT({ roles: ['viewer'] })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setIssuer('https://idp.example')
+        .setAudience('sightline')
+        .setExpirationTime('1m')
+        .sign(secret),
+      /sub/,
+    ],
+    [
+      'alg none',
+      new UnsecuredJWT({ roles: ['admin'], sub: 'svc', iss: 'https://idp.example', aud: 'sightline', exp: now() + 60 }).encode(),
+      /not accepted|invalid/,
+    ],
+    [
+      'tampered payload',
+      (await good()).replace(
+        /\.([^.]+)\./,
+        (_m, p: string) =>
+          `.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url').toString()), roles: ['admin'] })).toString('base64url')}.`,
+      ),
+      /signature/,
+    ],
   ];
   for (const [what, token, reason] of refused) {
     const { code, message } = await status(token);
@@ -84,9 +120,18 @@ test('RS256 and ES256 with a public key file; an HS256 token signed with that pu
   const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const ecApp = await authApp({ auth_jwt_secret: '', auth_jwt_public_key_file: pemFile(dir, 'ec.pem', ec.publicKey) });
   t.after(ecApp.close);
-  const res = await ecApp.app.inject({ url: '/v1/models', remoteAddress: REMOTE, headers: bearer(await signed('ES256', ec.privateKey, { roles: ['viewer'] })) });
+  const res = await ecApp.app.inject({
+    url: '/v1/models',
+    remoteAddress: REMOTE,
+    headers: bearer(await signed('ES256', ec.privateKey, { roles: ['viewer'] })),
+  });
   assert.equal(res.statusCode, 200);
-  assert.equal((await ecApp.app.inject({ url: '/v1/models', remoteAddress: REMOTE, headers: bearer(await signed('RS256', rsa.privateKey, { roles: ['viewer'] })) })).statusCode, 401, 'an RS256 token against an EC key');
+  assert.equal(
+    (await ecApp.app.inject({ url: '/v1/models', remoteAddress: REMOTE, headers: bearer(await signed('RS256', rsa.privateKey, { roles: ['viewer'] })) }))
+      .statusCode,
+    401,
+    'an RS256 token against an EC key',
+  );
 });
 
 test('without a JWT secret or key, JWTs are refused with a reason', async (t) => {

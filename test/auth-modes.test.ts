@@ -111,10 +111,19 @@ test('a CORS preflight passes without credentials; the request itself does not',
     method: 'OPTIONS',
     url: '/v1/uploads',
     remoteAddress: REMOTE,
-    headers: { origin: 'https://hmi.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,tus-resumable,upload-length' },
+    headers: {
+      origin: 'https://hmi.example',
+      'access-control-request-method': 'POST',
+      'access-control-request-headers': 'authorization,tus-resumable,upload-length',
+    },
   });
   assert.ok(preflight.statusCode < 300, `${preflight.statusCode} ${preflight.body}`);
-  const post = await app.inject({ method: 'POST', url: '/v1/uploads', remoteAddress: REMOTE, headers: { origin: 'https://hmi.example', 'tus-resumable': '1.0.0', 'upload-length': '10' } });
+  const post = await app.inject({
+    method: 'POST',
+    url: '/v1/uploads',
+    remoteAddress: REMOTE,
+    headers: { origin: 'https://hmi.example', 'tus-resumable': '1.0.0', 'upload-length': '10' },
+  });
   assert.equal(post.statusCode, 401);
   assert.equal((await app.inject({ method: 'OPTIONS', url: '/v1/uploads', remoteAddress: REMOTE })).statusCode, 401, 'a bare OPTIONS is no preflight');
 });
@@ -134,7 +143,11 @@ test('a revoked key stops working on the very next request', async (t) => {
 test('security headers on every answer, the 401s included; no HSTS over plain HTTP', async (t) => {
   const { app, close } = await authApp();
   t.after(close);
-  for (const res of [await app.inject({ url: '/livez' }), await app.inject({ url: '/v1/models' }), await app.inject({ method: 'OPTIONS', url: '/v1/uploads', headers: bearer('sl_x') })]) {
+  for (const res of [
+    await app.inject({ url: '/livez' }),
+    await app.inject({ url: '/v1/models' }),
+    await app.inject({ method: 'OPTIONS', url: '/v1/uploads', headers: bearer('sl_x') }),
+  ]) {
     assert.equal(res.headers['x-content-type-options'], 'nosniff');
     assert.equal(res.headers['x-frame-options'], 'SAMEORIGIN');
     assert.match(String(res.headers['content-security-policy']), /default-src 'self'/);
@@ -146,5 +159,6 @@ test('security headers on every answer, the 401s included; no HSTS over plain HT
 
 test('isLoopback: 127.0.0.0/8, ::1 and IPv4-mapped 127.x only', () => {
   for (const a of ['127.0.0.1', '127.255.255.254', '::1', '::ffff:127.0.0.1', '0:0:0:0:0:0:0:1']) assert.equal(isLoopback(a), true, a);
-  for (const a of [undefined, '', '10.0.0.1', '128.0.0.1', '::ffff:10.0.0.1', '::2', 'fe80::1', '1127.0.0.1', '127.0.0.1.evil']) assert.equal(isLoopback(a), false, String(a));
+  for (const a of [undefined, '', '10.0.0.1', '128.0.0.1', '::ffff:10.0.0.1', '::2', 'fe80::1', '1127.0.0.1', '127.0.0.1.evil'])
+    assert.equal(isLoopback(a), false, String(a));
 });

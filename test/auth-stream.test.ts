@@ -172,7 +172,8 @@ test('a revoked API key kept its open /v1/stream session (issue 12): revoked by 
   clearInterval(pinger);
   t.diagnostic(`the revoked key's session closed ${ms.toFixed(0)} ms after the CLI revoked it (auth_recheck_interval_ms 2000)`);
   assert.deepEqual(closed, { code: 4001, reason: 'credentials revoked' });
-  for (let i = 0; i < 100 && !logs.lines.some((l) => l.event === 'connection_close' && l.reason === 'credentials_revoked'); i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 100 && !logs.lines.some((l) => l.event === 'connection_close' && l.reason === 'credentials_revoked'); i++)
+    await new Promise((r) => setTimeout(r, 20));
   const logged = logs.lines.find((l) => l.event === 'connection_close' && l.reason === 'credentials_revoked');
   assert.equal(logged?.code, 4001, 'the close is logged with its reason');
 

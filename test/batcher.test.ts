@@ -44,8 +44,11 @@ test('batches are assembled up to the max and every caller gets its own row', as
   runner.releaseOne();
   const results = await Promise.all([first, ...rest]);
   assert.deepEqual(runner.batches, [[1], [2, 3, 4, 5], [6, 7]]);
-  results.forEach((r, i) => assert.equal(r.output[r.index], i + 1));
-  assert.deepEqual(results.map((r) => r.batchSize), [1, 4, 4, 4, 4, 2, 2]);
+  for (const [i, r] of results.entries()) assert.equal(r.output[r.index], i + 1);
+  assert.deepEqual(
+    results.map((r) => r.batchSize),
+    [1, 4, 4, 4, 4, 2, 2],
+  );
 });
 
 test('a partial batch waits for requests still decoding, and is flushed at the max delay', async () => {
@@ -115,15 +118,27 @@ test('a full queue rejects with OVERLOADED; a higher priority displaces the newe
   const b = batcher(runner, { maxBatch: 1, maxQueue: 3, onShed: (r) => shed.push(r) });
   const busy = b.enqueue(pixel(0), 'normal');
   await tick();
-  const lowOld = b.admit('low').submit(pixel(1)).catch((err: { code: string }) => err.code);
+  const lowOld = b
+    .admit('low')
+    .submit(pixel(1))
+    .catch((err: { code: string }) => err.code);
   const normal = b.admit('normal').submit(pixel(2));
-  const lowNew = b.admit('low').submit(pixel(3)).catch((err: { code: string }) => err.code);
+  const lowNew = b
+    .admit('low')
+    .submit(pixel(3))
+    .catch((err: { code: string }) => err.code);
   assert.equal(b.depth, 3);
   // Nothing ranks below low: refused.
-  assert.throws(() => b.admit('low'), (err: { code: string; statusCode: number }) => err.code === 'OVERLOADED' && err.statusCode === 503);
+  assert.throws(
+    () => b.admit('low'),
+    (err: { code: string; statusCode: number }) => err.code === 'OVERLOADED' && err.statusCode === 503,
+  );
   const normal2 = b.admit('normal').submit(pixel(4)); // displaces the newest low (3)
   const high = b.admit('high').submit(pixel(5)); // displaces the remaining low (1)
-  assert.throws(() => b.admit('normal'), (err: { code: string }) => err.code === 'OVERLOADED');
+  assert.throws(
+    () => b.admit('normal'),
+    (err: { code: string }) => err.code === 'OVERLOADED',
+  );
   assert.equal(await lowNew, 'OVERLOADED');
   assert.equal(await lowOld, 'OVERLOADED');
   for (let i = 0; i < 4; i++) {
@@ -153,7 +168,10 @@ test('close answers queued requests with SHUTTING_DOWN', async () => {
   const queued = b.enqueue(pixel(1), 'normal');
   b.close();
   await assert.rejects(queued, (err: { code: string }) => err.code === 'SHUTTING_DOWN');
-  assert.throws(() => b.admit('normal'), (err: { code: string }) => err.code === 'SHUTTING_DOWN');
+  assert.throws(
+    () => b.admit('normal'),
+    (err: { code: string }) => err.code === 'SHUTTING_DOWN',
+  );
 });
 
 test('hasRoomFor tells in advance whether admit would succeed', async () => {

@@ -19,17 +19,28 @@ test('the built-in model is served by default: NG samples return their defects a
   const app = await startApp({ models_dir: './models' });
   try {
     const models = (await app.inject('/v1/models')).json().models as { name: string; state: string; default: boolean }[];
-    assert.deepEqual(models.map((m) => [m.name, m.state, m.default]), [['defects', 'READY', true]]);
+    assert.deepEqual(
+      models.map((m) => [m.name, m.state, m.default]),
+      [['defects', 'READY', true]],
+    );
     let ng = 0;
     for (const [file, expected] of Object.entries(samples)) {
-      const res = await app.inject({ method: 'POST', url: '/v1/detect?line=samples', headers: { 'content-type': 'image/jpeg' }, payload: await readFile(join('samples', file)) });
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/detect?line=samples',
+        headers: { 'content-type': 'image/jpeg' },
+        payload: await readFile(join('samples', file)),
+      });
       assert.equal(res.statusCode, 200, res.body);
       const body = res.json() as { verdict: string; detections: { label: string }[] };
       assert.equal(body.verdict, expected.verdict, `${file}: ${JSON.stringify(body.detections)}`);
       if (expected.verdict === 'ng') {
         ng++;
         const found = new Set(body.detections.map((d) => d.label));
-        assert.ok(expected.boxes.some((b) => found.has(b.label)), `${file}: none of its defects found`);
+        assert.ok(
+          expected.boxes.some((b) => found.has(b.label)),
+          `${file}: none of its defects found`,
+        );
       }
     }
     assert.ok(ng > 0 && ng < Object.keys(samples).length, 'samples hold both verdicts');

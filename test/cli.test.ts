@@ -11,7 +11,7 @@ import { INPUT, LABELS, RAW_BOXES, manifest, solidImage, tempDir, writeDecoderMo
 import { ROOT, SightlineProcess, cleanups } from './helpers/cli-process.js';
 import { CONFIG_KEYS } from '../src/config/schema.js';
 import { flagName } from '../src/config/load.js';
-import { createLogger } from '../src/log.js';
+import { createLogger } from '../src/logger.js';
 
 const CLI = ['--import', 'tsx', 'src/cli/main.ts'];
 
@@ -48,10 +48,14 @@ test('SIGTERM: stops accepting, finishes the request in flight, exits 0', async 
     buildConstantModel({ output: yolov8Output(), outputShape: [4 + LABELS.length, RAW_BOXES.length + 1], inputWidth: INPUT, inputHeight: INPUT, slow: true }),
     manifest({ format: 'yolov8' }),
   );
-  const child = spawn(process.execPath, [...CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data'), '--intra-op-threads', '1'], {
-    env: { ...process.env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...CLI, 'serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data'), '--intra-op-threads', '1'],
+    {
+      env: { ...process.env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   try {
     const events: Record<string, unknown>[] = [];
     let resolvePort: (port: number) => void;
@@ -64,7 +68,11 @@ test('SIGTERM: stops accepting, finishes the request in flight, exits 0', async 
     const port = await portKnown;
     const base = `http://127.0.0.1:${port}`;
     for (let i = 0; i < 100 && (await fetch(`${base}/readyz`)).status !== 200; i++) await new Promise((r) => setTimeout(r, 200));
-    const inFlight = fetch(`${base}/v1/detect`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: new Uint8Array(await solidImage(64, 64, 'jpeg')) });
+    const inFlight = fetch(`${base}/v1/detect`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg' },
+      body: new Uint8Array(await solidImage(64, 64, 'jpeg')),
+    });
     await new Promise((r) => setTimeout(r, 300));
     const exited = once(child, 'exit');
     child.kill('SIGTERM');
@@ -139,22 +147,43 @@ test('serve on a port already in use exits 1 at once with one line and takes no 
   writeDecoderModels(models);
   const dataDir = join(tmp.dir, 'data');
   // The first server queues jobs and runs none: a second one with a worker would take them.
-  const first = new SightlineProcess('first', ['serve', '--host', '127.0.0.1', '--port', '0', '--no-worker', '--models-dir', models, '--data-dir', dataDir, '--intra-op-threads', '1']);
+  const first = new SightlineProcess('first', [
+    'serve',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--no-worker',
+    '--models-dir',
+    models,
+    '--data-dir',
+    dataDir,
+    '--intra-op-threads',
+    '1',
+  ]);
   defer(() => first.kill());
   const base = await first.baseUrl();
   const port = Number(new URL(base).port);
-  const submitted = await fetch(`${base}/v1/jobs?model=v8&line=line-1`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: new Uint8Array(await solidImage(64, 64, 'jpeg')) });
+  const submitted = await fetch(`${base}/v1/jobs?model=v8&line=line-1`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/jpeg' },
+    body: new Uint8Array(await solidImage(64, 64, 'jpeg')),
+  });
   assert.equal(submitted.status, 202, await submitted.clone().text());
   const { job_id: jobId } = (await submitted.json()) as { job_id: string };
 
   const started = Date.now();
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SIGHTLINE_')));
-  const second = spawnSync(process.execPath, [...CLI, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models-dir', models, '--data-dir', dataDir, '--intra-op-threads', '1'], {
-    cwd: ROOT,
-    env,
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
+  const second = spawnSync(
+    process.execPath,
+    [...CLI, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models-dir', models, '--data-dir', dataDir, '--intra-op-threads', '1'],
+    {
+      cwd: ROOT,
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    },
+  );
   const seconds = (Date.now() - started) / 1000;
   assert.equal(second.error, undefined, `the second serve did not exit within 30 s: ${second.stdout}${second.stderr}`);
   assert.ok(seconds < 15, `exited after ${seconds} s`);
@@ -163,7 +192,10 @@ test('serve on a port already in use exits 1 at once with one line and takes no 
     second.stderr,
     `sightline: cannot listen on 127.0.0.1:${port}: address already in use (is another Sightline running? set --port or SIGHTLINE_PORT)\n`,
   );
-  const events = second.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { event?: string });
+  const events = second.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { event?: string });
   for (const event of ['worker_started', 'models_loaded', 'job_started', 'job_done']) {
     assert.ok(!events.some((e) => e.event === event), `the second serve logged ${event}`);
   }

@@ -10,7 +10,9 @@ import type { AddressInfo } from 'node:net';
 import { startApp, tempDir } from './helpers/fixtures.js';
 import { SightlineClient, SightlineError } from '../src/index.js';
 
-test('SDK with auth on: detect, jobs, upload and stream work with an API key; without one every call is refused 401 UNAUTHORIZED', { timeout: 60_000 }, async (t) => {
+test('SDK with auth on: detect, jobs, upload and stream work with an API key; without one every call is refused 401 UNAUTHORIZED', {
+  timeout: 60_000,
+}, async (t) => {
   const tmp = tempDir();
   t.after(tmp.cleanup);
   const app = await startApp({ models_dir: './models', auth: 'on', data_dir: tmp.dir, store_url: `sqlite:${tmp.dir}/results.db` });

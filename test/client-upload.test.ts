@@ -44,7 +44,10 @@ describe('SightlineClient.upload() (tus)', () => {
     assert.deepEqual(urls, [upload_url]);
     assert.ok(progress.length >= Math.ceil(ng.length / 8192), `${progress.length} progress calls for ${ng.length} bytes`);
     assert.ok(progress.every(([, total]) => total === ng.length));
-    assert.ok(progress.every(([sent], i) => i === 0 || sent >= progress[i - 1]![0]), 'progress never goes back');
+    assert.ok(
+      progress.every(([sent], i) => i === 0 || sent >= progress[i - 1]![0]),
+      'progress never goes back',
+    );
     assert.equal(progress.at(-1)![0], ng.length);
     const result = await client.waitForJob(job_id, { timeoutMs: 30_000, pollIntervalMs: 20 });
     assert.equal(result.request_id, job_id);
@@ -57,7 +60,11 @@ describe('SightlineClient.upload() (tus)', () => {
     const fromPath = await client.upload('samples/ok-01.jpg', { line: 'line-up' });
     assert.equal((await client.waitForJob(fromPath.job_id, { timeoutMs: 30_000 })).verdict, 'ok');
     const progress: number[] = [];
-    const fromStream = await client.upload(Readable.from([ng.subarray(0, 5000), ng.subarray(5000)]), { line: 'line-up', chunkSize: 4096, onProgress: (sent) => progress.push(sent) });
+    const fromStream = await client.upload(Readable.from([ng.subarray(0, 5000), ng.subarray(5000)]), {
+      line: 'line-up',
+      chunkSize: 4096,
+      onProgress: (sent) => progress.push(sent),
+    });
     assert.equal((await client.waitForJob(fromStream.job_id, { timeoutMs: 30_000 })).verdict, 'ng');
     assert.equal(progress.at(-1), ng.length);
   });
@@ -84,7 +91,10 @@ describe('SightlineClient.upload() (tus)', () => {
     const progress: number[] = [];
     const resumed = await client.upload(ng, { line: 'line-up', uploadUrl: url, chunkSize: 4096, onProgress: (sent) => progress.push(sent) });
     assert.equal(resumed.upload_url, url);
-    assert.ok(progress.every((sent) => sent >= offset), `resumed from ${offset}, not from 0 (progress ${progress.join(', ')})`);
+    assert.ok(
+      progress.every((sent) => sent >= offset),
+      `resumed from ${offset}, not from 0 (progress ${progress.join(', ')})`,
+    );
     assert.equal(progress.at(-1), ng.length);
     assert.equal((await client.waitForJob(resumed.job_id, { timeoutMs: 30_000 })).verdict, 'ng');
     // Resuming a finished upload answers the same job.

@@ -46,7 +46,10 @@ describe('SightlineClient over HTTP (built-in model)', () => {
     // Truncated JPEG: the content is sniffed as JPEG, so this is INVALID_IMAGE.
     const truncated = await client.detect(ng.subarray(0, 200), { requestId: 'bad-1' }).catch((e: unknown) => e);
     assert.ok(truncated instanceof SightlineError, String(truncated));
-    assert.deepEqual([truncated.code, truncated.status, truncated.requestId, truncated.retryable, truncated.retryAfterMs], ['INVALID_IMAGE', 400, 'bad-1', false, null]);
+    assert.deepEqual(
+      [truncated.code, truncated.status, truncated.requestId, truncated.retryable, truncated.retryAfterMs],
+      ['INVALID_IMAGE', 400, 'bad-1', false, null],
+    );
     assert.ok(truncated.message.length > 0);
     const junk = await client.detect(Buffer.from('definitely not an image')).catch((e: unknown) => e);
     assert.ok(junk instanceof SightlineError, String(junk));
@@ -130,7 +133,11 @@ describe('SightlineClient over HTTP (built-in model)', () => {
     assert.equal(err.code, 'NETWORK_ERROR');
     assert.equal(err.status, 0);
     assert.equal(err.retryable, true);
-    const hung = new SightlineClient({ baseUrl: 'http://127.0.0.1:1', fetch: (_u, init) => new Promise((_r, reject) => init?.signal?.addEventListener('abort', () => reject(init.signal!.reason))), timeoutMs: 50 });
+    const hung = new SightlineClient({
+      baseUrl: 'http://127.0.0.1:1',
+      fetch: (_u, init) => new Promise((_r, reject) => init?.signal?.addEventListener('abort', () => reject(init.signal!.reason))),
+      timeoutMs: 50,
+    });
     const t = await hung.getJob('x').catch((e: unknown) => e);
     assert.ok(t instanceof SightlineError && t.code === 'TIMEOUT', String(t));
   });
@@ -143,7 +150,10 @@ describe('SightlineClient over HTTP (built-in model)', () => {
       headers: { 'x-plant': 'p1' },
       fetch: async (_url, init) => {
         seen.push(new Headers(init?.headers));
-        return new Response(JSON.stringify({ error: { code: 'OVERLOADED', message: 'busy' } }), { status: 503, headers: { 'retry-after': '2', 'x-request-id': 'r-9' } });
+        return new Response(JSON.stringify({ error: { code: 'OVERLOADED', message: 'busy' } }), {
+          status: 503,
+          headers: { 'retry-after': '2', 'x-request-id': 'r-9' },
+        });
       },
     });
     const err = await fake.detect(ok).catch((e: unknown) => e);
@@ -167,15 +177,24 @@ describe('reconnect backoff', () => {
     );
     assert.equal(backoffCap(5000, options), 3000, 'no overflow for huge attempt numbers');
     // Deterministic ends of the jitter range.
-    assert.equal(backoffDelay(3, options, () => 0), 800);
+    assert.equal(
+      backoffDelay(3, options, () => 0),
+      800,
+    );
     assert.ok(backoffDelay(3, options, () => 0.999999) < 0.01);
-    assert.equal(backoffDelay(3, { ...options, jitter: 0.25 }, () => 1), 600);
+    assert.equal(
+      backoffDelay(3, { ...options, jitter: 0.25 }, () => 1),
+      600,
+    );
     assert.equal(backoffDelay(3, { ...options, jitter: 0 }, Math.random), 800);
     // Real randomness: every sample within its range, and spread out (not all equal).
     for (let attempt = 0; attempt < 10; attempt++) {
       const cap = backoffCap(attempt, options);
       const samples = Array.from({ length: 200 }, () => backoffDelay(attempt, options));
-      assert.ok(samples.every((d) => d >= 0 && d <= cap), `attempt ${attempt}: within [0, ${cap}]`);
+      assert.ok(
+        samples.every((d) => d >= 0 && d <= cap),
+        `attempt ${attempt}: within [0, ${cap}]`,
+      );
       const mean = samples.reduce((a, b) => a + b, 0) / samples.length;
       assert.ok(mean > cap * 0.3 && mean < cap * 0.7, `attempt ${attempt}: full jitter averages ~cap/2 (${mean} of ${cap})`);
       assert.ok(new Set(samples).size > 150, 'jittered');

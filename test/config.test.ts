@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { ConfigError, envName, flagName, loadConfig } from '../src/config/load.js';
 import { ConfigSchema, CONFIG_KEYS } from '../src/config/schema.js';
 import { parseCommand } from '../src/cli/config-args.js';
-import { ERROR_CODES } from '../src/errors.js';
+import { ERROR_CODES, Errors } from '../src/errors.js';
 import { tempDir } from './helpers/fixtures.js';
 
 test('defaults come from the schema', () => {
@@ -28,7 +28,10 @@ test('precedence: defaults < file < environment < flags, with strings converted'
 });
 
 test('a bad value stops the start with a message naming the key', () => {
-  assert.throws(() => loadConfig({ env: { SIGHTLINE_PORT: 'eighty' } }), (err: Error) => err instanceof ConfigError && /"port"/.test(err.message));
+  assert.throws(
+    () => loadConfig({ env: { SIGHTLINE_PORT: 'eighty' } }),
+    (err: Error) => err instanceof ConfigError && /"port"/.test(err.message),
+  );
   assert.throws(() => loadConfig({ flags: { log_level: 'loud' } }), /"log_level"/);
   assert.throws(() => loadConfig({ file: { max_image_pixels: -5 } }), /"max_image_pixels"/);
 });
@@ -40,7 +43,7 @@ test('an unknown key stops the start with a message naming it', () => {
   assert.doesNotThrow(() => loadConfig({ env: { SIGHTLINE_REQUIRE_SERVICES: '1', SIGHTLINE_CONFIG: 'x.json', SIGHTLINE_TEST_POSTGRES_URL: 'postgres://x' } }));
 });
 
-test('the clients\' SIGHTLINE_URL and SIGHTLINE_API_KEY in the same shell do not stop the server from starting', () => {
+test("the clients' SIGHTLINE_URL and SIGHTLINE_API_KEY in the same shell do not stop the server from starting", () => {
   assert.doesNotThrow(() => loadConfig({ env: { SIGHTLINE_URL: 'http://127.0.0.1:8080', SIGHTLINE_API_KEY: 'sl_x_y' } }));
 });
 
@@ -61,15 +64,29 @@ test('CLI flags and --config file', () => {
   }
 });
 
-test('the README documents every config key with its default, and every error code', () => {
-  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+test('docs/configuration.md documents every config key with its environment variable, flag, default and description', () => {
+  const rows = readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8').split('\n');
   for (const key of CONFIG_KEYS) {
-    const def = (ConfigSchema.properties[key] as { default: unknown }).default;
-    const shown = def === '' ? '(empty)' : String(def);
-    const row = readme.split('\n').find((l) => l.includes(`\`${envName(key)}\``));
-    assert.ok(row, `README lacks ${envName(key)}`);
-    assert.ok(row.includes(`\`${flagName(key)}\``), `README row of ${key} lacks ${flagName(key)}`);
-    assert.ok(row.includes(`\`${shown}\``), `README row of ${key} lacks its default ${shown}`);
+    const prop = ConfigSchema.properties[key] as { default: unknown; description?: string };
+    const shown = prop.default === '' ? '(empty)' : String(prop.default);
+    const row = rows.find((l) => l.startsWith(`| \`${key}\` |`));
+    assert.ok(row, `docs/configuration.md has no table row for ${key}`);
+    assert.ok(row.includes(`| \`${envName(key)}\` |`), `docs/configuration.md row of ${key} lacks ${envName(key)}`);
+    assert.ok(row.includes(`| \`${flagName(key)}\` |`), `docs/configuration.md row of ${key} lacks ${flagName(key)}`);
+    assert.ok(row.includes(`| \`${shown}\` |`), `docs/configuration.md row of ${key} lacks its default ${shown}`);
+    assert.ok(
+      row.includes((prop.description ?? '').replace(/\|/g, '\\|')),
+      `docs/configuration.md row of ${key} lacks its description (run sh scripts/splice-config-table.sh)`,
+    );
   }
-  for (const code of ERROR_CODES) assert.ok(readme.includes(`\`${code}\``), `README lacks error code ${code}`);
+});
+
+test('docs/errors.md lists every error code with its HTTP status', () => {
+  const rows = readFileSync(new URL('../docs/errors.md', import.meta.url), 'utf8').split('\n');
+  for (const code of ERROR_CODES) {
+    const row = rows.find((l) => l.includes(`| \`${code}\` |`));
+    assert.ok(row, `docs/errors.md has no table row for ${code}`);
+    const status = new (Errors[code] as unknown as new () => { statusCode: number })().statusCode;
+    assert.ok(row.startsWith(`| ${status} |`), `docs/errors.md gives ${code} another status than ${status}: ${row}`);
+  }
 });

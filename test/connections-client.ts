@@ -135,7 +135,9 @@ export function requestText(path: string, options: RequestOptions = {}): Buffer 
   const body = options.body === undefined ? undefined : Buffer.from(options.body);
   const headers: Record<string, string> = { host: '127.0.0.1', ...options.headers };
   if (body) headers['content-length'] = String(body.length);
-  const head = `${options.method ?? 'GET'} ${path} HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`;
+  const head = `${options.method ?? 'GET'} ${path} HTTP/1.1\r\n${Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join('\r\n')}\r\n\r\n`;
   return body ? Buffer.concat([Buffer.from(head, 'latin1'), body]) : Buffer.from(head, 'latin1');
 }
 

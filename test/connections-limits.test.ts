@@ -62,7 +62,7 @@ test('per-address limit: the connection over it gets 503 TOO_MANY_CONNECTIONS (o
     // Once the server has seen the close, there is room for the admin's own connection.
     await eventually(() => app.connections.size === 2, 'the server to see the close');
     const list = await listConnections(port);
-    assert.equal(list.counts.total, 3, 'two sockets and the admin\'s');
+    assert.equal(list.counts.total, 3, "two sockets and the admin's");
     assert.equal(list.counts.refused, 0);
     const metrics = await conns[0]!.request('/metrics');
     assert.equal(metricValue(metrics.body, 'sightline_rejected_total{reason="connection_limit"}'), 2);
@@ -73,7 +73,7 @@ test('per-address limit: the connection over it gets 503 TOO_MANY_CONNECTIONS (o
   }
 });
 
-test('per-key limit: a key\'s third connection is refused once it authenticates; other keys and callers without keys are not', async () => {
+test("per-key limit: a key's third connection is refused once it authenticates; other keys and callers without keys are not", async () => {
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
   const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', rate_limit_per_second: 0, max_connections_per_key: 2 });
@@ -163,7 +163,11 @@ test('reserve for high priority: with 8 of 10 connections open a normal request 
 
     // priority=high on /v1/detect, X-Priority: high anywhere, priority=high on the stream URL.
     const high = await open();
-    const detected = await high.request('/v1/detect?priority=high', { method: 'POST', headers: { 'content-type': 'image/jpeg', 'x-api-key': camera }, body: image });
+    const detected = await high.request('/v1/detect?priority=high', {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg', 'x-api-key': camera },
+      body: image,
+    });
     assert.equal(detected.status, 200, detected.body);
     const highStream = await wsAttempt(`ws://127.0.0.1:${port}/v1/stream?priority=high&access_token=${camera}`);
     assert.equal(highStream.opened, true);
@@ -190,7 +194,7 @@ test('reserve for high priority: with 8 of 10 connections open a normal request 
     await new Promise((r) => setTimeout(r, 50));
     // 8 are open: the admin needs the reserve too.
     const list = await listConnections(port, '', { 'x-priority': 'high', 'x-api-key': admin });
-    assert.equal(list.counts.total, 9, '6 normal + 2 high + the admin\'s');
+    assert.equal(list.counts.total, 9, "6 normal + 2 high + the admin's");
     assert.equal(list.connections.filter((c) => c.priority === 'high').length, 3);
     const metrics = await (await open()).request('/metrics', { headers: { 'x-priority': 'high', 'x-api-key': admin } });
     assert.equal(metricValue(metrics.body, 'sightline_rejected_total{reason="connection_limit"}'), 3);
@@ -234,7 +238,14 @@ test('reserve: the order of arrival decides, not the order of first requests; a 
 test('a flood of silent sockets over the limit: at most 4 × max_connections (256 at least) wait for their 503, the oldest silent ones are closed to make room; the accepted one keeps working', async () => {
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
-  const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', rate_limit_per_second: 0, max_connections: 1, max_connections_per_address: 0, connection_reserve_high: 0 });
+  const app = await startApp({
+    models_dir: tmp.dir,
+    default_model: 'v8',
+    rate_limit_per_second: 0,
+    max_connections: 1,
+    max_connections_per_address: 0,
+    connection_reserve_high: 0,
+  });
   const silent: Socket[] = [];
   let accepted: RawConn | undefined;
   try {
@@ -244,16 +255,21 @@ test('a flood of silent sockets over the limit: at most 4 × max_connections (25
     assert.equal((await accepted.request('/livez')).status, 200);
     const closedEarly = new Set<Socket>();
     await Promise.all(
-      Array.from({ length: 320 }, () =>
-        new Promise<void>((resolve) => {
-          const s = netConnect({ host: '127.0.0.1', port }, () => resolve());
-          s.on('error', () => resolve());
-          s.on('close', () => closedEarly.add(s));
-          silent.push(s);
-        }),
+      Array.from(
+        { length: 320 },
+        () =>
+          new Promise<void>((resolve) => {
+            const s = netConnect({ host: '127.0.0.1', port }, () => resolve());
+            s.on('error', () => resolve());
+            s.on('close', () => closedEarly.add(s));
+            silent.push(s);
+          }),
       ),
     );
-    await eventually(() => app.connections.counts().refused === 256 && closedEarly.size === 320 - 256, `256 waiting, 64 closed (now ${app.connections.counts().refused} waiting, ${closedEarly.size} closed)`);
+    await eventually(
+      () => app.connections.counts().refused === 256 && closedEarly.size === 320 - 256,
+      `256 waiting, 64 closed (now ${app.connections.counts().refused} waiting, ${closedEarly.size} closed)`,
+    );
     assert.equal(app.connections.size, 1);
     assert.equal((await accepted.request('/livez')).status, 200, 'the accepted connection is not disturbed');
     // A socket refused when it is accepted counts once its refusal is final (its head could still show

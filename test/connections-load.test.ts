@@ -17,7 +17,9 @@ const WS_EVERY = 10;
 /** The soft limit on open files of this process (Linux), or undefined when it cannot be read. */
 function openFileLimit(): number | undefined {
   try {
-    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
     const soft = line?.split(/\s{2,}/)[1];
     return soft === undefined ? undefined : soft === 'unlimited' ? Infinity : Number(soft);
   } catch {
@@ -47,7 +49,8 @@ type Outcome = { kind: 'http'; accepted: true; conn: RawConn } | { kind: 'ws'; a
 test(`load: ${CLIENTS} connections (twice) against max_connections ${MAX}; the excess is refused cleanly, the accepted keep being served, counts come back exact, memory stays bounded`, async (t) => {
   // One process holds both ends of every connection (plus the models, sockets to nothing else).
   const fds = openFileLimit();
-  if (!requireOrSkip(t, fds === undefined || fds >= 2 * CLIENTS + 500, `an open-file limit of ${2 * CLIENTS + 500} (ulimit -n is ${fds}; .ci/run raises it)`)) return;
+  if (!requireOrSkip(t, fds === undefined || fds >= 2 * CLIENTS + 500, `an open-file limit of ${2 * CLIENTS + 500} (ulimit -n is ${fds}; .ci/run raises it)`))
+    return;
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
   // One process holds both ends (about 2 × 2,000 descriptors; `ulimit -n` here is 20,000).
@@ -97,9 +100,10 @@ test(`load: ${CLIENTS} connections (twice) against max_connections ${MAX}; the e
       const served = { during: 0, after: 0, failed: 0 };
       const keepBusy = async (conn: RawConn, n: number) => {
         for (let i = 0; surging; i++) {
-          const res = n % 100 < 10 && i % 2 === 1
-            ? await conn.request('/v1/detect?line=load', { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: image })
-            : await conn.request('/livez');
+          const res =
+            n % 100 < 10 && i % 2 === 1
+              ? await conn.request('/v1/detect?line=load', { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: image })
+              : await conn.request('/livez');
           if (res.status === 200) served.during++;
           else {
             served.failed++;
@@ -169,8 +173,12 @@ test(`load: ${CLIENTS} connections (twice) against max_connections ${MAX}; the e
       const refused = mine.filter((o) => !o.accepted);
       const acceptedWs = accepted.filter((o) => o.kind === 'ws').length;
       const refusedWs = refused.filter((o) => o.kind === 'ws').length;
-      t.diagnostic(`round ${round}: ${CLIENTS} clients in ${surgeMs.toFixed(0)} ms: ${accepted.length} accepted (${acceptedWs} WebSocket), ${refused.length} refused (${refused.length - refusedWs} HTTP 503, ${refusedWs} WebSocket 1013)`);
-      t.diagnostic(`round ${round}: accepted clients served ${served.during} requests during the surge (${served.failed} failed); admin list midway: total ${midway.counts.total}, refused sockets pending ${midway.counts.refused}`);
+      t.diagnostic(
+        `round ${round}: ${CLIENTS} clients in ${surgeMs.toFixed(0)} ms: ${accepted.length} accepted (${acceptedWs} WebSocket), ${refused.length} refused (${refused.length - refusedWs} HTTP 503, ${refusedWs} WebSocket 1013)`,
+      );
+      t.diagnostic(
+        `round ${round}: accepted clients served ${served.during} requests during the surge (${served.failed} failed); admin list midway: total ${midway.counts.total}, refused sockets pending ${midway.counts.refused}`,
+      );
       assert.deepEqual(problems.slice(0, 10), []);
       assert.equal(accepted.length, MAX - 1, "exactly max_connections minus the admin's");
       assert.equal(refused.length, CLIENTS - MAX + 1);
@@ -209,16 +217,25 @@ test(`load: ${CLIENTS} connections (twice) against max_connections ${MAX}; the e
         if (o.kind === 'http' && o.accepted) o.conn.close();
         else if (o.kind === 'ws' && o.accepted) o.ws.terminate();
       }
-      const baseline = await eventually(async () => {
-        const l = await list();
-        return l.counts.total === 1 ? l : undefined;
-      }, 'every accepted connection to leave', 15_000);
+      const baseline = await eventually(
+        async () => {
+          const l = await list();
+          return l.counts.total === 1 ? l : undefined;
+        },
+        'every accepted connection to leave',
+        15_000,
+      );
       // The test lets go of its clients too, so that the heap figure is the server's.
       outcomes.length = 0;
       mine.length = 0;
       accepted.length = 0;
       refused.length = 0;
-      assert.deepEqual(baseline.counts, { total: 1, by_transport: { http: 1, websocket: 0 }, by_client_kind: { camera: 0, dashboard: 0, api_script: 1, system: 0 }, refused: 0 });
+      assert.deepEqual(baseline.counts, {
+        total: 1,
+        by_transport: { http: 1, websocket: 0 },
+        by_client_kind: { camera: 0, dashboard: 0, api_script: 1, system: 0 },
+        refused: 0,
+      });
       await settle();
       const end = process.memoryUsage();
       t.diagnostic(
@@ -229,7 +246,9 @@ test(`load: ${CLIENTS} connections (twice) against max_connections ${MAX}; the e
 
     const first = await surge(1);
     const second = await surge(2);
-    t.diagnostic(`JS heap after GC, end of round 2 vs end of round 1: ${mb(second.end.heapUsed - first.end.heapUsed)}; RSS peak round 2 vs round 1: ${mb(second.rssPeak - first.rssPeak)}`);
+    t.diagnostic(
+      `JS heap after GC, end of round 2 vs end of round 1: ${mb(second.end.heapUsed - first.end.heapUsed)}; RSS peak round 2 vs round 1: ${mb(second.rssPeak - first.rssPeak)}`,
+    );
     // 2,000 sockets on each side cost some tens of MiB at the peak; a second surge must not add to what stays.
     assert.ok(first.rssPeak - first.before.rss < 512 * 1048576, `peak RSS growth bounded (${mb(first.rssPeak - first.before.rss)})`);
     assert.ok(second.rssPeak - first.rssPeak < 64 * 1048576, `the second surge peaks where the first did (${mb(second.rssPeak - first.rssPeak)} more)`);

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { WebSocket } from 'ws';
 import { ConnectionRegistry, type TrackedSocket } from '../src/connections/index.js';
-import { createMetrics } from '../src/ops/metrics.js';
+import { createMetrics } from '../src/metrics/metrics.js';
 import { solidImage, startApp, tempDir, writeDecoderModels } from './helpers/fixtures.js';
 import { requireOrSkip } from './helpers/requirements.js';
 import { JWT_SECRET, hsToken } from './auth-helpers.js';
@@ -17,7 +17,9 @@ import { RawConn, eventually, listConnections, portOf, type RawResponse } from '
 /** The soft limit on open files of this process (Linux), or undefined when it cannot be read. */
 function openFileLimit(): number | undefined {
   try {
-    const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
     const soft = line?.split(/\s{2,}/)[1];
     return soft === undefined ? undefined : soft === 'unlimited' ? Infinity : Number(soft);
   } catch {
@@ -131,11 +133,17 @@ test('connection floods starved the health probes (issue 12): with 300 idle WebS
       await Promise.all(opening);
     }
     // Refused slow bodies get their 503 and are closed; the accepted ones hang in their body.
-    await eventually(() => app.connections.counts().refused === 0 && slow.every((c) => c.closed || c.responses.length === 0), 'the refused ones to be answered', 30_000);
+    await eventually(
+      () => app.connections.counts().refused === 0 && slow.every((c) => c.closed || c.responses.length === 0),
+      'the refused ones to be answered',
+      30_000,
+    );
     const heldSlow = slow.filter((c) => !c.closed);
     const openWs = wsOutcomes.filter((o) => o.opened && o.code === 0);
     const refusedWs = wsOutcomes.filter((o) => o.code === 1013);
-    t.diagnostic(`flood: ${openWs.length} of ${WEBSOCKETS} WebSockets open (${refusedWs.length} closed with 1013), ${heldSlow.length} of ${SLOW_BODIES} slow bodies held (${slow.length - heldSlow.length} refused 503)`);
+    t.diagnostic(
+      `flood: ${openWs.length} of ${WEBSOCKETS} WebSockets open (${refusedWs.length} closed with 1013), ${heldSlow.length} of ${SLOW_BODIES} slow bodies held (${slow.length - heldSlow.length} refused 503)`,
+    );
     assert.equal(openWs.length + refusedWs.length, WEBSOCKETS);
     assert.ok(openWs.length <= 100, 'max_websocket_connections');
     for (const c of slow.filter((c) => c.closed)) assert.equal(c.responses[0]?.status, 503);
@@ -152,9 +160,13 @@ test('connection floods starved the health probes (issue 12): with 300 idle WebS
 
     // A camera with an ingest key asking for high priority gets a reserved place.
     const cam = await RawConn.open(port);
-    const detected = await cam.request('/v1/detect?priority=high&line=line-1', { method: 'POST', headers: { 'content-type': 'image/jpeg', 'x-api-key': camera }, body: image });
+    const detected = await cam.request('/v1/detect?priority=high&line=line-1', {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg', 'x-api-key': camera },
+      body: image,
+    });
     assert.equal(detected.status, 200, detected.body);
-    assert.equal((await cam.request('/v1/models', { headers: { 'x-api-key': camera } })).status, 403, 'the connection stays, the key\'s roles apply');
+    assert.equal((await cam.request('/v1/models', { headers: { 'x-api-key': camera } })).status, 403, "the connection stays, the key's roles apply");
     cam.close();
     assert.equal(heldSlow.filter((c) => !c.closed).length, heldSlow.length, 'the flood was held open throughout');
 
@@ -165,7 +177,9 @@ test('connection floods starved the health probes (issue 12): with 300 idle WebS
     for (const during of ['opening the flood', 'flood held'] as const) {
       for (const path of ['/livez', '/readyz']) {
         const ms = probes.filter((p) => p.path === path && p.phase === during).map((p) => p.ms);
-        t.diagnostic(`${path} while ${during}: ${ms.length} probes on fresh connections, all ${ms.length === probes.filter((p) => p.path === path && p.phase === during && p.status === 200).length ? '200' : 'NOT 200'}, latency p50 ${percentile(ms, 50).toFixed(1)} ms, p95 ${percentile(ms, 95).toFixed(1)} ms, max ${Math.max(...ms).toFixed(1)} ms`);
+        t.diagnostic(
+          `${path} while ${during}: ${ms.length} probes on fresh connections, all ${ms.length === probes.filter((p) => p.path === path && p.phase === during && p.status === 200).length ? '200' : 'NOT 200'}, latency p50 ${percentile(ms, 50).toFixed(1)} ms, p95 ${percentile(ms, 95).toFixed(1)} ms, max ${Math.max(...ms).toFixed(1)} ms`,
+        );
       }
     }
     assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${probes.length} probes failed`);
@@ -251,7 +265,14 @@ test('the probe allowance has its own cap (max_probe_connections), and a flood o
 test('WebSocket sessions have their own limit (max_websocket_connections): idle streams cannot take the places of HTTP clients; a failed upgrade gives its place back', async () => {
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
-  const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', rate_limit_per_second: 0, max_connections: 12, connection_reserve_high: 0, max_websocket_connections: 4 });
+  const app = await startApp({
+    models_dir: tmp.dir,
+    default_model: 'v8',
+    rate_limit_per_second: 0,
+    max_connections: 12,
+    connection_reserve_high: 0,
+    max_websocket_connections: 4,
+  });
   const conns: RawConn[] = [];
   const sockets: WebSocket[] = [];
   try {
@@ -305,7 +326,14 @@ test('WebSocket sessions have their own limit (max_websocket_connections): idle 
 test('the high-priority reserve was claimable by anyone who wrote priority=high (issue 12): only API keys or JWTs with the ingest or admin role claim it; no key, a viewer key, a bad key or an invalid request do not', async () => {
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
-  const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', rate_limit_per_second: 0, max_connections: 10, connection_reserve_high: 0.2, auth_jwt_secret: JWT_SECRET });
+  const app = await startApp({
+    models_dir: tmp.dir,
+    default_model: 'v8',
+    rate_limit_per_second: 0,
+    max_connections: 10,
+    connection_reserve_high: 0.2,
+    auth_jwt_secret: JWT_SECRET,
+  });
   const conns: RawConn[] = [];
   try {
     await app.listen({ host: '127.0.0.1', port: 0 });
@@ -324,18 +352,36 @@ test('the high-priority reserve was claimable by anyone who wrote priority=high 
 
     // Loopback without credentials (every role, but no credential), and a viewer key: refused.
     assertRefused(await (await open()).request('/v1/models', { headers: { 'x-priority': 'high' } }), reserveFull);
-    assertRefused(await (await open()).request('/v1/detect?priority=high', { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: image }), reserveFull);
+    assertRefused(
+      await (await open()).request('/v1/detect?priority=high', { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: image }),
+      reserveFull,
+    );
     assertRefused(await (await open()).request('/v1/models', { headers: { 'x-priority': 'high', 'x-api-key': screen } }), reserveFull);
     // An invalid request claims nothing, even with the right key: refused before its body is read.
-    assertRefused(await (await open()).request('/v1/detect?priority=high&conf=bad', { method: 'POST', headers: { 'content-type': 'image/jpeg', 'x-api-key': camera }, body: image }), reserveFull);
+    assertRefused(
+      await (await open()).request('/v1/detect?priority=high&conf=bad', {
+        method: 'POST',
+        headers: { 'content-type': 'image/jpeg', 'x-api-key': camera },
+        body: image,
+      }),
+      reserveFull,
+    );
     // Requests that fail once in (a bad key, a body that is no image) do not keep the place either.
     const badKey = await open();
-    const unauthorized = await badKey.request('/v1/detect?priority=high', { method: 'POST', headers: { 'content-type': 'image/jpeg', 'x-api-key': 'sl_0123456789abcdef_' + 'A'.repeat(43) }, body: image });
+    const unauthorized = await badKey.request('/v1/detect?priority=high', {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg', 'x-api-key': 'sl_0123456789abcdef_' + 'A'.repeat(43) },
+      body: image,
+    });
     assert.equal(unauthorized.status, 401);
     assert.equal(unauthorized.headers.connection, 'close');
     await badKey.waitClosed(5000);
     const badBody = await open();
-    const invalid = await badBody.request('/v1/detect?priority=high', { method: 'POST', headers: { 'content-type': 'image/jpeg', 'x-api-key': camera }, body: 'not an image' });
+    const invalid = await badBody.request('/v1/detect?priority=high', {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg', 'x-api-key': camera },
+      body: 'not an image',
+    });
     assert.ok(invalid.status >= 400 && invalid.status < 500, `${invalid.status} ${invalid.body}`);
     assert.equal(invalid.headers.connection, 'close');
     await badBody.waitClosed(5000);
@@ -343,19 +389,34 @@ test('the high-priority reserve was claimable by anyone who wrote priority=high 
 
     // An ingest key (here a camera's) and an ingest JWT claim it, and keep their places.
     const cam = await open();
-    const detected = await cam.request('/v1/detect?priority=high', { method: 'POST', headers: { 'content-type': 'image/jpeg', 'x-api-key': camera }, body: image });
+    const detected = await cam.request('/v1/detect?priority=high', {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg', 'x-api-key': camera },
+      body: image,
+    });
     assert.equal(detected.status, 200, detected.body);
     assert.equal(detected.headers.connection, 'keep-alive');
     const jwtCam = await open();
     const token = await hsToken({ roles: ['ingest'] }, { sub: 'cam-9' });
-    const viaJwt = await jwtCam.request('/v1/detect', { method: 'POST', headers: { 'content-type': 'image/jpeg', 'x-priority': 'high', authorization: `Bearer ${token}` }, body: image });
+    const viaJwt = await jwtCam.request('/v1/detect', {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg', 'x-priority': 'high', authorization: `Bearer ${token}` },
+      body: image,
+    });
     assert.equal(viaJwt.status, 200, viaJwt.body);
-    assert.equal((await cam.request('/v1/detect', { method: 'POST', headers: { 'content-type': 'image/jpeg', 'x-api-key': camera }, body: image })).status, 200, 'the claimed place stays');
+    assert.equal(
+      (await cam.request('/v1/detect', { method: 'POST', headers: { 'content-type': 'image/jpeg', 'x-api-key': camera }, body: image })).status,
+      200,
+      'the claimed place stays',
+    );
     jwtCam.close();
     await eventually(() => app.connections.open === 9, 'the JWT camera to leave');
     // An admin key too (and the admin sees who holds the reserve).
     const list = await listConnections(port, '', { 'x-priority': 'high', 'x-api-key': admin });
-    const high = list.connections.filter((c) => c.priority === 'high').map((c) => c.key).sort();
+    const high = list.connections
+      .filter((c) => c.priority === 'high')
+      .map((c) => c.key)
+      .sort();
     assert.deepEqual(high, ['camera', 'ops']);
   } finally {
     for (const c of conns) c.close();

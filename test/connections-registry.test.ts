@@ -45,7 +45,11 @@ test('the registry lists every HTTP socket and WebSocket session with its fields
     const script = await RawConn.open(port);
     opened.push(probe, camera, dashboard, script);
     assert.equal((await probe.request('/livez', { headers: { 'user-agent': 'kube-probe/1.30' } })).status, 200);
-    const detected = await camera.request('/v1/detect?line=line-7', { method: 'POST', headers: { 'user-agent': 'cam/2', 'content-type': 'image/jpeg', 'x-client-kind': 'camera' }, body: image });
+    const detected = await camera.request('/v1/detect?line=line-7', {
+      method: 'POST',
+      headers: { 'user-agent': 'cam/2', 'content-type': 'image/jpeg', 'x-client-kind': 'camera' },
+      body: image,
+    });
     assert.equal(detected.status, 200, detected.body);
     assert.equal((await dashboard.request('/v1/models', { headers: { 'user-agent': 'dash/3', 'x-client-kind': 'Dashboard' } })).status, 200);
     // No declaration: loopback callers have every role, so they count as scripts.
@@ -89,7 +93,7 @@ test('the registry lists every HTTP socket and WebSocket session with its fields
     const wsCam = byAgent('wscam/1');
     assert.equal(wsCam.transport, 'websocket');
     assert.equal(wsCam.client_kind, 'camera');
-    assert.equal(wsCam.line, 'line-5', 'the last line seen (the frame\'s), not the URL\'s');
+    assert.equal(wsCam.line, 'line-5', "the last line seen (the frame's), not the URL's");
     assert.equal(wsCam.requests, 1, 'one frame received');
     assert.match(wsCam.id, /^w[A-Za-z0-9_-]{8}$/);
     assert.equal(wsCam.id, wsCamera.of('hello')[0]!.connection_id, 'the hello carries the registry id');
@@ -113,13 +117,23 @@ test('the registry lists every HTTP socket and WebSocket session with its fields
     assert.deepEqual(ws.connections.map((c) => c.user_agent).sort(), ['wscam/1', 'wsdash/1']);
     assert.equal(ws.counts.total, 7);
     assert.deepEqual((await listConnections(port, '?client_kind=camera')).connections.map((c) => c.user_agent).sort(), ['cam/2', 'wscam/1']);
-    assert.deepEqual((await listConnections(port, '?line=line-7')).connections.map((c) => c.user_agent), ['cam/2']);
-    assert.deepEqual((await listConnections(port, `?remote=127.0.0.1:${port7}`)).connections.map((c) => c.user_agent), ['kube-probe/1.30']);
+    assert.deepEqual(
+      (await listConnections(port, '?line=line-7')).connections.map((c) => c.user_agent),
+      ['cam/2'],
+    );
+    assert.deepEqual(
+      (await listConnections(port, `?remote=127.0.0.1:${port7}`)).connections.map((c) => c.user_agent),
+      ['kube-probe/1.30'],
+    );
     assert.equal((await listConnections(port, '?remote=10.0.0.1')).connections.length, 0);
     const page = await listConnections(port, '?limit=2');
     assert.equal(page.connections.length, 2);
     assert.equal(page.matched, 7);
-    assert.deepEqual(page.connections.map((c) => c.user_agent), ['kube-probe/1.30', 'cam/2'], 'oldest first');
+    assert.deepEqual(
+      page.connections.map((c) => c.user_agent),
+      ['kube-probe/1.30', 'cam/2'],
+      'oldest first',
+    );
     for (const bad of ['?bogus=1', '?transport=udp', '?client_kind=robot', '?limit=0']) {
       const res = await adminRequest(port, 'GET', `/v1/admin/connections${bad}`);
       assert.equal(res.status, 400, bad);
@@ -147,9 +161,14 @@ test('the registry lists every HTTP socket and WebSocket session with its fields
     // Kick a busy HTTP socket (its body is still on its way): destroyed at once.
     const uploader = await RawConn.open(port);
     opened.push(uploader);
-    uploader.write(requestText('/v1/detect', { method: 'POST', headers: { 'user-agent': 'slow/1', 'content-type': 'image/jpeg', 'content-length': String(image.length) } }));
+    uploader.write(
+      requestText('/v1/detect', { method: 'POST', headers: { 'user-agent': 'slow/1', 'content-type': 'image/jpeg', 'content-length': String(image.length) } }),
+    );
     uploader.write(image.subarray(0, 100));
-    const busy = await eventually(async () => (await listConnections(port)).connections.find((c) => c.user_agent === 'slow/1' && c.in_flight === 1), 'the upload in flight');
+    const busy = await eventually(
+      async () => (await listConnections(port)).connections.find((c) => c.user_agent === 'slow/1' && c.in_flight === 1),
+      'the upload in flight',
+    );
     res = await adminRequest(port, 'DELETE', `/v1/admin/connections/${busy.id}`);
     assert.equal(res.status, 204);
     await uploader.waitClosed(5000);
@@ -195,7 +214,7 @@ test('the registry lists every HTTP socket and WebSocket session with its fields
   }
 });
 
-test('the admin\'s own connection can be kicked: it closes after the 204', async () => {
+test("the admin's own connection can be kicked: it closes after the 204", async () => {
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
   const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', rate_limit_per_second: 0 });

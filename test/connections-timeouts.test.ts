@@ -176,9 +176,32 @@ test('over TLS too: sockets are registered once the handshake is done, and a slo
   const tmp = tempDir('sightline-tls-');
   const cert = join(tmp.dir, 'cert.pem');
   const key = join(tmp.dir, 'key.pem');
-  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert], { encoding: 'utf8' });
+  const made = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-days',
+      '1',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ],
+    { encoding: 'utf8' },
+  );
   assert.equal(made.status, 0, made.stderr);
-  const app = await startApp({ models_dir: tmp.dir, rate_limit_per_second: 0, tls_cert_file: cert, tls_key_file: key, headers_timeout_ms: HEADERS_MS }, { wait: false });
+  const app = await startApp(
+    { models_dir: tmp.dir, rate_limit_per_second: 0, tls_cert_file: cert, tls_key_file: key, headers_timeout_ms: HEADERS_MS },
+    { wait: false },
+  );
   const sockets: TLSSocket[] = [];
   try {
     await app.listen({ host: '127.0.0.1', port: 0 });

@@ -1,14 +1,23 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { DependencyMonitor } from '../src/ops/health/dependency-monitor.js';
+import { type Dependency, DependencyMonitor } from '../src/health/dependency-monitor.js';
 import { LogCapture, startApp, tempDir, writeDecoderModels } from './helpers/fixtures.js';
 
-function monitorWith(probe: () => Promise<string | void>, opts: { critical?: boolean; probeTimeoutMs?: number } = {}) {
+function monitorWith(probe: Dependency['probe'], opts: { critical?: boolean; probeTimeoutMs?: number } = {}) {
   const logs = new LogCapture();
   const calls: number[] = [];
   const monitor = new DependencyMonitor({
-    dependencies: [{ name: 'thing:a', critical: opts.critical ?? true, probe: () => (calls.push(Date.now()), probe()) }],
+    dependencies: [
+      {
+        name: 'thing:a',
+        critical: opts.critical ?? true,
+        probe: () => {
+          calls.push(Date.now());
+          return probe();
+        },
+      },
+    ],
     intervalMs: 60,
     retryBaseMs: 20,
     retryMaxMs: 80,
@@ -38,7 +47,10 @@ test('a dependency that is down is retried with growing delays, logged as waited
     // Delays double from 20 ms up to the 80 ms cap (±20 % jitter), then stay there.
     const gaps = calls.slice(1).map((t, i) => t - calls[i]!);
     assert.ok(gaps[0]! >= 14 && gaps[0]! < 60, `first gap ${gaps[0]}`);
-    assert.ok(gaps.slice(3).every((g) => g >= 60 && g < 130), `capped gaps ${gaps.join(',')}`);
+    assert.ok(
+      gaps.slice(3).every((g) => g >= 60 && g < 130),
+      `capped gaps ${gaps.join(',')}`,
+    );
     const waiting = logs.lines.filter((l) => l.event === 'dependency_waiting');
     assert.equal(waiting.length, down.failures, 'every try is logged while waiting at start-up');
     assert.equal(waiting[0]!.level, 40);
@@ -125,8 +137,8 @@ test('a model whose inference worker died fails its test inference: /readyz turn
 
     // The model stays READY in the repository: only the test inference can tell it no longer answers.
     const entry = app.sightline.models.list().find((e) => e.name === 'v8')!;
-    const runner = entry.runners![0] as unknown as { worker: { terminate(): Promise<number> } };
-    await runner.worker.terminate();
+    const runner = entry.runners![0] as unknown as { thread: { terminate(): Promise<number> } };
+    await runner.thread.terminate();
     await testInference.runOnce();
     const broken = await app.inject('/readyz');
     assert.equal(broken.statusCode, 503);

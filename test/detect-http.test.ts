@@ -48,7 +48,12 @@ describe('POST /v1/detect through every decoder', () => {
 
   for (const model of ['v8', 'v5', 'e2e']) {
     test(`${model}: exact boxes in original pixels on 1280×720 and 600×900`, async () => {
-      const res = await app.inject({ method: 'POST', url: `/v1/detect?model=${model}&line=line-3`, headers: { 'content-type': 'image/jpeg' }, payload: landscape });
+      const res = await app.inject({
+        method: 'POST',
+        url: `/v1/detect?model=${model}&line=line-3`,
+        headers: { 'content-type': 'image/jpeg' },
+        payload: landscape,
+      });
       assert.equal(res.statusCode, 200, res.body);
       const body = res.json();
       assert.deepEqual(body.image, { width: 1280, height: 720 });
@@ -81,8 +86,14 @@ describe('POST /v1/detect through every decoder', () => {
     const high = (await post('conf=0.95')).json();
     assert.deepEqual(high.detections, []);
     assert.equal(high.verdict, 'ok');
-    assert.deepEqual((await post('max_det=1')).json().detections.map((d: { label: string }) => d.label), ['scratch']);
-    assert.deepEqual((await post('agnostic=true')).json().detections.map((d: { label: string }) => d.label), ['scratch', 'crack']);
+    assert.deepEqual(
+      (await post('max_det=1')).json().detections.map((d: { label: string }) => d.label),
+      ['scratch'],
+    );
+    assert.deepEqual(
+      (await post('agnostic=true')).json().detections.map((d: { label: string }) => d.label),
+      ['scratch', 'crack'],
+    );
     // iou 0.9 keeps b (IoU with a ≈ 0.86).
     assert.equal((await post('iou=0.9')).json().detections.length, 4);
     // Below the verdict threshold of scratch (0.5) but above conf: dent alone is not an NG label.
@@ -91,10 +102,20 @@ describe('POST /v1/detect through every decoder', () => {
   });
 
   test('X-Request-Id is honoured, or made and returned', async () => {
-    const res = await app.inject({ method: 'POST', url: '/v1/detect', headers: { 'content-type': 'image/jpeg', 'x-request-id': 'cam-7.frame-42' }, payload: landscape });
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/detect',
+      headers: { 'content-type': 'image/jpeg', 'x-request-id': 'cam-7.frame-42' },
+      payload: landscape,
+    });
     assert.equal(res.headers['x-request-id'], 'cam-7.frame-42');
     assert.equal(res.json().request_id, 'cam-7.frame-42');
-    const made = await app.inject({ method: 'POST', url: '/v1/detect', headers: { 'content-type': 'image/jpeg', 'x-request-id': 'bad id with spaces' }, payload: landscape });
+    const made = await app.inject({
+      method: 'POST',
+      url: '/v1/detect',
+      headers: { 'content-type': 'image/jpeg', 'x-request-id': 'bad id with spaces' },
+      payload: landscape,
+    });
     assert.match(String(made.headers['x-request-id']), /^[0-9a-f-]{36}$/);
     assert.equal(made.json().request_id, made.headers['x-request-id']);
   });
@@ -102,7 +123,12 @@ describe('POST /v1/detect through every decoder', () => {
   test('logs request_start, request_success and request_failure with request id, line and duration, never image bytes', async () => {
     logs.lines.length = 0;
     await app.inject({ method: 'POST', url: '/v1/detect?line=l9', headers: { 'content-type': 'image/jpeg', 'x-request-id': 'log-ok' }, payload: landscape });
-    await app.inject({ method: 'POST', url: '/v1/detect?line=l9', headers: { 'content-type': 'image/jpeg', 'x-request-id': 'log-bad' }, payload: Buffer.from('not an image') });
+    await app.inject({
+      method: 'POST',
+      url: '/v1/detect?line=l9',
+      headers: { 'content-type': 'image/jpeg', 'x-request-id': 'log-bad' },
+      payload: Buffer.from('not an image'),
+    });
     const of = (id: string, event: string) => logs.lines.find((l) => l.request_id === id && l.event === event);
     assert.ok(of('log-ok', 'request_start'));
     const ok = of('log-ok', 'request_success');

@@ -34,7 +34,11 @@ describe('image input and bad input', () => {
 
   for (const format of ['jpeg', 'png', 'webp'] as const) {
     test(`${format} over a real socket`, async () => {
-      const res = await fetch(`${baseUrl}/v1/detect`, { method: 'POST', headers: { 'content-type': `image/${format}` }, body: new Uint8Array(await solidImage(640, 480, format)) });
+      const res = await fetch(`${baseUrl}/v1/detect`, {
+        method: 'POST',
+        headers: { 'content-type': `image/${format}` },
+        body: new Uint8Array(await solidImage(640, 480, format)),
+      });
       assert.equal(res.status, 200);
       const body = (await res.json()) as { image: object; detections: unknown[] };
       assert.deepEqual(body.image, { width: 640, height: 480 });
@@ -84,17 +88,39 @@ describe('image input and bad input', () => {
 
   test('unsupported type → 415 UNSUPPORTED_MEDIA_TYPE, by header and by content', async () => {
     await expectError(await detect('hello', 'text/plain'), 415, 'UNSUPPORTED_MEDIA_TYPE');
-    await expectError(await detect(await sharp({ create: { width: 4, height: 4, channels: 3, background: 'red' } }).gif().toBuffer(), 'image/gif'), 415, 'UNSUPPORTED_MEDIA_TYPE');
+    await expectError(
+      await detect(
+        await sharp({ create: { width: 4, height: 4, channels: 3, background: 'red' } })
+          .gif()
+          .toBuffer(),
+        'image/gif',
+      ),
+      415,
+      'UNSUPPORTED_MEDIA_TYPE',
+    );
     // Declared PNG, really a GIF: the magic bytes decide.
-    await expectError(await detect(await sharp({ create: { width: 4, height: 4, channels: 3, background: 'red' } }).gif().toBuffer(), 'image/png'), 415, 'UNSUPPORTED_MEDIA_TYPE');
+    await expectError(
+      await detect(
+        await sharp({ create: { width: 4, height: 4, channels: 3, background: 'red' } })
+          .gif()
+          .toBuffer(),
+        'image/png',
+      ),
+      415,
+      'UNSUPPORTED_MEDIA_TYPE',
+    );
     await expectError(await detect('{"a":1}', 'application/json'), 415, 'UNSUPPORTED_MEDIA_TYPE');
   });
 
   test('not an image, or truncated → 400 INVALID_IMAGE', async () => {
     await expectError(await detect(Buffer.from('definitely not a jpeg'), 'image/jpeg'), 400, 'INVALID_IMAGE');
-    const jpeg = await sharp({ create: { width: 400, height: 300, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).jpeg().toBuffer();
+    const jpeg = await sharp({ create: { width: 400, height: 300, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+      .jpeg()
+      .toBuffer();
     await expectError(await detect(jpeg.subarray(0, Math.floor(jpeg.length / 2)), 'image/jpeg'), 400, 'INVALID_IMAGE');
-    const png = await sharp({ create: { width: 400, height: 300, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).png().toBuffer();
+    const png = await sharp({ create: { width: 400, height: 300, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+      .png()
+      .toBuffer();
     await expectError(await detect(png.subarray(0, Math.floor(png.length / 2)), 'image/png'), 400, 'INVALID_IMAGE');
   });
 
@@ -110,7 +136,9 @@ describe('image input and bad input', () => {
 
   test('too many pixels → 413 IMAGE_TOO_LARGE, refused from the header before decoding', async () => {
     // 3000×3000 = 9 MP against a 4 MP limit; a solid PNG is tiny on the wire.
-    const bomb = await sharp({ create: { width: 3000, height: 3000, channels: 3, background: 'black' } }).png().toBuffer();
+    const bomb = await sharp({ create: { width: 3000, height: 3000, channels: 3, background: 'black' } })
+      .png()
+      .toBuffer();
     assert.ok(bomb.length < 200_000);
     const started = performance.now();
     await expectError(await detect(bomb, 'image/png'), 413, 'IMAGE_TOO_LARGE');

@@ -86,7 +86,12 @@ async function waitReady(base: string, proc: SightlineProcess, timeoutMs = 120_0
 }
 
 async function postJob(base: string, line: string, image: Buffer): Promise<string> {
-  const res = await fetch(`${base}/v1/jobs?line=${line}`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: new Uint8Array(image), signal: AbortSignal.timeout(30_000) });
+  const res = await fetch(`${base}/v1/jobs?line=${line}`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/jpeg' },
+    body: new Uint8Array(image),
+    signal: AbortSignal.timeout(30_000),
+  });
   const body = (await res.json()) as { job_id?: string };
   assert.equal(res.status, 202, JSON.stringify(body));
   return body.job_id!;
@@ -122,7 +127,9 @@ test('distributed: a subscriber on one API receives the results of jobs and stre
     return p;
   };
   const sockets: StreamClient[] = [];
-  defer(() => sockets.forEach((s) => s.close()));
+  defer(() => {
+    for (const s of sockets) s.close();
+  });
   const open = async (url: string) => {
     const s = await StreamClient.open(url);
     sockets.push(s);
@@ -192,7 +199,14 @@ test('distributed: a subscriber on one API receives the results of jobs and stre
       'the line-a subscriber got nothing of another line',
     );
     // Exactly once each: one bus queue per process, whatever the number of subscribers.
-    assert.equal(lineA.events().length, 3, `line-a events: ${lineA.events().map((e) => e.line).join(', ')}`);
+    assert.equal(
+      lineA.events().length,
+      3,
+      `line-a events: ${lineA
+        .events()
+        .map((e) => e.line)
+        .join(', ')}`,
+    );
     t.diagnostic(`API 1 received job ${jobA} (run by the worker) and frames ${streamA.join(', ')} (run by API 2)`);
   } catch (err) {
     for (const p of all) process.stderr.write(`${p.tail()}\n`);

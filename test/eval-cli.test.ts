@@ -27,7 +27,11 @@ test('sightline eval reports per-class AP through the serving pipeline and write
     writeFileSync(join(data, 'images', 'moved.jpg'), image);
     writeFileSync(join(data, 'labels', 'moved.txt'), [row(1, 10, 10, 60, 60), row(0, 544, 306, 744, 406), row(2, 1100, 420, 1280, 620)].join('\n'));
     const out = join(tmp.dir, 'report.json');
-    const res = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'eval', '--model', 'v8:1', '--data', data, '--models-dir', repo, '--json', out, '--intra-op-threads', '1'], { encoding: 'utf8', timeout: 60_000 });
+    const res = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/main.ts', 'eval', '--model', 'v8:1', '--data', data, '--models-dir', repo, '--json', out, '--intra-op-threads', '1'],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
     assert.equal(res.status, 0, res.stderr);
     assert.match(res.stdout, /scratch/);
     const report = JSON.parse(readFileSync(out, 'utf8'));
@@ -52,7 +56,10 @@ test('sightline eval on a missing or non-dataset folder exits 2 with one line, n
       [join(tmp.dir, 'no-such-folder'), /no such folder/],
       [tmp.dir, /has no images\/ folder/],
     ] as const) {
-      const res = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'eval', '--model', 'defects', '--data', data], { encoding: 'utf8', timeout: 60_000 });
+      const res = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'eval', '--model', 'defects', '--data', data], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
       assert.equal(res.status, 2, res.stderr);
       assert.equal(res.stderr.split('\n').filter(Boolean).length, 1, res.stderr);
       assert.match(res.stderr, new RegExp(`^sightline eval: --data ${data.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `));
@@ -76,7 +83,11 @@ test('sightline eval shows its progress on stderr', async () => {
     const { Progress } = await import('../src/cli/eval.js');
     const { readDataset } = await import('../src/eval/dataset.js');
     let text = '';
-    const out = { isTTY: false, write: (s: string) => ((text += s), true) } as unknown as NodeJS.WriteStream;
+    const write = (s: string) => {
+      text += s;
+      return true;
+    };
+    const out = { isTTY: false, write } as unknown as NodeJS.WriteStream;
     const progress = new Progress(3, out, 0);
     const tracked = progress.track(readDataset(data));
     assert.equal(tracked.images.length, 3);

@@ -103,7 +103,10 @@ test('examples/python/line_pc.py runs green against a live server: a detect verd
   const streamed = [...r.stdout.matchAll(/^stream: frame (\S+) verdict=(\w+) detections=\d+ latency_ms=[\d.]+$/gm)];
   assert.equal(streamed.length, frames, show(r));
   assert.equal(new Set(streamed.map((m) => m[1])).size, frames, 'one result per frame id');
-  assert.ok(streamed.every((m) => m[2] === 'ng'), show(r));
+  assert.ok(
+    streamed.every((m) => m[2] === 'ng'),
+    show(r),
+  );
   assert.match(r.stdout, new RegExp(`^stream: ${frames}/${frames} results, latency_ms p50=`, 'm'));
   assert.match(r.stdout, /^ok$/m);
 

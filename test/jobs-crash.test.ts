@@ -12,7 +12,7 @@ import { buildConstantModel, writeModel } from './helpers/onnx-builder.js';
 import { LABELS, RAW_BOXES, manifest, solidImage, tempDir, yolov8Output } from './helpers/fixtures.js';
 import { requireOrSkip } from './helpers/requirements.js';
 import { probeTcp } from './queue/helpers.js';
-import { AMQP_URL, PG_URL, SightlineProcess, cleanups, freshDatabase, isolateBroker, waitFor, type Log } from './helpers/cli-process.js';
+import { AMQP_URL, PG_URL, SightlineProcess, cleanups, freshDatabase, isolateBroker, waitFor } from './helpers/cli-process.js';
 
 const JOBS = 500;
 const SUBMIT_CONCURRENCY = 16;
@@ -57,7 +57,13 @@ function writeTestModel(repo: string): void {
     repo,
     'crash',
     '1',
-    buildConstantModel({ output: yolov8Output(), outputShape: [4 + LABELS.length, RAW_BOXES.length + 1], inputWidth: MODEL_INPUT, inputHeight: MODEL_INPUT, slow: true }),
+    buildConstantModel({
+      output: yolov8Output(),
+      outputShape: [4 + LABELS.length, RAW_BOXES.length + 1],
+      inputWidth: MODEL_INPUT,
+      inputHeight: MODEL_INPUT,
+      slow: true,
+    }),
     manifest({ format: 'yolov8', input: { width: MODEL_INPUT, height: MODEL_INPUT } }),
   );
 }
@@ -131,148 +137,165 @@ function assertExactlyOnce(rows: { request_id: string; n: number }[], ids: strin
   assert.equal(rows.length, ids.length, 'results that no submitted job explains');
 }
 
-test(
-  `distributed (RabbitMQ + PostgreSQL): one of two workers is SIGKILLed mid-run; all ${JOBS} jobs end with exactly one result`,
-  { timeout: 300_000 },
-  async (t) => {
-    const amqp = new URL(AMQP_URL);
-    const pgUrl = new URL(PG_URL);
-    if (!requireOrSkip(t, await probeTcp(amqp.hostname, Number(amqp.port || 5672)), `RabbitMQ at ${amqp.host}`)) return;
-    if (!requireOrSkip(t, await probeTcp(pgUrl.hostname, Number(pgUrl.port || 5432)), `PostgreSQL at ${pgUrl.host}`)) return;
-    const started = Date.now();
-    const defer = cleanups(t);
+test(`distributed (RabbitMQ + PostgreSQL): one of two workers is SIGKILLed mid-run; all ${JOBS} jobs end with exactly one result`, {
+  timeout: 300_000,
+}, async (t) => {
+  const amqp = new URL(AMQP_URL);
+  const pgUrl = new URL(PG_URL);
+  if (!requireOrSkip(t, await probeTcp(amqp.hostname, Number(amqp.port || 5672)), `RabbitMQ at ${amqp.host}`)) return;
+  if (!requireOrSkip(t, await probeTcp(pgUrl.hostname, Number(pgUrl.port || 5432)), `PostgreSQL at ${pgUrl.host}`)) return;
+  const started = Date.now();
+  const defer = cleanups(t);
 
-    // Isolation: a database of its own; the broker's default-prefix topology, locked, emptied before and after.
-    await isolateBroker(defer);
-    const { url: dbHref, pool: db } = await freshDatabase(defer, 'sightline_crash');
-    const tmp = tempDir('sightline-crash-');
-    defer(tmp.cleanup);
-    writeTestModel(tmp.dir);
-    const procs = processes(defer);
+  // Isolation: a database of its own; the broker's default-prefix topology, locked, emptied before and after.
+  await isolateBroker(defer);
+  const { url: dbHref, pool: db } = await freshDatabase(defer, 'sightline_crash');
+  const tmp = tempDir('sightline-crash-');
+  defer(tmp.cleanup);
+  writeTestModel(tmp.dir);
+  const procs = processes(defer);
 
-    await withLogs(procs, async () => {
-      const shared = ['--queue-url', AMQP_URL, '--store-url', dbHref, '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data'), ...RUNTIME_ARGS];
-      // The API first: it creates job_states before the workers start (processes that create it together race).
-      const api = procs.start('api', ['serve', '--no-worker', '--host', '127.0.0.1', '--port', '0', ...shared]);
-      const base = await api.baseUrl();
-      await waitReady(base, api);
-      const victim = procs.start('worker-a', ['worker', ...shared]);
-      const survivor = procs.start('worker-b', ['worker', ...shared]);
-      await Promise.all([victim, survivor].map((w) => w.waitEvent('worker_started', (e) => e.event === 'worker_started', 60_000)));
+  await withLogs(procs, async () => {
+    const shared = ['--queue-url', AMQP_URL, '--store-url', dbHref, '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data'), ...RUNTIME_ARGS];
+    // The API first: it creates job_states before the workers start (processes that create it together race).
+    const api = procs.start('api', ['serve', '--no-worker', '--host', '127.0.0.1', '--port', '0', ...shared]);
+    const base = await api.baseUrl();
+    await waitReady(base, api);
+    const victim = procs.start('worker-a', ['worker', ...shared]);
+    const survivor = procs.start('worker-b', ['worker', ...shared]);
+    await Promise.all([victim, survivor].map((w) => w.waitEvent('worker_started', (e) => e.event === 'worker_started', 60_000)));
 
-      const results = async () => {
-        try {
-          return (await db.query<{ n: number }>('select count(*)::int as n from results')).rows[0]!.n;
-        } catch (err) {
-          if ((err as { code?: string }).code === '42P01') return 0; // not migrated yet
-          throw err;
-        }
-      };
-      const image = await solidImage(MODEL_INPUT * 2, MODEL_INPUT * 2, 'jpeg');
-      const submitting = submitJobs(base, image, JOBS, SUBMIT_CONCURRENCY);
+    const results = async () => {
+      try {
+        return (await db.query<{ n: number }>('select count(*)::int as n from results')).rows[0]!.n;
+      } catch (err) {
+        if ((err as { code?: string }).code === '42P01') return 0; // not migrated yet
+        throw err;
+      }
+    };
+    const image = await solidImage(MODEL_INPUT * 2, MODEL_INPUT * 2, 'jpeg');
+    const submitting = submitJobs(base, image, JOBS, SUBMIT_CONCURRENCY);
 
-      const doneAtKill = await waitFor(async () => {
+    const doneAtKill = await waitFor(
+      async () => {
         const n = await results();
         return n >= 50 ? n : 0;
-      }, '50 stored results', 120_000);
-      victim.child.kill('SIGKILL');
-      await victim.exited;
-      assert.equal(victim.exitStatus, 'SIGKILL');
-      const victimDone = victim.jobsDone().size;
-      t.diagnostic(`worker-a SIGKILLed at ${doneAtKill} stored results, having finished ${victimDone} jobs itself`);
-      assert.ok(doneAtKill < JOBS - 20, `the kill came too late to be mid-run (${doneAtKill} of ${JOBS} done)`);
-      assert.ok(victimDone > 0, 'the killed worker had taken part');
+      },
+      '50 stored results',
+      120_000,
+    );
+    victim.child.kill('SIGKILL');
+    await victim.exited;
+    assert.equal(victim.exitStatus, 'SIGKILL');
+    const victimDone = victim.jobsDone().size;
+    t.diagnostic(`worker-a SIGKILLed at ${doneAtKill} stored results, having finished ${victimDone} jobs itself`);
+    assert.ok(doneAtKill < JOBS - 20, `the kill came too late to be mid-run (${doneAtKill} of ${JOBS} done)`);
+    assert.ok(victimDone > 0, 'the killed worker had taken part');
 
-      const { ids, failures } = await submitting;
-      assert.deepEqual(failures, [], 'every POST /v1/jobs answers 202');
-      assert.equal(new Set(ids).size, JOBS, 'job ids are unique');
+    const { ids, failures } = await submitting;
+    assert.deepEqual(failures, [], 'every POST /v1/jobs answers 202');
+    assert.equal(new Set(ids).size, JOBS, 'job ids are unique');
 
-      let stored = 0;
-      await waitFor(async () => (stored = await results()) >= JOBS, () => `${JOBS} stored results (have ${stored})`, 180_000);
-      const states = async () => (await db.query<{ state: string; n: number }>('select state, count(*)::int as n from job_states group by state order by state')).rows;
-      await waitFor(async () => (await states()).find((s) => s.state === 'done')?.n === JOBS, 'every job state done', 30_000);
+    let stored = 0;
+    await waitFor(
+      async () => (stored = await results()) >= JOBS,
+      () => `${JOBS} stored results (have ${stored})`,
+      180_000,
+    );
+    const states = async () =>
+      (await db.query<{ state: string; n: number }>('select state, count(*)::int as n from job_states group by state order by state')).rows;
+    await waitFor(async () => (await states()).find((s) => s.state === 'done')?.n === JOBS, 'every job state done', 30_000);
 
-      const { rows } = await db.query<{ request_id: string; n: number }>('select request_id, count(*)::int as n from results group by request_id');
-      assertExactlyOnce(rows, ids);
-      assert.deepEqual(await states(), [{ state: 'done', n: JOBS }]);
-      assert.deepEqual(await notDone(base, ids), [], 'GET /v1/jobs/:id says done, with the result');
+    const { rows } = await db.query<{ request_id: string; n: number }>('select request_id, count(*)::int as n from results group by request_id');
+    assertExactlyOnce(rows, ids);
+    assert.deepEqual(await states(), [{ state: 'done', n: JOBS }]);
+    assert.deepEqual(await notDone(base, ids), [], 'GET /v1/jobs/:id says done, with the result');
 
-      // Between them the two workers ran every job; the survivor took over after the kill.
-      const byVictim = victim.jobsDone();
-      const bySurvivor = survivor.jobsDone();
-      assert.deepEqual(ids.filter((id) => !bySurvivor.has(id) && !byVictim.has(id)), [], 'every job was run by one of the workers');
-      assert.ok(api.alive && survivor.alive, 'the API and the other worker kept running');
-      const reruns = survivor.events.filter((e) => e.event === 'job_done' && e.duplicate === true).length;
-      t.diagnostic(
-        `worker-a ran ${byVictim.size} jobs, worker-b ${bySurvivor.size} (${reruns} of them already stored: saved but not acked at the kill); ${((Date.now() - started) / 1000).toFixed(1)} s`,
-      );
-    });
-  },
-);
+    // Between them the two workers ran every job; the survivor took over after the kill.
+    const byVictim = victim.jobsDone();
+    const bySurvivor = survivor.jobsDone();
+    assert.deepEqual(
+      ids.filter((id) => !bySurvivor.has(id) && !byVictim.has(id)),
+      [],
+      'every job was run by one of the workers',
+    );
+    assert.ok(api.alive && survivor.alive, 'the API and the other worker kept running');
+    const reruns = survivor.events.filter((e) => e.event === 'job_done' && e.duplicate === true).length;
+    t.diagnostic(
+      `worker-a ran ${byVictim.size} jobs, worker-b ${bySurvivor.size} (${reruns} of them already stored: saved but not acked at the kill); ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
+  });
+});
 
-test(
-  `embedded (SQLite queue and store): the server is SIGKILLed mid-run and restarted on its data dir; all ${JOBS} jobs end with exactly one result`,
-  { timeout: 300_000 },
-  async (t) => {
-    const started = Date.now();
-    const defer = cleanups(t);
-    const tmp = tempDir('sightline-crash-');
-    defer(tmp.cleanup);
-    writeTestModel(tmp.dir);
-    const dataDir = join(tmp.dir, 'data');
-    const procs = processes(defer);
-    // Read-only views of the server's files (WAL: readers never block its writes).
-    const open = (file: string) => {
-      const handle = new Database(join(dataDir, file), { readonly: true, fileMustExist: true });
-      defer(() => handle.close());
-      return handle;
-    };
+test(`embedded (SQLite queue and store): the server is SIGKILLed mid-run and restarted on its data dir; all ${JOBS} jobs end with exactly one result`, {
+  timeout: 300_000,
+}, async (t) => {
+  const started = Date.now();
+  const defer = cleanups(t);
+  const tmp = tempDir('sightline-crash-');
+  defer(tmp.cleanup);
+  writeTestModel(tmp.dir);
+  const dataDir = join(tmp.dir, 'data');
+  const procs = processes(defer);
+  // Read-only views of the server's files (WAL: readers never block its writes).
+  const open = (file: string) => {
+    const handle = new Database(join(dataDir, file), { readonly: true, fileMustExist: true });
+    defer(() => handle.close());
+    return handle;
+  };
 
-    await withLogs(procs, async () => {
-      // A short lease so the dead server's jobs come back in seconds (renewed while a job runs).
-      const args = ['serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', dataDir, '--queue-lease-ms', '3000', ...RUNTIME_ARGS];
-      const first = procs.start('serve-1', args);
-      const base1 = await first.baseUrl();
-      await waitReady(base1, first);
-      const queueDb = open('queue.db');
-      const jobsIn = (state: string) => (queueDb.prepare('select count(*) as n from jobs where state = ?').get(state) as { n: number }).n;
+  await withLogs(procs, async () => {
+    // A short lease so the dead server's jobs come back in seconds (renewed while a job runs).
+    const args = ['serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', dataDir, '--queue-lease-ms', '3000', ...RUNTIME_ARGS];
+    const first = procs.start('serve-1', args);
+    const base1 = await first.baseUrl();
+    await waitReady(base1, first);
+    const queueDb = open('queue.db');
+    const jobsIn = (state: string) => (queueDb.prepare('select count(*) as n from jobs where state = ?').get(state) as { n: number }).n;
 
-      const image = await solidImage(MODEL_INPUT * 2, MODEL_INPUT * 2, 'jpeg');
-      const { ids, failures } = await submitJobs(base1, image, JOBS, SUBMIT_CONCURRENCY);
-      assert.deepEqual(failures, [], 'every POST /v1/jobs answers 202');
-      assert.equal(new Set(ids).size, JOBS);
+    const image = await solidImage(MODEL_INPUT * 2, MODEL_INPUT * 2, 'jpeg');
+    const { ids, failures } = await submitJobs(base1, image, JOBS, SUBMIT_CONCURRENCY);
+    assert.deepEqual(failures, [], 'every POST /v1/jobs answers 202');
+    assert.equal(new Set(ids).size, JOBS);
 
-      const doneAtKill = await waitFor(() => {
+    const doneAtKill = await waitFor(
+      () => {
         const n = jobsIn('done');
         return n >= 50 ? n : 0;
-      }, '50 jobs done', 120_000);
-      first.child.kill('SIGKILL');
-      await first.exited;
-      assert.equal(first.exitStatus, 'SIGKILL');
-      assert.ok(doneAtKill < JOBS - 20, `the kill came too late to be mid-run (${doneAtKill} of ${JOBS} done)`);
-      // The jobs the dead server held keep their lease until it runs out: they are what must come back.
-      const orphans = (queueDb.prepare(`select id from jobs where state = 'running'`).all() as { id: string }[]).map((r) => r.id);
-      t.diagnostic(`serve-1 SIGKILLed with ${jobsIn('done')} jobs done, ${orphans.length} running, ${jobsIn('queued')} queued`);
-      assert.ok(orphans.length > 0, 'the server held jobs when it died');
+      },
+      '50 jobs done',
+      120_000,
+    );
+    first.child.kill('SIGKILL');
+    await first.exited;
+    assert.equal(first.exitStatus, 'SIGKILL');
+    assert.ok(doneAtKill < JOBS - 20, `the kill came too late to be mid-run (${doneAtKill} of ${JOBS} done)`);
+    // The jobs the dead server held keep their lease until it runs out: they are what must come back.
+    const orphans = (queueDb.prepare(`select id from jobs where state = 'running'`).all() as { id: string }[]).map((r) => r.id);
+    t.diagnostic(`serve-1 SIGKILLed with ${jobsIn('done')} jobs done, ${orphans.length} running, ${jobsIn('queued')} queued`);
+    assert.ok(orphans.length > 0, 'the server held jobs when it died');
 
-      const second = procs.start('serve-2', args);
-      const base2 = await second.baseUrl();
-      await waitReady(base2, second);
-      // The orphans run again only once their lease (queue_lease_ms) has run out.
-      const progress = () => `${jobsIn('done')} done, ${jobsIn('running')} running, ${jobsIn('queued')} queued, ${jobsIn('dead')} dead`;
-      await waitFor(() => jobsIn('done') >= JOBS, () => `${JOBS} jobs done (${progress()})`, 120_000);
+    const second = procs.start('serve-2', args);
+    const base2 = await second.baseUrl();
+    await waitReady(base2, second);
+    // The orphans run again only once their lease (queue_lease_ms) has run out.
+    const progress = () => `${jobsIn('done')} done, ${jobsIn('running')} running, ${jobsIn('queued')} queued, ${jobsIn('dead')} dead`;
+    await waitFor(
+      () => jobsIn('done') >= JOBS,
+      () => `${JOBS} jobs done (${progress()})`,
+      120_000,
+    );
 
-      const rows = open('results.db').prepare('select request_id, count(*) as n from results group by request_id').all() as { request_id: string; n: number }[];
-      assertExactlyOnce(rows, ids);
-      assert.deepEqual(await notDone(base2, ids), [], 'GET /v1/jobs/:id says done, with the result');
-      for (const id of orphans) {
-        const job = (await (await fetch(`${base2}/v1/jobs/${id}`)).json()) as { state: string; attempts: number };
-        assert.equal(job.state, 'done');
-        assert.ok(job.attempts >= 2, `orphan ${id} ran again after its lease ran out (attempts ${job.attempts})`);
-      }
-      const dead = (await (await fetch(`${base2}/v1/dead-letters`)).json()) as { jobs: unknown[] };
-      assert.deepEqual(dead.jobs, []);
-      t.diagnostic(`all ${JOBS} done once; ${orphans.length} orphans re-run after their lease ran out; ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    });
-  },
-);
+    const rows = open('results.db').prepare('select request_id, count(*) as n from results group by request_id').all() as { request_id: string; n: number }[];
+    assertExactlyOnce(rows, ids);
+    assert.deepEqual(await notDone(base2, ids), [], 'GET /v1/jobs/:id says done, with the result');
+    for (const id of orphans) {
+      const job = (await (await fetch(`${base2}/v1/jobs/${id}`)).json()) as { state: string; attempts: number };
+      assert.equal(job.state, 'done');
+      assert.ok(job.attempts >= 2, `orphan ${id} ran again after its lease ran out (attempts ${job.attempts})`);
+    }
+    const dead = (await (await fetch(`${base2}/v1/dead-letters`)).json()) as { jobs: unknown[] };
+    assert.deepEqual(dead.jobs, []);
+    t.diagnostic(`all ${JOBS} done once; ${orphans.length} orphans re-run after their lease ran out; ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  });
+});

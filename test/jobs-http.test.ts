@@ -45,7 +45,10 @@ describe('async jobs, embedded (SQLite queue and store, in-process worker)', () 
     assert.equal(done.result.request_id, job_id);
     assert.equal(done.result.source, 'job');
     assert.equal(done.result.line, 'press-4');
-    assert.deepEqual(done.result.detections.map((d: { label: string }) => d.label), ['scratch']);
+    assert.deepEqual(
+      done.result.detections.map((d: { label: string }) => d.label),
+      ['scratch'],
+    );
     assert.equal((await app.inject(`/v1/results/${job_id}`)).json().verdict, 'ng');
   });
 
@@ -62,7 +65,9 @@ describe('async jobs, embedded (SQLite queue and store, in-process worker)', () 
     const notImage = await submit(Buffer.from('hello'));
     assert.equal(notImage.statusCode, 400);
     assert.equal(notImage.json().error.code, 'INVALID_IMAGE');
-    const jpeg = await sharp({ create: { width: 400, height: 300, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).jpeg().toBuffer();
+    const jpeg = await sharp({ create: { width: 400, height: 300, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+      .jpeg()
+      .toBuffer();
     const truncated = jpeg.subarray(0, Math.floor(jpeg.length / 2));
     const { job_id } = (await submit(truncated)).json();
     const dead = await until('job dead', async () => {

@@ -32,7 +32,7 @@ function submitters(base: string, image: Buffer, clients: number) {
   let stopped = false;
   const body = new Uint8Array(image);
   const loops = Array.from({ length: clients }, async (_, client) => {
-    for (let i = 0; !stopped; i++) {
+    while (!stopped) {
       const sent = Date.now();
       try {
         const res = await fetch(`${base}/v1/jobs?line=outage-${client}`, {
@@ -42,7 +42,14 @@ function submitters(base: string, image: Buffer, clients: number) {
           signal: AbortSignal.timeout(20_000),
         });
         const json = (await res.json()) as { job_id?: string; error?: { code?: string } };
-        attempts.push({ sent, answered: Date.now(), status: res.status, code: json.error?.code, retryAfter: res.headers.get('retry-after'), jobId: json.job_id });
+        attempts.push({
+          sent,
+          answered: Date.now(),
+          status: res.status,
+          code: json.error?.code,
+          retryAfter: res.headers.get('retry-after'),
+          jobId: json.job_id,
+        });
       } catch (err) {
         attempts.push({ sent, answered: Date.now(), status: 0, error: (err as Error).message });
       }
@@ -59,7 +66,9 @@ function submitters(base: string, image: Buffer, clients: number) {
   };
 }
 
-test('broker outage: POST /v1/jobs answers 503 QUEUE_UNAVAILABLE while RabbitMQ is unreachable, the server reconnects by itself, and every job that got a 202 completes', { timeout: 240_000 }, async (t) => {
+test('broker outage: POST /v1/jobs answers 503 QUEUE_UNAVAILABLE while RabbitMQ is unreachable, the server reconnects by itself, and every job that got a 202 completes', {
+  timeout: 240_000,
+}, async (t) => {
   const amqp = new URL(AMQP_URL);
   const brokerPort = Number(amqp.port || 5672);
   const pgUrl = new URL(PG_URL);
@@ -84,7 +93,8 @@ test('broker outage: POST /v1/jobs answers 503 QUEUE_UNAVAILABLE while RabbitMQ 
   throughProxy.hostname = '127.0.0.1';
   throughProxy.port = String(proxy.port);
   // API and in-process worker in one process.
-  const server = new SightlineProcess('serve', ['serve',
+  const server = new SightlineProcess('serve', [
+    'serve',
     ...['--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--data-dir', join(tmp.dir, 'data')],
     ...['--queue-url', throughProxy.href, '--store-url', dbHref],
     ...['--intra-op-threads', '1', '--instances', '1', '--worker-concurrency', '4', '--log-level', 'info'],
@@ -106,12 +116,20 @@ test('broker outage: POST /v1/jobs answers 503 QUEUE_UNAVAILABLE while RabbitMQ 
     const load = submitters(base, await solidImage(128, 128, 'jpeg'), 2);
     defer(() => load.stop());
 
-    await waitFor(() => load.accepted().length >= 50, () => `50 jobs accepted before the outage (${JSON.stringify(load.attempts.slice(-3))})`, 30_000);
+    await waitFor(
+      () => load.accepted().length >= 50,
+      () => `50 jobs accepted before the outage (${JSON.stringify(load.attempts.slice(-3))})`,
+      30_000,
+    );
     const cutAt = Date.now();
     proxy.refuse = true;
     proxy.drop();
     const duringOutage = () => load.attempts.filter((a) => a.sent > cutAt);
-    await waitFor(() => duringOutage().filter((a) => a.code === 'QUEUE_UNAVAILABLE').length >= 5, () => `503s after the cut\n${server.tail()}`, 15_000);
+    await waitFor(
+      () => duringOutage().filter((a) => a.code === 'QUEUE_UNAVAILABLE').length >= 5,
+      () => `503s after the cut\n${server.tail()}`,
+      15_000,
+    );
     await new Promise((r) => setTimeout(r, Math.max(0, cutAt + OUTAGE_MS - Date.now())));
     const restoreAt = Date.now();
     proxy.refuse = false;
@@ -120,20 +138,36 @@ test('broker outage: POST /v1/jobs answers 503 QUEUE_UNAVAILABLE while RabbitMQ 
       () => `a 202 after the broker came back\n${server.tail()}`,
       45_000,
     );
-    await waitFor(() => load.accepted().filter((a) => a.sent > restoreAt).length >= 30, () => '30 jobs accepted after the outage', 30_000);
+    await waitFor(
+      () => load.accepted().filter((a) => a.sent > restoreAt).length >= 30,
+      () => '30 jobs accepted after the outage',
+      30_000,
+    );
     await load.stop();
 
     const { attempts } = load;
-    assert.deepEqual(attempts.filter((a) => a.status === 0), [], 'no request failed at the transport level: the server stayed up');
+    assert.deepEqual(
+      attempts.filter((a) => a.status === 0),
+      [],
+      'no request failed at the transport level: the server stayed up',
+    );
     assert.deepEqual(
       attempts.filter((a) => a.status !== 202 && !(a.status === 503 && a.code === 'QUEUE_UNAVAILABLE')),
       [],
       'every answer is 202 or 503 QUEUE_UNAVAILABLE',
     );
-    assert.deepEqual(attempts.filter((a) => a.status === 503 && a.retryAfter === null), [], 'every 503 carries Retry-After');
+    assert.deepEqual(
+      attempts.filter((a) => a.status === 503 && a.retryAfter === null),
+      [],
+      'every 503 carries Retry-After',
+    );
     const cutOff = attempts.filter((a) => a.sent > cutAt && a.answered < restoreAt);
     assert.ok(cutOff.length >= 5, `requests made while the broker was unreachable (${cutOff.length})`);
-    assert.deepEqual(cutOff.filter((a) => a.code !== 'QUEUE_UNAVAILABLE'), [], 'while the broker is unreachable every POST /v1/jobs answers 503 QUEUE_UNAVAILABLE');
+    assert.deepEqual(
+      cutOff.filter((a) => a.code !== 'QUEUE_UNAVAILABLE'),
+      [],
+      'while the broker is unreachable every POST /v1/jobs answers 503 QUEUE_UNAVAILABLE',
+    );
     assert.equal(server.alive, true, 'no restart');
     assert.equal(server.child.pid, pid);
 
@@ -152,7 +186,11 @@ test('broker outage: POST /v1/jobs answers 503 QUEUE_UNAVAILABLE while RabbitMQ 
       90_000,
     );
     const rows = await stored();
-    assert.deepEqual(rows.filter((r) => r.n !== 1), [], 'no result stored twice');
+    assert.deepEqual(
+      rows.filter((r) => r.n !== 1),
+      [],
+      'no result stored twice',
+    );
     const bad: string[] = [];
     for (const id of accepted) {
       const job = (await (await fetch(`${base}/v1/jobs/${id}`)).json()) as { state?: string; result?: { request_id?: string } };

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { defaultConfig } from '../src/config/load.js';
 import { buildApp } from '../src/server/app.js';
-import { createLogger } from '../src/log.js';
-import { analyzeLogs } from '../src/logs/analyze.js';
-import { fileSource } from '../src/logs/source.js';
+import { createLogger } from '../src/logger.js';
+import { analyzeLogs } from '../src/log-analysis/analyze.js';
+import { fileSource } from '../src/log-analysis/source.js';
 import { solidImage, tempDir, writeDecoderModels } from './helpers/fixtures.js';
 
 test('a log written by the server is read back with the counts of what was sent', async () => {
@@ -17,7 +17,14 @@ test('a log written by the server is read back with the counts of what was sent'
     writeDecoderModels(models);
     const logPath = join(tmp.dir, 'sightline.log');
     const destination = pino.destination({ dest: logPath, sync: true });
-    const config = defaultConfig({ log_level: 'info', intra_op_threads: 1, store_url: 'sqlite::memory:', queue_url: 'sqlite::memory:', models_dir: models, default_model: 'v8' });
+    const config = defaultConfig({
+      log_level: 'info',
+      intra_op_threads: 1,
+      store_url: 'sqlite::memory:',
+      queue_url: 'sqlite::memory:',
+      models_dir: models,
+      default_model: 'v8',
+    });
     const app = await buildApp(config, { logger: createLogger('info', destination), waitForModels: true });
     const image = await solidImage(1280, 720, 'jpeg');
     try {
@@ -25,7 +32,12 @@ test('a log written by the server is read back with the counts of what was sent'
         const res = await app.inject({ method: 'POST', url: '/v1/detect?line=line-7', headers: { 'content-type': 'image/jpeg' }, payload: image });
         assert.equal(res.statusCode, 200, res.body);
       }
-      const other = await app.inject({ method: 'POST', url: '/v1/detect?line=line-8', headers: { 'content-type': 'image/png' }, payload: await solidImage(600, 900, 'png') });
+      const other = await app.inject({
+        method: 'POST',
+        url: '/v1/detect?line=line-8',
+        headers: { 'content-type': 'image/png' },
+        payload: await solidImage(600, 900, 'png'),
+      });
       assert.equal(other.statusCode, 200, other.body);
       const badType = await app.inject({ method: 'POST', url: '/v1/detect?line=line-7', headers: { 'content-type': 'text/plain' }, payload: 'hello' });
       assert.equal(badType.statusCode, 415, badType.body);
@@ -65,7 +77,10 @@ test('a log written by the server is read back with the counts of what was sent'
     assert.equal(routes['/v1/detect'], 5);
     assert.equal(r.slowest.length, 7);
     assert.ok(r.slowest.every((s) => typeof s.request_id === 'string' && s.request_id.length > 0));
-    assert.equal(r.busiest_hours.reduce((n, h) => n + h.requests, 0), 7);
+    assert.equal(
+      r.busiest_hours.reduce((n, h) => n + h.requests, 0),
+      7,
+    );
     assert.deepEqual(r.anomalies.findings, []);
     assert.ok(r.time_range.first !== null && r.time_range.first <= r.time_range.last!);
     assert.equal(r.event_counts.detection_result, 4);
@@ -81,7 +96,14 @@ test('a log written by the server: idempotent replays are replayed, not enqueued
     writeDecoderModels(models);
     const logPath = join(tmp.dir, 'sightline.log');
     const destination = pino.destination({ dest: logPath, sync: true });
-    const config = defaultConfig({ log_level: 'info', intra_op_threads: 1, store_url: 'sqlite::memory:', queue_url: 'sqlite::memory:', models_dir: models, default_model: 'v8' });
+    const config = defaultConfig({
+      log_level: 'info',
+      intra_op_threads: 1,
+      store_url: 'sqlite::memory:',
+      queue_url: 'sqlite::memory:',
+      models_dir: models,
+      default_model: 'v8',
+    });
     const app = await buildApp(config, { logger: createLogger('info', destination), waitForModels: true });
     const image = await solidImage(320, 240, 'jpeg');
     try {
@@ -112,7 +134,10 @@ test('a log written by the server: idempotent replays are replayed, not enqueued
     // The server logs the code it answers the 426 with.
     assert.deepEqual(r.errors.by_code, [{ code: 'INVALID_REQUEST', count: 1 }]);
     assert.deepEqual(r.errors.by_status, [{ status: 426, count: 1 }]);
-    assert.deepEqual(r.by_route.find((x) => x.route === '/v1/stream'), { route: '/v1/stream', requests: 1, failures: 1 });
+    assert.deepEqual(
+      r.by_route.find((x) => x.route === '/v1/stream'),
+      { route: '/v1/stream', requests: 1, failures: 1 },
+    );
   } finally {
     tmp.cleanup();
   }

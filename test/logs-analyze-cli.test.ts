@@ -37,12 +37,18 @@ test('the command prints the text report and exits 0; --json reads gzip from std
     assert.match(text.stdout, /2024-05-01 09:00\s+40/);
     assert.match(text.stdout, /errors\s+2024-05-01T09:30:00\.011Z\s+2024-05-01T09:35:00\.011Z\s+12\s+10\s+12 failed requests within 5m/);
 
-    const json = sightline(['logs', 'analyze', '-', '--json', '--since', '2024-05-01T10:00:00Z', '--until', '2024-05-01T12:00:00Z', '--top', '2'], gzipSync(generateLog()));
+    const json = sightline(
+      ['logs', 'analyze', '-', '--json', '--since', '2024-05-01T10:00:00Z', '--until', '2024-05-01T12:00:00Z', '--top', '2'],
+      gzipSync(generateLog()),
+    );
     assert.equal(json.status, 0, json.stderr);
     const report = JSON.parse(json.stdout);
     assert.deepEqual(report.sources, [{ name: 'stdin', gzip: true, lines: 284, malformed: 0 }]);
     assert.equal(report.requests.total, 30);
-    assert.deepEqual(report.slowest.map((s: { request_id: string }) => s.request_id), ['req-0079', 'req-0078']);
+    assert.deepEqual(
+      report.slowest.map((s: { request_id: string }) => s.request_id),
+      ['req-0079', 'req-0078'],
+    );
 
     const missing = sightline(['logs', 'analyze', path, join(tmp.dir, 'gone.log')]);
     assert.equal(missing.status, 2);

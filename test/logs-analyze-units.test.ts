@@ -5,12 +5,12 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { formatDuration, parseDuration, parseTimeSpec } from '../src/logs/duration.js';
-import { nearestRank, OrderStatistics, percentileSorted, summarizeLatency } from '../src/logs/percentile.js';
-import { countBreaches, detectAnomalies, DEFAULT_ANOMALY_SETTINGS, mergeBreaches, p95Breaches } from '../src/logs/anomalies.js';
-import { parseLine } from '../src/logs/parse.js';
-import { fileSource, LogSourceError, readLines, streamSource } from '../src/logs/source.js';
-import { table } from '../src/logs/format-text.js';
+import { formatDuration, parseDuration, parseTimeSpec } from '../src/log-analysis/duration.js';
+import { nearestRank, OrderStatistics, percentileSorted, summarizeLatency } from '../src/log-analysis/percentile.js';
+import { countBreaches, detectAnomalies, DEFAULT_ANOMALY_SETTINGS, mergeBreaches, p95Breaches } from '../src/log-analysis/anomalies.js';
+import { parseLine } from '../src/log-analysis/parse.js';
+import { fileSource, LogSourceError, readLines, streamSource } from '../src/log-analysis/source.js';
+import { table } from '../src/log-analysis/format-text.js';
 import { tempDir } from './helpers/fixtures.js';
 
 describe('durations and time specs', () => {
@@ -68,7 +68,7 @@ describe('nearest-rank percentiles', () => {
 
   test('OrderStatistics agrees with sorting on a sliding window', () => {
     let seed = 7;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const values = Array.from({ length: 400 }, () => Math.round(rand() * 50) / 2);
     const held = new OrderStatistics(values);
     const width = 37;
@@ -127,17 +127,25 @@ describe('window rules', () => {
       { times, durations: new Float64Array(n).fill(5), failed: new Uint8Array(n).fill(1), saturated: new Uint8Array(n) },
       DEFAULT_ANOMALY_SETTINGS,
     );
-    assert.deepEqual(findings.map((f) => [f.rule, f.observed, f.window_start]), [
-      ['errors', 10, '1970-01-01T00:00:00.000Z'],
-      ['errors', 10, '1970-01-01T00:30:00.000Z'],
-    ]);
+    assert.deepEqual(
+      findings.map((f) => [f.rule, f.observed, f.window_start]),
+      [
+        ['errors', 10, '1970-01-01T00:00:00.000Z'],
+        ['errors', 10, '1970-01-01T00:30:00.000Z'],
+      ],
+    );
   });
 });
 
 describe('parsing lines', () => {
   test('fields, both time forms, reasons', () => {
-    const r = parseLine('{"level":30,"time":1714550400000,"event":"request_success","request_id":"a","route":"/v1/detect","line":"l1","status":200,"duration_ms":12.5}');
-    assert.deepEqual(r, { ok: true, record: { time: 1714550400000, event: 'request_success', request_id: 'a', route: '/v1/detect', line: 'l1', status: 200, duration_ms: 12.5 } });
+    const r = parseLine(
+      '{"level":30,"time":1714550400000,"event":"request_success","request_id":"a","route":"/v1/detect","line":"l1","status":200,"duration_ms":12.5}',
+    );
+    assert.deepEqual(r, {
+      ok: true,
+      record: { time: 1714550400000, event: 'request_success', request_id: 'a', route: '/v1/detect', line: 'l1', status: 200, duration_ms: 12.5 },
+    });
     const iso = parseLine('{"level":"info","time":"2024-05-01T08:00:00.000Z","event":"detection_result","labels":["a","b",3],"verdict":"ng"}');
     assert.deepEqual(iso, { ok: true, record: { time: 1714550400000, event: 'detection_result', labels: ['a', 'b'], verdict: 'ng' } });
     assert.deepEqual(parseLine('{"time":'), { ok: false, reason: 'invalid JSON' });
@@ -172,8 +180,14 @@ describe('sources', () => {
       const path = join(tmp.dir, 'cut.log.gz');
       const gz = gzipSync(Array.from({ length: 2000 }, (_, i) => `{"time":${i},"n":"${'x'.repeat(40)}"}`).join('\n'));
       writeFileSync(path, gz.subarray(0, Math.floor(gz.length / 2)));
-      await assert.rejects(collect(fileSource(path)), (err: Error) => err instanceof LogSourceError && /cut\.log\.gz: corrupt or truncated gzip data after line \d+/.test(err.message));
-      await assert.rejects(collect(fileSource(join(tmp.dir, 'nope.log'))), (err: Error) => err instanceof LogSourceError && /nope\.log: no such file/.test(err.message));
+      await assert.rejects(
+        collect(fileSource(path)),
+        (err: Error) => err instanceof LogSourceError && /cut\.log\.gz: corrupt or truncated gzip data after line \d+/.test(err.message),
+      );
+      await assert.rejects(
+        collect(fileSource(join(tmp.dir, 'nope.log'))),
+        (err: Error) => err instanceof LogSourceError && /nope\.log: no such file/.test(err.message),
+      );
       await assert.rejects(collect(fileSource(tmp.dir)), (err: Error) => err instanceof LogSourceError && /is a directory/.test(err.message));
     } finally {
       tmp.cleanup();
@@ -182,5 +196,14 @@ describe('sources', () => {
 });
 
 test('table: numbers right-aligned, text left-aligned', () => {
-  assert.deepEqual(table(['NAME', 'N'], [['a', 1], ['bbb', 100]]), ['  NAME    N', '  a       1', '  bbb   100']);
+  assert.deepEqual(
+    table(
+      ['NAME', 'N'],
+      [
+        ['a', 1],
+        ['bbb', 100],
+      ],
+    ),
+    ['  NAME    N', '  a       1', '  bbb   100'],
+  );
 });

@@ -6,11 +6,11 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { analyzeLogs, type AnalyzeOptions } from '../src/logs/analyze.js';
-import { fileSource, streamSource } from '../src/logs/source.js';
-import type { LogReport } from '../src/logs/report.js';
-import { parseTimeSpec } from '../src/logs/duration.js';
-import { formatText } from '../src/logs/format-text.js';
+import { analyzeLogs, type AnalyzeOptions } from '../src/log-analysis/analyze.js';
+import { fileSource, streamSource } from '../src/log-analysis/source.js';
+import type { LogReport } from '../src/log-analysis/report.js';
+import { parseTimeSpec } from '../src/log-analysis/duration.js';
+import { formatText } from '../src/log-analysis/format-text.js';
 import { generateLog, generateLogLines, generateLogWithMalformed } from './helpers/log-generator.js';
 import { tempDir } from './helpers/fixtures.js';
 
@@ -136,7 +136,10 @@ describe('logs analyze: known answers', () => {
       const newer = join(tmp.dir, 'x.log');
       writeFileSync(older, gzipSync(lines.slice(0, 150).join('\n') + '\n'));
       writeFileSync(newer, lines.slice(150).join('\n') + '\n');
-      for (const order of [[newer, older], [older, newer]]) {
+      for (const order of [
+        [newer, older],
+        [older, newer],
+      ]) {
         const r = await analyzeLogs(order.map(fileSource));
         assertFullFigures(r);
         assert.deepEqual(r.input, { lines: 284, blank: 0, events: 284, malformed: 0, outside_range: 0 });
@@ -179,7 +182,10 @@ describe('logs analyze: known answers', () => {
     const text = Array.from({ length: 25 }, (_, i) => `garbage ${i}`).join('\n') + '\n' + generateLog();
     const r = await analyzeText(text, { malformedExamples: 3 });
     assert.equal(r.malformed_lines.count, 25);
-    assert.deepEqual(r.malformed_lines.examples.map((e) => e.line), [1, 2, 3]);
+    assert.deepEqual(
+      r.malformed_lines.examples.map((e) => e.line),
+      [1, 2, 3],
+    );
     assertFullFigures(r);
   });
 
@@ -225,7 +231,10 @@ describe('logs analyze: known answers', () => {
 
   test('--top N lists the N slowest; --top 0 none', async () => {
     const r3 = await analyzeText(generateLog(), { top: 3 });
-    assert.deepEqual(r3.slowest.map((s) => s.duration_ms), [100, 99, 98]);
+    assert.deepEqual(
+      r3.slowest.map((s) => s.duration_ms),
+      [100, 99, 98],
+    );
     const r0 = await analyzeText(generateLog(), { top: 0 });
     assert.deepEqual(r0.slowest, []);
   });
@@ -235,7 +244,10 @@ describe('logs analyze: anomaly rules on the generated log', () => {
   test('saturation: 3 OVERLOADED + 1 QUEUE_FULL at 10:00–10:07 give one finding at threshold 3', async () => {
     const r = await analyzeText(generateLog(), { anomalies: { saturation_threshold: 3 } });
     // Windows at 10:00:00.051 (3 refusals) and 10:02:24.052 (3) breach and merge; 10:04:48.053 holds 2.
-    assert.deepEqual(r.anomalies.findings.map((f) => f.rule), ['errors', 'saturation']);
+    assert.deepEqual(
+      r.anomalies.findings.map((f) => f.rule),
+      ['errors', 'saturation'],
+    );
     assert.deepEqual(r.anomalies.findings[1], {
       rule: 'saturation',
       window_start: T('10:00:00.051'),
@@ -297,7 +309,10 @@ describe('logs analyze: anomaly rules on the generated log', () => {
         windows: 3,
       },
     ]);
-    assert.deepEqual(r.anomalies.findings.map((f) => f.rule), ['errors', 'p95_latency']);
+    assert.deepEqual(
+      r.anomalies.findings.map((f) => f.rule),
+      ['errors', 'p95_latency'],
+    );
   });
 
   test('a threshold of 0 turns a rule off; a higher one silences the burst', async () => {

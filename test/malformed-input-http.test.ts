@@ -125,7 +125,15 @@ describe('malformed HTTP input (issue 12)', () => {
   before(async () => {
     writeDecoderModels(models.dir);
     app = await startApp(
-      { models_dir: models.dir, default_model: 'v8', data_dir: sandbox.dir, uploads_dir: `${sandbox.dir}/uploads`, rate_limit_per_second: 0, body_limit_bytes: LIMIT, upload_max_bytes: 2 * LIMIT },
+      {
+        models_dir: models.dir,
+        default_model: 'v8',
+        data_dir: sandbox.dir,
+        uploads_dir: `${sandbox.dir}/uploads`,
+        rate_limit_per_second: 0,
+        body_limit_bytes: LIMIT,
+        upload_max_bytes: 2 * LIMIT,
+      },
       { logs },
     );
     await app.listen({ host: '127.0.0.1', port: 0 });
@@ -199,7 +207,10 @@ describe('malformed HTTP input (issue 12)', () => {
       const now = await counters();
       assert.equal(now('sightline_jobs_total', { state: 'enqueued' }), before('sightline_jobs_total', { state: 'enqueued' }), 'no job was created');
       // Busboy's count limits still hold: 17 text fields are too many.
-      const many = multipart([...Array.from({ length: 17 }, (_, i) => ({ name: `f${i}`, data: 'x' })), { name: 'image', filename: 'x.jpg', type: 'image/jpeg', data: jpeg }]);
+      const many = multipart([
+        ...Array.from({ length: 17 }, (_, i) => ({ name: `f${i}`, data: 'x' })),
+        { name: 'image', filename: 'x.jpg', type: 'image/jpeg', data: jpeg },
+      ]);
       const tooMany = await send({ method: 'POST', path: '/v1/detect', headers: { 'content-type': many.type }, body: many.body });
       assert.equal(tooMany.status, 413);
       assert.equal(errorOf(tooMany).code, 'BODY_TOO_LARGE');
@@ -259,7 +270,11 @@ describe('malformed HTTP input (issue 12)', () => {
       assert.ok(id, 'X-Request-Id');
       // The log line is written when the answer finishes: it is there by the time /metrics answers.
       const after = await counters();
-      assert.equal(after('sightline_requests_total', { status: String(c.status) }) - before('sightline_requests_total', { status: String(c.status) }), 1, `${c.path} counted`);
+      assert.equal(
+        after('sightline_requests_total', { status: String(c.status) }) - before('sightline_requests_total', { status: String(c.status) }),
+        1,
+        `${c.path} counted`,
+      );
       const failure = logs.lines.find((l) => l.event === 'request_failure' && l.request_id === id);
       assert.ok(failure, `${c.path}: a request_failure line`);
       assert.equal(failure.error_code, c.code);
@@ -305,13 +320,39 @@ describe('malformed HTTP input (issue 12)', () => {
 
     test('a Content-Length over the limit, an unknown route, a refused type, an oversized tus PATCH: the final answer, never 100 Continue; a body within the limit: 100 Continue, then 200', async () => {
       const cases = [
-        { name: 'raw image of 30 MB', req: head('POST', '/v1/detect', { ...expect, 'content-type': 'image/jpeg', 'content-length': '30000000' }), status: 413, code: 'BODY_TOO_LARGE' },
-        { name: 'multipart of 30 MB', req: head('POST', '/v1/jobs', { ...expect, 'content-type': 'multipart/form-data; boundary=x', 'content-length': '30000000' }), status: 413, code: 'BODY_TOO_LARGE' },
-        { name: 'unknown route', req: head('POST', '/v1/nothing', { ...expect, 'content-type': 'image/jpeg', 'content-length': '1000' }), status: 404, code: 'NOT_FOUND' },
-        { name: 'unsupported content type', req: head('POST', '/v1/detect', { ...expect, 'content-type': 'image/gif', 'content-length': '1000' }), status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' },
+        {
+          name: 'raw image of 30 MB',
+          req: head('POST', '/v1/detect', { ...expect, 'content-type': 'image/jpeg', 'content-length': '30000000' }),
+          status: 413,
+          code: 'BODY_TOO_LARGE',
+        },
+        {
+          name: 'multipart of 30 MB',
+          req: head('POST', '/v1/jobs', { ...expect, 'content-type': 'multipart/form-data; boundary=x', 'content-length': '30000000' }),
+          status: 413,
+          code: 'BODY_TOO_LARGE',
+        },
+        {
+          name: 'unknown route',
+          req: head('POST', '/v1/nothing', { ...expect, 'content-type': 'image/jpeg', 'content-length': '1000' }),
+          status: 404,
+          code: 'NOT_FOUND',
+        },
+        {
+          name: 'unsupported content type',
+          req: head('POST', '/v1/detect', { ...expect, 'content-type': 'image/gif', 'content-length': '1000' }),
+          status: 415,
+          code: 'UNSUPPORTED_MEDIA_TYPE',
+        },
         {
           name: 'tus PATCH over upload_max_bytes',
-          req: head('PATCH', `/v1/uploads/${'0'.repeat(32)}`, { ...expect, 'tus-resumable': '1.0.0', 'upload-offset': '0', 'content-type': 'application/offset+octet-stream', 'content-length': String(3 * LIMIT) }),
+          req: head('PATCH', `/v1/uploads/${'0'.repeat(32)}`, {
+            ...expect,
+            'tus-resumable': '1.0.0',
+            'upload-offset': '0',
+            'content-type': 'application/offset+octet-stream',
+            'content-length': String(3 * LIMIT),
+          }),
           status: 413,
           code: 'UPLOAD_TOO_LARGE',
         },
@@ -327,8 +368,15 @@ describe('malformed HTTP input (issue 12)', () => {
         assert.equal(errorOf(res).code, c.code, c.name);
         assert.ok(res.headers['x-request-id'], `${c.name}: X-Request-Id`);
         const after = await counters();
-        assert.equal(after('sightline_requests_total', { status: String(c.status) }) - before('sightline_requests_total', { status: String(c.status) }), 1, `${c.name}: counted`);
-        assert.ok(logs.lines.some((l) => l.event === 'request_failure' && l.request_id === res.headers['x-request-id']), `${c.name}: logged`);
+        assert.equal(
+          after('sightline_requests_total', { status: String(c.status) }) - before('sightline_requests_total', { status: String(c.status) }),
+          1,
+          `${c.name}: counted`,
+        );
+        assert.ok(
+          logs.lines.some((l) => l.event === 'request_failure' && l.request_id === res.headers['x-request-id']),
+          `${c.name}: logged`,
+        );
       }
 
       // A body within the limit: 100 Continue, then the body, then 200.
@@ -338,12 +386,19 @@ describe('malformed HTTP input (issue 12)', () => {
       const waiters: (() => void)[] = [];
       socket.on('data', (c: Buffer) => {
         data = Buffer.concat([data, c]);
-        waiters.splice(0).forEach((w) => w());
+        for (const waiter of waiters.splice(0)) waiter();
       });
       const until = (cond: () => boolean, what: string) =>
         new Promise<void>((resolve, reject) => {
           const timer = setTimeout(() => reject(new Error(`no ${what}; got ${JSON.stringify(data.toString('latin1').slice(0, 200))}`)), 10_000);
-          const check = () => (cond() ? (clearTimeout(timer), resolve()) : waiters.push(check));
+          const check = () => {
+            if (!cond()) {
+              waiters.push(check);
+              return;
+            }
+            clearTimeout(timer);
+            resolve();
+          };
           check();
         });
       socket.write(head('POST', '/v1/detect', { ...expect, 'content-type': 'image/jpeg', 'content-length': String(jpeg.length) }));

@@ -244,6 +244,9 @@ describe('non-finite numbers (PostgreSQL store, RabbitMQ queue)', () => {
     if (!requireOrSkip(t, available, `${POSTGRES_WHAT} and RabbitMQ at ${new URL(AMQP_URL).host}`)) return;
     await storeAndQueueCases(t, app!);
     const metrics = (await on(app!, { path: '/metrics' })).body.toString();
-    assert.deepEqual(metrics.split('\n').filter((l) => l.startsWith('sightline_requests_total{') && /status="5\d\d"/.test(l)), []);
+    assert.deepEqual(
+      metrics.split('\n').filter((l) => l.startsWith('sightline_requests_total{') && /status="5\d\d"/.test(l)),
+      [],
+    );
   });
 });

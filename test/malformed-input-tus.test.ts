@@ -16,7 +16,25 @@ const TUS = { 'tus-resumable': '1.0.0' };
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 
 /** What JavaScript's Number() reads as a number although it is no plain decimal integer. */
-const NOT_PLAIN_INTEGERS = ['Infinity', '-Infinity', '1e999', '-1e999', 'NaN', '0x10', '0b11', '0o7', '-1', '-0', '1.5', '10.0', '1e3', '+10', '010', ' 10 x', '9007199254740993'];
+const NOT_PLAIN_INTEGERS = [
+  'Infinity',
+  '-Infinity',
+  '1e999',
+  '-1e999',
+  'NaN',
+  '0x10',
+  '0b11',
+  '0o7',
+  '-1',
+  '-0',
+  '1.5',
+  '10.0',
+  '1e3',
+  '+10',
+  '010',
+  ' 10 x',
+  '9007199254740993',
+];
 /** Metadata numbers that are not finite or not in range. */
 const BAD_UNIT_NUMBERS = ['Infinity', '-Infinity', '1e999', '-1e999', 'NaN', '0x1', '-0.5', '1.5', '1e1'];
 const BAD_MAX_DET = ['Infinity', '1e999', 'NaN', '0x10', '-1', '0', '1.5', '1e2', '99999999999999999999999'];
@@ -107,7 +125,9 @@ describe('malformed-input corpus: tus numbers', () => {
     }
     const deferred = await newUpload({ 'upload-defer-length': '1' });
     for (const value of NOT_PLAIN_INTEGERS) {
-      await expect400(t, `PATCH Upload-Length: ${value} (deferred)`, () => patch(deferred, { 'upload-offset': '0', 'upload-length': value }, jpeg.subarray(0, 10)));
+      await expect400(t, `PATCH Upload-Length: ${value} (deferred)`, () =>
+        patch(deferred, { 'upload-offset': '0', 'upload-length': value }, jpeg.subarray(0, 10)),
+      );
     }
     // Nothing was written by any of them.
     for (const path of [location, deferred]) {
@@ -128,7 +148,11 @@ describe('malformed-input corpus: tus numbers', () => {
     for (const value of [`${size}.0`, `0x${size.toString(16)}`, `${size}e0`, `+${size}`, `0${size}`, 'Infinity', '1e999', 'NaN', '-1']) {
       await expect400(t, `PATCH Upload-Offset: ${value} on a finished upload`, () => patch(location, { 'upload-offset': value }, Buffer.alloc(0)));
     }
-    await expect400(t, 'HEAD with Upload-Length: Infinity on a finished upload', () => ({ method: 'HEAD', path: location, headers: { ...TUS, 'upload-length': 'Infinity' } }));
+    await expect400(t, 'HEAD with Upload-Length: Infinity on a finished upload', () => ({
+      method: 'HEAD',
+      path: location,
+      headers: { ...TUS, 'upload-length': 'Infinity' },
+    }));
     // The plain retry still names the job.
     const retry = await send(patch(location, { 'upload-offset': String(size) }, Buffer.alloc(0)));
     assert.equal(retry.status, 204);

@@ -18,7 +18,9 @@ test('a corrupt model.onnx beside a good model: the bad one is FAILED with its r
   // A model.json that names a verdict label the model does not have.
   writeModel(tmp.dir, 'misdeclared', '1', v8Model(), manifest({ format: 'yolov8', verdict: { ng: { rust: 0.5 } } }));
   // A 1-class model whose [N, K, 6] output could be yolov5 or end2end.
-  writeModel(tmp.dir, 'ambiguous', '1', buildConstantModel({ output: new Float32Array(12), outputShape: [2, 6], inputWidth: 32, inputHeight: 32 }), { labels: ['x'] });
+  writeModel(tmp.dir, 'ambiguous', '1', buildConstantModel({ output: new Float32Array(12), outputShape: [2, 6], inputWidth: 32, inputHeight: 32 }), {
+    labels: ['x'],
+  });
   const app = await startApp({ models_dir: tmp.dir, default_model: 'good' });
   try {
     const models = (await app.inject('/v1/models')).json().models as { name: string; state: string; reason?: string }[];
@@ -33,14 +35,22 @@ test('a corrupt model.onnx beside a good model: the bad one is FAILED with its r
 
     const ok = await app.inject({ method: 'POST', url: '/v1/detect', headers: { 'content-type': 'image/jpeg' }, payload: await solidImage(320, 240, 'jpeg') });
     assert.equal(ok.statusCode, 200);
-    const bad = await app.inject({ method: 'POST', url: '/v1/detect?model=broken', headers: { 'content-type': 'image/jpeg' }, payload: await solidImage(32, 32, 'jpeg') });
+    const bad = await app.inject({
+      method: 'POST',
+      url: '/v1/detect?model=broken',
+      headers: { 'content-type': 'image/jpeg' },
+      payload: await solidImage(32, 32, 'jpeg'),
+    });
     assert.equal(bad.statusCode, 503);
     assert.equal(bad.json().error.code, 'MODEL_NOT_READY');
     assert.equal(bad.headers['retry-after'], '1');
     const ready = await app.inject('/readyz');
     assert.equal(ready.statusCode, 200);
     const checks = ready.json().checks as { name: string; status: string; critical: boolean }[];
-    assert.deepEqual(checks.find((c) => c.name === 'model:broken:1'), { ...checks.find((c) => c.name === 'model:broken:1'), status: 'fail', critical: false });
+    assert.deepEqual(
+      checks.find((c) => c.name === 'model:broken:1'),
+      { ...checks.find((c) => c.name === 'model:broken:1'), status: 'fail', critical: false },
+    );
   } finally {
     await app.close();
     tmp.cleanup();
@@ -57,7 +67,12 @@ test('/readyz is 503 during warm-up and 200 after', async () => {
     assert.equal(during.headers['retry-after'], '1');
     const check = during.json().checks.find((c: { name: string }) => c.name === 'model:slow:1');
     assert.equal(check.state, 'LOADING');
-    const detect = await app.inject({ method: 'POST', url: '/v1/detect', headers: { 'content-type': 'image/jpeg' }, payload: await solidImage(32, 32, 'jpeg') });
+    const detect = await app.inject({
+      method: 'POST',
+      url: '/v1/detect',
+      headers: { 'content-type': 'image/jpeg' },
+      payload: await solidImage(32, 32, 'jpeg'),
+    });
     assert.equal(detect.statusCode, 503);
     assert.equal(detect.json().error.code, 'MODEL_NOT_READY');
     await app.sightline.models.loadAll();
@@ -84,7 +99,12 @@ test('several models and no default: requests naming none get NO_DEFAULT_MODEL, 
     assert.equal(ready.statusCode, 503);
     assert.match(JSON.stringify(ready.json().checks), /no default_model configured/);
     // A bare name picks the newest version.
-    const latest = await app.inject({ method: 'POST', url: '/v1/detect?model=b', headers: { 'content-type': 'image/jpeg' }, payload: await solidImage(32, 32, 'jpeg') });
+    const latest = await app.inject({
+      method: 'POST',
+      url: '/v1/detect?model=b',
+      headers: { 'content-type': 'image/jpeg' },
+      payload: await solidImage(32, 32, 'jpeg'),
+    });
     assert.deepEqual(latest.json().model, { name: 'b', version: '2' });
   } finally {
     await app.close();

@@ -12,18 +12,31 @@ test('iou of identical, disjoint, touching and half-overlapping boxes', () => {
 });
 
 test('overlapping boxes of one class: only the highest score survives', () => {
-  const kept = nonMaxSuppression([box(1, 1, 11, 11, 0.6), box(0, 0, 10, 10, 0.9), box(2, 0, 12, 10, 0.7)], { iouThreshold: 0.45, maxDetections: 10, agnostic: false });
-  assert.deepEqual(kept.map((k) => k.score), [0.9]);
+  const kept = nonMaxSuppression([box(1, 1, 11, 11, 0.6), box(0, 0, 10, 10, 0.9), box(2, 0, 12, 10, 0.7)], {
+    iouThreshold: 0.45,
+    maxDetections: 10,
+    agnostic: false,
+  });
+  assert.deepEqual(
+    kept.map((k) => k.score),
+    [0.9],
+  );
 });
 
 test('overlapping boxes of two classes are both kept class-wise', () => {
   const kept = nonMaxSuppression([box(0, 0, 10, 10, 0.9, 0), box(1, 0, 11, 10, 0.8, 1)], { iouThreshold: 0.45, maxDetections: 10, agnostic: false });
-  assert.deepEqual(kept.map((k) => k.classId), [0, 1]);
+  assert.deepEqual(
+    kept.map((k) => k.classId),
+    [0, 1],
+  );
 });
 
 test('agnostic mode suppresses across classes', () => {
   const kept = nonMaxSuppression([box(0, 0, 10, 10, 0.9, 0), box(1, 0, 11, 10, 0.8, 1)], { iouThreshold: 0.45, maxDetections: 10, agnostic: true });
-  assert.deepEqual(kept.map((k) => k.classId), [0]);
+  assert.deepEqual(
+    kept.map((k) => k.classId),
+    [0],
+  );
 });
 
 test('boxes overlapping below the IoU threshold are kept', () => {
@@ -35,5 +48,8 @@ test('boxes overlapping below the IoU threshold are kept', () => {
 test('max detections keeps the best N', () => {
   const many = Array.from({ length: 20 }, (_, i) => box(i * 20, 0, i * 20 + 10, 10, i / 20));
   const kept = nonMaxSuppression(many, { iouThreshold: 0.45, maxDetections: 3, agnostic: false });
-  assert.deepEqual(kept.map((k) => k.score), [0.95, 0.9, 0.85]);
+  assert.deepEqual(
+    kept.map((k) => k.score),
+    [0.95, 0.9, 0.85],
+  );
 });

@@ -12,7 +12,13 @@ interface Answer {
 test('overload over real sockets: 503 OVERLOADED and 504 DEADLINE_EXCEEDED with codes; /livez and in-deadline requests keep being served', async () => {
   const tmp = tempDir();
   // Each inference of the slow model takes hundreds of milliseconds on one thread.
-  writeModel(tmp.dir, 'slow', '1', buildConstantModel({ output: yolov8Output(), outputShape: [4 + LABELS.length, RAW_BOXES.length + 1], inputWidth: INPUT, inputHeight: INPUT, slow: true }), manifest({ format: 'yolov8' }));
+  writeModel(
+    tmp.dir,
+    'slow',
+    '1',
+    buildConstantModel({ output: yolov8Output(), outputShape: [4 + LABELS.length, RAW_BOXES.length + 1], inputWidth: INPUT, inputHeight: INPUT, slow: true }),
+    manifest({ format: 'yolov8' }),
+  );
   const app = await startApp({ models_dir: tmp.dir, instances: 1, intra_op_threads: 1, max_batch_size: 1, max_queue: 3 });
   try {
     await app.listen({ host: '127.0.0.1', port: 0 });

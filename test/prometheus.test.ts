@@ -5,9 +5,9 @@ import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
-import { createMetrics } from '../src/ops/metrics.js';
-import { ALERT_RULES, DEFAULT_ALERT_OPTIONS, promDuration } from '../src/ops/alerts/index.js';
-import { PROMETHEUS_RULES_PATH, renderPrometheusRules } from '../src/ops/alerts/prometheus.js';
+import { createMetrics } from '../src/metrics/metrics.js';
+import { ALERT_RULES, DEFAULT_ALERT_OPTIONS, promDuration } from '../src/alerts/index.js';
+import { PROMETHEUS_RULES_PATH, renderPrometheusRules } from '../src/alerts/prometheus.js';
 import { startApp, tempDir } from './helpers/fixtures.js';
 import { requireOrSkip } from './helpers/requirements.js';
 
@@ -86,8 +86,14 @@ test('the Prometheus rules file is generated from the in-process rules and up to
   };
   const cases = unit.tests.flatMap((t) => t.alert_rule_test);
   for (const rule of ALERT_RULES) {
-    assert.ok(cases.some((c) => c.alertname === rule.name && c.exp_alerts.length > 0), `${rule.name} fires in the promtool tests`);
-    assert.ok(cases.some((c) => c.alertname === rule.name && c.exp_alerts.length === 0), `${rule.name} resolves in the promtool tests`);
+    assert.ok(
+      cases.some((c) => c.alertname === rule.name && c.exp_alerts.length > 0),
+      `${rule.name} fires in the promtool tests`,
+    );
+    assert.ok(
+      cases.some((c) => c.alertname === rule.name && c.exp_alerts.length === 0),
+      `${rule.name} resolves in the promtool tests`,
+    );
   }
 });
 
@@ -103,7 +109,24 @@ test('the rules and the dashboard only use metrics Sightline exports', async () 
   }
   // Every metric the DESIGN names is on the dashboard.
   const onDashboard = new Set(dashboardExprs().flatMap(({ expr }) => metricNames(expr, histograms)));
-  for (const name of ['sightline_requests_total', 'sightline_stage_duration_seconds', 'sightline_batch_size', 'sightline_queue_depth', 'sightline_jobs_total', 'sightline_detections_total', 'sightline_verdicts_total', 'sightline_connections', 'sightline_rejected_total', 'sightline_model_ready', 'process_cpu_seconds_total', 'process_resident_memory_bytes', 'sightline_gpu_utilization_ratio', 'sightline_gpu_memory_used_bytes', 'sightline_gpu_temperature_celsius', 'sightline_gpu_power_watts']) {
+  for (const name of [
+    'sightline_requests_total',
+    'sightline_stage_duration_seconds',
+    'sightline_batch_size',
+    'sightline_queue_depth',
+    'sightline_jobs_total',
+    'sightline_detections_total',
+    'sightline_verdicts_total',
+    'sightline_connections',
+    'sightline_rejected_total',
+    'sightline_model_ready',
+    'process_cpu_seconds_total',
+    'process_resident_memory_bytes',
+    'sightline_gpu_utilization_ratio',
+    'sightline_gpu_memory_used_bytes',
+    'sightline_gpu_temperature_celsius',
+    'sightline_gpu_power_watts',
+  ]) {
     assert.ok(onDashboard.has(name), `${name} is on the dashboard`);
   }
 });
@@ -117,13 +140,23 @@ test('the Grafana dashboard and provisioning files parse and point at each other
     ids.add(p.id);
     assert.ok(p.gridPos.x + p.gridPos.w <= 24, `${p.title} fits the grid`);
   }
-  assert.deepEqual(dashboard.templating.list.map((v) => v.name), ['datasource', 'instance', 'line']);
-  const ds = parse(readFileSync('deploy/grafana/provisioning/datasources/prometheus.yml', 'utf8')) as { datasources: { type: string; url: string; uid: string }[] };
+  assert.deepEqual(
+    dashboard.templating.list.map((v) => v.name),
+    ['datasource', 'instance', 'line'],
+  );
+  const ds = parse(readFileSync('deploy/grafana/provisioning/datasources/prometheus.yml', 'utf8')) as {
+    datasources: { type: string; url: string; uid: string }[];
+  };
   assert.equal(ds.datasources[0]!.type, 'prometheus');
   assert.equal(ds.datasources[0]!.url, 'http://prometheus:9090');
-  const providers = parse(readFileSync('deploy/grafana/provisioning/dashboards/sightline.yml', 'utf8')) as { providers: { type: string; options: { path: string } }[] };
+  const providers = parse(readFileSync('deploy/grafana/provisioning/dashboards/sightline.yml', 'utf8')) as {
+    providers: { type: string; options: { path: string } }[];
+  };
   assert.equal(providers.providers[0]!.type, 'file');
-  const prom = parse(readFileSync('deploy/prometheus/prometheus.yml', 'utf8')) as { scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[]; rule_files: string[] };
+  const prom = parse(readFileSync('deploy/prometheus/prometheus.yml', 'utf8')) as {
+    scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+    rule_files: string[];
+  };
   assert.deepEqual(prom.scrape_configs[0]!.static_configs[0]!.targets, ['sightline:8080']);
   assert.deepEqual(prom.rule_files, ['rules/*.rules.yml']);
 });
@@ -132,7 +165,9 @@ test('the Grafana dashboard and provisioning files parse and point at each other
 
 test('promtool check rules, check config and the rules unit tests pass', (t) => {
   if (!requireOrSkip(t, hasPromtool, PROMTOOL_WHAT)) return;
-  const ruleFiles = readdirSync('deploy/prometheus/rules').filter((f) => f.endsWith('.yml')).map((f) => join('deploy/prometheus/rules', f));
+  const ruleFiles = readdirSync('deploy/prometheus/rules')
+    .filter((f) => f.endsWith('.yml'))
+    .map((f) => join('deploy/prometheus/rules', f));
   const rules = run(PROMTOOL, ['check', 'rules', ...ruleFiles]);
   assert.equal(rules.status, 0, rules.stdout + rules.stderr);
   assert.match(rules.stdout, new RegExp(`SUCCESS: ${ALERT_RULES.length} rules found`));
@@ -159,7 +194,7 @@ test('every dashboard query is valid PromQL (checked by promtool as recording ru
   assert.equal(res.status, 0, res.stdout + res.stderr);
 });
 
-test('a running Sightline\'s /metrics after traffic passes promtool check metrics, and Prometheus scrapes it and evaluates the rules', async (t) => {
+test("a running Sightline's /metrics after traffic passes promtool check metrics, and Prometheus scrapes it and evaluates the rules", async (t) => {
   if (!requireOrSkip(t, hasPromtool, PROMTOOL_WHAT)) return;
   const app = await startApp({ models_dir: 'models' });
   await app.listen({ host: '127.0.0.1', port: 0 });
@@ -200,11 +235,11 @@ test('a running Sightline\'s /metrics after traffic passes promtool check metric
     scrape_configs: [{ job_name: 'sightline', static_configs: [{ targets: [`127.0.0.1:${port}`] }] }],
   };
   writeFileSync(join(tmp.dir, 'prometheus.yml'), JSON.stringify(config));
-  const prometheus = spawn('prometheus', [
-    `--config.file=${join(tmp.dir, 'prometheus.yml')}`,
-    `--storage.tsdb.path=${join(tmp.dir, 'data')}`,
-    `--web.listen-address=127.0.0.1:${promPort}`,
-  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const prometheus = spawn(
+    'prometheus',
+    [`--config.file=${join(tmp.dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(tmp.dir, 'data')}`, `--web.listen-address=127.0.0.1:${promPort}`],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let log = '';
   prometheus.stderr.on('data', (c: Buffer) => {
     log = (log + c.toString()).slice(-4000);
@@ -248,23 +283,27 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-
 /**
- * Every metric the README's Observability section names (`sightline_x{a,b}`) is exported
- * with exactly those labels; the GPU series are absent on a machine without one.
+ * Every metric docs/metrics.md names (`sightline_x{a,b}`, or a table row with the labels
+ * in its second column) is exported with exactly those labels, and every sightline_*
+ * metric exported is on that page; the GPU series are absent on a machine without one.
  */
 function assertDocumentedMetrics(exposition: string): void {
-  const readme = readFileSync('README.md', 'utf8');
-  const section = readme.slice(readme.indexOf('## Observability'), readme.indexOf('## Health and start-up'));
+  const section = readFileSync(new URL('../docs/metrics.md', import.meta.url), 'utf8');
   const documented = new Map<string, string[]>();
   for (const m of section.matchAll(/`(sightline_[a-z0-9_]+)(?:\{([a-z_,]*)\})?`/g)) {
     if (!documented.has(m[1]!) || m[2]) documented.set(m[1]!, m[2] ? m[2].split(',') : []);
   }
   // The table rows name labels in their own column: read them from there.
   for (const row of section.matchAll(/^\| `(sightline_[a-z0-9_]+)` \| ([^|]*) \|/gm)) {
-    documented.set(row[1]!, [...row[2]!.matchAll(/`([a-z_]+)`/g)].map((l) => l[1]!));
+    documented.set(
+      row[1]!,
+      [...row[2]!.matchAll(/`([a-z_]+)`/g)].map((l) => l[1]!),
+    );
   }
-  assert.ok(documented.size >= 25, `${documented.size} metrics documented`);
+  const undocumented = [...exposition.matchAll(/^# TYPE (sightline_[a-z0-9_]+) /gm)].map((m) => m[1]!).filter((name) => !documented.has(name));
+  assert.deepEqual(undocumented, [], 'exported metrics missing from docs/metrics.md');
+  assert.ok(documented.size >= 30, `${documented.size} metrics documented`);
   const samples = exposition.split('\n').filter((l) => l && !l.startsWith('#'));
   for (const [name, labels] of documented) {
     const own = samples.filter((l) => /^([a-z0-9_]+)/.exec(l)![1]!.replace(/_(bucket|sum|count)$/, '') === name || /^([a-z0-9_]+)/.exec(l)![1] === name);

@@ -50,7 +50,9 @@ async function cutProxy(url: URL, defaultPort: number) {
   };
 }
 
-test('start-up with RabbitMQ and PostgreSQL down: 503 with the reasons meanwhile, ready once they come; later outages of each turn readiness 503 and back without a restart', { timeout: 180_000 }, async (t) => {
+test('start-up with RabbitMQ and PostgreSQL down: 503 with the reasons meanwhile, ready once they come; later outages of each turn readiness 503 and back without a restart', {
+  timeout: 180_000,
+}, async (t) => {
   const amqp = new URL(AMQP_URL);
   const pgUrl = new URL(PG_URL);
   if (!requireOrSkip(t, await probeTcp(amqp.hostname, Number(amqp.port || 5672)), `RabbitMQ at ${amqp.host}`)) return;
@@ -68,7 +70,8 @@ test('start-up with RabbitMQ and PostgreSQL down: 503 with the reasons meanwhile
   defer(tmp.cleanup);
   writeDecoderModels(tmp.dir);
 
-  const server = new SightlineProcess('serve', ['serve',
+  const server = new SightlineProcess('serve', [
+    'serve',
     ...['--host', '127.0.0.1', '--port', '0', '--models-dir', tmp.dir, '--default-model', 'v8', '--data-dir', join(tmp.dir, 'data')],
     ...['--queue-url', broker.url, '--queue-prefix', prefix, '--store-url', database.url],
     ...['--dependency-check-interval-ms', '300', '--dependency-retry-base-ms', '100', '--dependency-retry-max-ms', '500'],
@@ -100,7 +103,11 @@ test('start-up with RabbitMQ and PostgreSQL down: 503 with the reasons meanwhile
   }
   // The log says what it waits for, on every try (with backoff).
   const waits = () => server.events.filter((e) => e.event === 'dependency_waiting' && e.dependency === 'store:postgres');
-  await waitFor(() => waits().length >= 3, () => `three waiting log lines\n${server.tail()}`, 10_000);
+  await waitFor(
+    () => waits().length >= 3,
+    () => `three waiting log lines\n${server.tail()}`,
+    10_000,
+  );
   assert.match(String(waits()[0]!.msg), /^waiting for store:postgres \(try 1, next in [\d.]+ s\): /);
   // Routes that need them answer 503 with their reason, never a 5xx of another kind.
   const image = new Uint8Array(await solidImage(64, 64, 'jpeg'));
@@ -117,12 +124,20 @@ test('start-up with RabbitMQ and PostgreSQL down: 503 with the reasons meanwhile
   // Both come: ready without a restart, and a job goes through.
   database.up();
   broker.up();
-  const ready = await waitFor(async () => ((await readyz(base)).status === 200 ? readyz(base) : undefined), () => `/readyz 200\n${server.tail()}`, 45_000);
+  const ready = await waitFor(
+    async () => ((await readyz(base)).status === 200 ? readyz(base) : undefined),
+    () => `/readyz 200\n${server.tail()}`,
+    45_000,
+  );
   assert.equal(ready.body.status, 'ready');
   assert.equal(ready.body.waiting_for, undefined);
   for (const name of ['store:postgres', 'queue:amqp']) assert.equal(ready.body.checks.find((c) => c.name === name)?.state, 'up', name);
   // The event bus is not critical (readiness does not wait for it); it reconnects on its own schedule.
-  await waitFor(async () => (await readyz(base)).body.checks.find((c) => c.name === 'events:amqp')?.state === 'up', () => `events:amqp up\n${server.tail()}`, 45_000);
+  await waitFor(
+    async () => (await readyz(base)).body.checks.find((c) => c.name === 'events:amqp')?.state === 'up',
+    () => `events:amqp up\n${server.tail()}`,
+    45_000,
+  );
   const pid = server.child.pid;
   const accepted = await fetch(`${base}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: image });
   assert.equal(accepted.status, 202, await accepted.clone().text());
@@ -131,20 +146,31 @@ test('start-up with RabbitMQ and PostgreSQL down: 503 with the reasons meanwhile
   assert.ok(server.events.some((e) => e.event === 'dependency_up' && e.dependency === 'store:postgres'));
 
   // Later outages, one at a time: each turns readiness 503 naming it, and 200 again when it is back.
-  for (const [name, dep] of [['queue:amqp', broker], ['store:postgres', database]] as const) {
+  for (const [name, dep] of [
+    ['queue:amqp', broker],
+    ['store:postgres', database],
+  ] as const) {
     const before = (await readyz(base)).body.checks.find((c) => c.name === name)!;
     dep.down();
-    const down = await waitFor(async () => {
-      const r = await readyz(base);
-      return r.status === 503 && r.body.waiting_for?.includes(name) ? r : undefined;
-    }, () => `/readyz 503 for ${name}\n${server.tail()}`, 20_000);
+    const down = await waitFor(
+      async () => {
+        const r = await readyz(base);
+        return r.status === 503 && r.body.waiting_for?.includes(name) ? r : undefined;
+      },
+      () => `/readyz 503 for ${name}\n${server.tail()}`,
+      20_000,
+    );
     assert.deepEqual(down.body.waiting_for, [name], 'only the one that is down');
     const check = down.body.checks.find((c) => c.name === name)!;
     assert.ok(Date.parse(check.since!) > Date.parse(before.since!), 'since moves with the change');
     assert.equal(gauge(await (await fetch(`${base}/metrics`)).text(), name), 0);
     await server.waitEvent(`dependency_down ${name}`, (e) => e.event === 'dependency_down' && e.dependency === name, 5000);
     dep.up();
-    await waitFor(async () => (await readyz(base)).status === 200, () => `/readyz 200 after ${name} is back\n${server.tail()}`, 45_000);
+    await waitFor(
+      async () => (await readyz(base)).status === 200,
+      () => `/readyz 200 after ${name} is back\n${server.tail()}`,
+      45_000,
+    );
     assert.equal(gauge(await (await fetch(`${base}/metrics`)).text(), name), 1);
     await server.waitEvent(`${name} is back`, (e) => e.event === 'dependency_up' && e.dependency === name && typeof e.down_ms === 'number', 5000);
   }

@@ -37,21 +37,32 @@ describe('stored results over HTTP', () => {
     const stored = await waitForResult('r-ng-2');
     assert.equal(stored.source, 'sync');
     assert.equal(stored.verdict, 'ng');
-    assert.deepEqual(stored.detections.map((d: { label: string }) => d.label), ['scratch']);
+    assert.deepEqual(
+      stored.detections.map((d: { label: string }) => d.label),
+      ['scratch'],
+    );
     await waitForResult('r-ok-1');
     await waitForResult('r-ng-1');
 
     const press1 = (await app.inject('/v1/results?line=press-1')).json();
     assert.deepEqual(press1.results.map((r: { request_id: string }) => r.request_id).sort(), ['r-ng-1', 'r-ok-1']);
     const ok = (await app.inject('/v1/results?verdict=ok')).json();
-    assert.deepEqual(ok.results.map((r: { request_id: string }) => r.request_id), ['r-ok-1']);
+    assert.deepEqual(
+      ok.results.map((r: { request_id: string }) => r.request_id),
+      ['r-ok-1'],
+    );
     const cracks = (await app.inject('/v1/results?label=crack')).json();
-    assert.deepEqual(cracks.results.map((r: { request_id: string }) => r.request_id), ['r-ng-1']);
+    assert.deepEqual(
+      cracks.results.map((r: { request_id: string }) => r.request_id),
+      ['r-ng-1'],
+    );
 
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page: { results: { request_id: string }[]; next_cursor: string | null } = (await app.inject(`/v1/results?limit=1${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)).json();
+      const page: { results: { request_id: string }[]; next_cursor: string | null } = (
+        await app.inject(`/v1/results?limit=1${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)
+      ).json();
       assert.ok(page.results.length <= 1);
       seen.push(...page.results.map((r: { request_id: string }) => r.request_id));
       cursor = page.next_cursor;
@@ -85,7 +96,12 @@ test('store_sync_results=false keeps synchronous results out of the store', asyn
   writeDecoderModels(tmp.dir);
   const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', store_sync_results: false });
   try {
-    const res = await app.inject({ method: 'POST', url: '/v1/detect', headers: { 'content-type': 'image/jpeg', 'x-request-id': 'not-kept' }, payload: await solidImage(64, 64, 'jpeg') });
+    const res = await app.inject({
+      method: 'POST',
+      url: '/v1/detect',
+      headers: { 'content-type': 'image/jpeg', 'x-request-id': 'not-kept' },
+      payload: await solidImage(64, 64, 'jpeg'),
+    });
     assert.equal(res.statusCode, 200);
     await new Promise((r) => setTimeout(r, 100));
     assert.equal((await app.inject('/v1/results/not-kept')).statusCode, 404);

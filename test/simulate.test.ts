@@ -15,8 +15,13 @@ import { percentile, runSimulate, type SimulateReport } from '../src/cli/simulat
 async function captured(fn: () => Promise<number>): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = { stdout: '', stderr: '' };
   const original = { stdout: process.stdout.write, stderr: process.stderr.write };
-  process.stdout.write = ((chunk: string | Uint8Array) => ((out.stdout += chunk.toString()), true)) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => ((out.stderr += chunk.toString()), true)) as typeof process.stderr.write;
+  const capture = (stream: 'stdout' | 'stderr') =>
+    ((chunk: string | Uint8Array) => {
+      out[stream] += chunk.toString();
+      return true;
+    }) as typeof process.stdout.write;
+  process.stdout.write = capture('stdout');
+  process.stderr.write = capture('stderr');
   try {
     const code = await fn();
     return { code, ...out };
@@ -58,10 +63,25 @@ describe('sightline simulate', () => {
 
   for (const transport of ['ws', 'http', 'jobs'] as const) {
     test(`--transport ${transport}: 2 lines × 5 fps × 2 s; sent = results + errors + drops, results > 0`, { timeout: 90_000 }, async (t) => {
-      const { code, stdout, stderr } = await runCli(['simulate', '--url', url, '--lines', '2', '--fps', '5', '--duration', '2', '--transport', transport, '--json']);
+      const { code, stdout, stderr } = await runCli([
+        'simulate',
+        '--url',
+        url,
+        '--lines',
+        '2',
+        '--fps',
+        '5',
+        '--duration',
+        '2',
+        '--transport',
+        transport,
+        '--json',
+      ]);
       assert.equal(code, 0, stderr);
       const report = JSON.parse(stdout) as SimulateReport;
-      t.diagnostic(`${transport}: ${JSON.stringify({ totals: report.totals, errors: report.errors_by_code, latency: report.latency_ms, fps: report.achieved_fps })}`);
+      t.diagnostic(
+        `${transport}: ${JSON.stringify({ totals: report.totals, errors: report.errors_by_code, latency: report.latency_ms, fps: report.achieved_fps })}`,
+      );
       assert.equal(report.transport, transport);
       assert.equal(report.target_fps, 10);
       const { sent, results, errors, drops, in_flight } = report.totals;
@@ -69,7 +89,10 @@ describe('sightline simulate', () => {
       assert.equal(sent, results + errors + drops);
       assert.equal(in_flight, 0);
       assert.ok(results > 0);
-      assert.equal(Object.values(report.errors_by_code).reduce((a, b) => a + b, 0), errors);
+      assert.equal(
+        Object.values(report.errors_by_code).reduce((a, b) => a + b, 0),
+        errors,
+      );
       assert.deepEqual(Object.keys(report.per_line), ['line-1', 'line-2']);
       for (const c of Object.values(report.per_line)) {
         assert.equal(c.sent, 10);
@@ -92,7 +115,17 @@ describe('sightline simulate', () => {
     assert.match(text.stdout, /^simulate http → .*\nsent 4 {2}results \d+ {2}errors \d+ {2}drops 0/);
     assert.match(text.stdout, /latency ms: p50 [\d.]+ {2}p90 [\d.]+ {2}p99 [\d.]+ {2}max [\d.]+/);
     // Argument errors in-process (a child per case costs seconds of tsx start-up each).
-    for (const bad of [['--transport', 'smoke'], ['--lines', '0'], ['--lines', '1.5'], ['--fps', 'x'], ['--duration=-1'], ['--images', 'no-such-dir'], ['--url', 'ftp://x'], ['--frobnicate'], ['stray']]) {
+    for (const bad of [
+      ['--transport', 'smoke'],
+      ['--lines', '0'],
+      ['--lines', '1.5'],
+      ['--fps', 'x'],
+      ['--duration=-1'],
+      ['--images', 'no-such-dir'],
+      ['--url', 'ftp://x'],
+      ['--frobnicate'],
+      ['stray'],
+    ]) {
       const r = await captured(() => runSimulate(bad));
       assert.equal(r.code, 2, `${bad.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /^sightline simulate: [\s\S]+?\n\nUsage: sightline simulate/);

@@ -34,7 +34,9 @@ function metricValue(text: string, series: string): number {
 
 /** A valid JPEG padded with trailing bytes to 1 MB: decodes like the small one, costs 1 MB to hold. */
 async function megabyteJpeg(): Promise<Buffer> {
-  const jpeg = await sharp({ create: { width: 320, height: 240, channels: 3, background: { r: 90, g: 90, b: 90 } } }).jpeg().toBuffer();
+  const jpeg = await sharp({ create: { width: 320, height: 240, channels: 3, background: { r: 90, g: 90, b: 90 } } })
+    .jpeg()
+    .toBuffer();
   return Buffer.concat([jpeg, Buffer.alloc(FRAME_BYTES - jpeg.length - 64, 0)]);
 }
 
@@ -46,7 +48,13 @@ for (const policy of ['oldest', 'newest'] as const) {
       tmp.dir,
       'slow',
       '1',
-      buildConstantModel({ output: yolov8Output(), outputShape: [4 + LABELS.length, RAW_BOXES.length + 1], inputWidth: MODEL_INPUT, inputHeight: MODEL_INPUT, slow: true }),
+      buildConstantModel({
+        output: yolov8Output(),
+        outputShape: [4 + LABELS.length, RAW_BOXES.length + 1],
+        inputWidth: MODEL_INPUT,
+        inputHeight: MODEL_INPUT,
+        slow: true,
+      }),
       manifest({ format: 'yolov8', input: { width: MODEL_INPUT, height: MODEL_INPUT } }),
     );
     const app = await startApp({
@@ -84,7 +92,9 @@ for (const policy of ['oldest', 'newest'] as const) {
       rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
 
       // Exactly one answer per frame id, and nothing for ids never sent.
-      const answers = client.messages.filter((m): m is Of<'result'> | Of<'dropped'> | Of<'error'> => m.type === 'result' || m.type === 'dropped' || m.type === 'error');
+      const answers = client.messages.filter(
+        (m): m is Of<'result'> | Of<'dropped'> | Of<'error'> => m.type === 'result' || m.type === 'dropped' || m.type === 'error',
+      );
       assert.equal(answers.length, FRAMES);
       assert.deepEqual(new Set(answers.map((a) => a.id)), new Set(ids));
       const results = client.of('result');

@@ -1,12 +1,18 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { LiveStats, RecordingEventBus, percentile } from '../src/ops/live-stats.js';
+import { LiveStats, RecordingEventBus, percentile } from '../src/stream/live-stats.js';
 import { InProcessEventBus, resultEvent, type SightlineEvent } from '../src/events/index.js';
 
 test('live stats: throughput and nearest-rank latency percentiles over a sliding window, by source', () => {
   let now = 0;
   const stats = new LiveStats({ now: () => now, horizonMs: 10_000 });
-  assert.deepEqual(stats.snapshot(1000), { window_ms: 1000, count: 0, throughput_fps: 0, latency_ms: { p50: null, p99: null }, by_source: { sync: 0, job: 0, stream: 0 } });
+  assert.deepEqual(stats.snapshot(1000), {
+    window_ms: 1000,
+    count: 0,
+    throughput_fps: 0,
+    latency_ms: { p50: null, p99: null },
+    by_source: { sync: 0, job: 0, stream: 0 },
+  });
   // 100 results at t = 0 … 990 ms with latencies 1 … 100 ms.
   for (let i = 0; i < 100; i++) {
     now = i * 10;

@@ -5,14 +5,14 @@ import type { WebSocket } from 'ws';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { TSchema } from '@sinclair/typebox';
 import { defaultConfig } from '../src/config/load.js';
-import { createLogger } from '../src/log.js';
-import { createMetrics } from '../src/ops/metrics.js';
+import { createLogger } from '../src/logger.js';
+import { createMetrics } from '../src/metrics/metrics.js';
 import { InProcessEventBus, type SightlineEvent } from '../src/events/index.js';
 import type { ModelRepository } from '../src/inference/repository.js';
 import type { ResultStore } from '../src/store/index.js';
 import type { ServerMessage, StreamLimits } from '../src/protocol/stream.js';
 import { HARD_BUFFERED_BYTES, SOFT_BUFFERED_BYTES, StreamSession } from '../src/stream/session.js';
-import { clientMessageSchemas, frameHeaderSchema } from '../src/server/routes/stream.js';
+import { clientMessageSchemas, frameHeaderSchema } from '../src/stream/route.js';
 
 /** Just enough of a ws WebSocket to drive a session, with a settable send buffer. */
 class FakeSocket extends EventEmitter {
@@ -109,7 +109,10 @@ test('session: live events are skipped (and counted) while the client has over 1
   ws.bufferedAmount = 0;
   events.publish(jobEvent(8));
   const delivered = ws.sent.filter((m): m is Extract<ServerMessage, { type: 'event' }> => m.type === 'event');
-  assert.deepEqual(delivered.map((m) => (m.event as { job_id: string }).job_id), ['j0', 'j1', 'j2', 'j8']);
+  assert.deepEqual(
+    delivered.map((m) => (m.event as { job_id: string }).job_id),
+    ['j0', 'j1', 'j2', 'j8'],
+  );
   assert.equal(await counter(metrics, 'sent'), 4);
   assert.equal(ws.closedWith, undefined);
   s.close(1000, 'done', 'test');
@@ -134,7 +137,10 @@ test('session: messages produced before the hello wait for it; the hello lists t
   ws.emit('message', Buffer.from(JSON.stringify({ type: 'ping', id: 'early' })), false);
   assert.equal(ws.sent.length, 0);
   await tick();
-  assert.deepEqual(ws.sent.map((m) => m.type), ['hello', 'pong']);
+  assert.deepEqual(
+    ws.sent.map((m) => m.type),
+    ['hello', 'pong'],
+  );
   assert.deepEqual((ws.sent[0] as Extract<ServerMessage, { type: 'hello' }>).subscriptions, ['busy']);
   s.close(1000, 'done', 'test');
   await s.done;

@@ -93,7 +93,7 @@ test('the built-in model over the stream: NG samples are "ng", OK samples "ok", 
   }
 });
 
-test('subscribers get only their lines\' events, from stream frames of another connection and from POST /v1/detect', async () => {
+test("subscribers get only their lines' events, from stream frames of another connection and from POST /v1/detect", async () => {
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
   const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', stream_max_subscriptions: 3 });
@@ -112,7 +112,11 @@ test('subscribers get only their lines\' events, from stream frames of another c
     sender.sendFrame({ id: 'x2', line: 'line-b' }, image);
     sender.sendFrame({ id: 'x3', line: 'line-c' }, image);
     const post = async (line: string) => {
-      const res = await fetch(`${baseUrl(app)}/v1/detect?line=${line}`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(image) });
+      const res = await fetch(`${baseUrl(app)}/v1/detect?line=${line}`, {
+        method: 'POST',
+        headers: { 'content-type': 'image/png' },
+        body: new Uint8Array(image),
+      });
       assert.equal(res.status, 200);
       return ((await res.json()) as { request_id: string }).request_id;
     };
@@ -170,7 +174,13 @@ test('subscribers get only their lines\' events, from stream frames of another c
 test('heartbeat: a client that stops answering pings is closed with 1001 after the idle timeout; one that answers stays', async () => {
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
-  const app = await startApp({ models_dir: tmp.dir, default_model: 'v8', stream_ping_interval_ms: 100, stream_idle_timeout_ms: 500, stream_status_interval_ms: 100 });
+  const app = await startApp({
+    models_dir: tmp.dir,
+    default_model: 'v8',
+    stream_ping_interval_ms: 100,
+    stream_idle_timeout_ms: 500,
+    stream_status_interval_ms: 100,
+  });
   try {
     await app.listen({ host: '127.0.0.1', port: 0 });
     const answering = await StreamClient.open(app);
@@ -298,7 +308,7 @@ test('bad frames and messages get error messages with codes; the connection and 
   }
 });
 
-test('status messages carry server-wide figures and this connection\'s counters; the connection gauge and logs follow connections', async () => {
+test("status messages carry server-wide figures and this connection's counters; the connection gauge and logs follow connections", async () => {
   const tmp = tempDir();
   writeDecoderModels(tmp.dir);
   const logs = new LogCapture();
@@ -319,7 +329,10 @@ test('status messages carry server-wide figures and this connection\'s counters;
     assert.equal(res.status, 200);
     const status = await client.waitFor<Of<'status'>>((m) => m.type === 'status' && m.connection.processed === 3 && m.throughput_fps > 0);
     assert.equal(status.connections, 2);
-    assert.deepEqual({ ...status.connection, events_skipped: undefined }, { received: 4, processed: 3, failed: 1, dropped: 0, in_flight: 0, pending: 0, events_skipped: undefined });
+    assert.deepEqual(
+      { ...status.connection, events_skipped: undefined },
+      { received: 4, processed: 3, failed: 1, dropped: 0, in_flight: 0, pending: 0, events_skipped: undefined },
+    );
     assert.equal(typeof status.latency_ms.p50, 'number');
     assert.equal(typeof status.latency_ms.p99, 'number');
     assert.ok(status.latency_ms.p99! >= status.latency_ms.p50!);

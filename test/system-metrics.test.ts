@@ -5,10 +5,10 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { createMetrics } from '../src/ops/metrics.js';
-import { NVIDIA_SMI_ARGS, parseNvidiaSmi } from '../src/ops/gpu-sampler.js';
-import { startSystemSampler } from '../src/ops/system-sampler.js';
-import { createLogger } from '../src/log.js';
+import { createMetrics } from '../src/metrics/metrics.js';
+import { NVIDIA_SMI_ARGS, parseNvidiaSmi } from '../src/metrics/gpu-sampler.js';
+import { startSystemSampler } from '../src/metrics/system-sampler.js';
+import { createLogger } from '../src/logger.js';
 import { LogCapture, startApp, tempDir, writeDecoderModels } from './helpers/fixtures.js';
 import { requireOrSkip } from './helpers/requirements.js';
 
@@ -69,7 +69,11 @@ test('after traffic, /metrics carries sane system gauges, sightline_model_info, 
   }
   // A few sampling intervals after the traffic.
   await sleep(450);
-  const { text, series } = await scrapeUntil(app, (s) => (s.get('sightline_event_loop_lag_seconds') ?? 0) > 0 || (s.get('sightline_memory_rss_bytes') ?? 0) > 0, 'system gauges');
+  const { text, series } = await scrapeUntil(
+    app,
+    (s) => (s.get('sightline_event_loop_lag_seconds') ?? 0) > 0 || (s.get('sightline_memory_rss_bytes') ?? 0) > 0,
+    'system gauges',
+  );
 
   const rss = value(series, 'sightline_memory_rss_bytes');
   assert.ok(rss > 1024 * 1024, `rss ${rss}`);
@@ -175,7 +179,16 @@ test('parseNvidiaSmi: whitespace, [N/A] and [Not Supported], a name with a comma
     '',
   ].join('\r\n');
   assert.deepEqual(parseNvidiaSmi(out), [
-    { index: '0', name: 'NVIDIA H100 80GB HBM3', uuid: 'GPU-0f', utilization: 0.37, memoryUsedBytes: 1024 * 1024 * 1024, memoryTotalBytes: 81559 * 1024 * 1024, temperatureCelsius: 45, powerWatts: 123.45 },
+    {
+      index: '0',
+      name: 'NVIDIA H100 80GB HBM3',
+      uuid: 'GPU-0f',
+      utilization: 0.37,
+      memoryUsedBytes: 1024 * 1024 * 1024,
+      memoryTotalBytes: 81559 * 1024 * 1024,
+      temperatureCelsius: 45,
+      powerWatts: 123.45,
+    },
     { index: '1', name: 'Weird, Name', uuid: 'GPU-1f', memoryTotalBytes: 15360 * 1024 * 1024, powerWatts: 70.5 },
   ]);
   assert.deepEqual(parseNvidiaSmi('No devices were found\n'), []);
@@ -224,7 +237,10 @@ test('GPU gauges from a fake nvidia-smi: exact values and labels, [N/A] left out
 
   const { series } = await scrapeUntil(app, (s) => s.has(`sightline_gpu_info{gpu="1",name="Tesla T4",uuid="${UUID_1}"}`), 'GPU series');
   assert.deepEqual(readFileSync(join(tmp.dir, 'args'), 'utf8').trim().split('\n'), NVIDIA_SMI_ARGS);
-  assert.deepEqual(NVIDIA_SMI_ARGS, ['--query-gpu=index,name,uuid,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw', '--format=csv,noheader,nounits']);
+  assert.deepEqual(NVIDIA_SMI_ARGS, [
+    '--query-gpu=index,name,uuid,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw',
+    '--format=csv,noheader,nounits',
+  ]);
   const gpu = Object.fromEntries([...series.entries()].filter(([k]) => k.startsWith('sightline_gpu_')).sort());
   assert.deepEqual(gpu, {
     [`sightline_gpu_info{gpu="0",name="NVIDIA H100 80GB HBM3",uuid="${UUID_0}"}`]: 1,
@@ -265,7 +281,10 @@ test('GPU gauges from a fake nvidia-smi: exact values and labels, [N/A] left out
 test('a fake nvidia-smi that exits 1 at the first probe: no GPU series, probed once, the app stays healthy', async (t) => {
   const tmp = tempDir();
   t.after(tmp.cleanup);
-  const fake = writeFakeNvidiaSmi(tmp.dir, '#!/bin/sh\n# FAKE nvidia-smi for tests: always fails.\necho call >> "$(dirname "$0")/calls"\necho "No devices were found" >&2\nexit 1\n');
+  const fake = writeFakeNvidiaSmi(
+    tmp.dir,
+    '#!/bin/sh\n# FAKE nvidia-smi for tests: always fails.\necho call >> "$(dirname "$0")/calls"\necho "No devices were found" >&2\nexit 1\n',
+  );
   const logs = new LogCapture();
   const app = await startApp({ models_dir: 'models', system_sample_interval_ms: 100, nvidia_smi_path: fake }, { logs });
   t.after(() => app.close());
@@ -307,7 +326,12 @@ test('promtool check metrics passes on an exposition with the system, model and 
   const fake = writeFakeNvidiaSmi(tmp.dir);
   const app = await startApp({ models_dir: 'models', system_sample_interval_ms: 100, nvidia_smi_path: fake });
   t.after(() => app.close());
-  const { text } = await scrapeUntil(app, (s) => s.has('sightline_gpu_power_watts{gpu="0"}') && s.has('sightline_model_info{model="defects",version="1",format="yolov8",input="416x416",classes="4"}'), 'GPU and model series');
+  const { text } = await scrapeUntil(
+    app,
+    (s) =>
+      s.has('sightline_gpu_power_watts{gpu="0"}') && s.has('sightline_model_info{model="defects",version="1",format="yolov8",input="416x416",classes="4"}'),
+    'GPU and model series',
+  );
   const check = spawnSync('promtool', ['check', 'metrics'], { encoding: 'utf8', input: text });
   // 0: clean; 3: lint findings only (a parse error exits 1).
   assert.ok(check.status === 0 || check.status === 3, `promtool check metrics exited ${check.status}: ${check.stdout}${check.stderr}`);

@@ -20,7 +20,23 @@ function selfSigned(dir: string): { cert: string; key: string } {
   const key = join(dir, 'key.pem');
   const run = spawnSync(
     'openssl',
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-days', '1', '-keyout', key, '-out', cert],
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      '-days',
+      '1',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ],
     { encoding: 'utf8' },
   );
   assert.equal(run.status, 0, run.stderr);
@@ -92,7 +108,10 @@ test('TLS: WebSocket over wss:// opens /v1/stream', async (t) => {
 });
 
 test('TLS: a certificate without its key (or a key without its certificate) is a config error, and serve exits 2', async (t) => {
-  assert.throws(() => loadConfig({ flags: { tls_cert_file: '/x/cert.pem' } }), (err: unknown) => err instanceof ConfigError && /tls_cert_file is set but tls_key_file is not/.test(err.message));
+  assert.throws(
+    () => loadConfig({ flags: { tls_cert_file: '/x/cert.pem' } }),
+    (err: unknown) => err instanceof ConfigError && /tls_cert_file is set but tls_key_file is not/.test(err.message),
+  );
   assert.throws(() => loadConfig({ flags: { tls_key_file: '/x/key.pem' } }), /tls_key_file is set but tls_cert_file is not/);
   assert.equal(loadConfig({ flags: { tls_cert_file: 'a', tls_key_file: 'b' } }).tls_cert_file, 'a');
 
@@ -100,7 +119,11 @@ test('TLS: a certificate without its key (or a key without its certificate) is a
   t.after(cleanup);
   writeFileSync(join(dir, 'cert.pem'), 'not a certificate');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SIGHTLINE_')));
-  const child = spawn(process.execPath, [...CLI, 'serve', '--tls-cert-file', join(dir, 'cert.pem'), '--data-dir', dir], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...CLI, 'serve', '--tls-cert-file', join(dir, 'cert.pem'), '--data-dir', dir], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
@@ -111,5 +134,8 @@ test('TLS: a certificate without its key (or a key without its certificate) is a
 test('TLS: unreadable files stop the start with a message naming the key', async (t) => {
   const { dir, cleanup } = tempDir('sightline-tls-');
   t.after(cleanup);
-  await assert.rejects(startApp({ models_dir: dir, tls_cert_file: join(dir, 'missing.pem'), tls_key_file: join(dir, 'missing-key.pem') }, { wait: false }), /cannot read tls_cert_file/);
+  await assert.rejects(
+    startApp({ models_dir: dir, tls_cert_file: join(dir, 'missing.pem'), tls_key_file: join(dir, 'missing-key.pem') }, { wait: false }),
+    /cannot read tls_cert_file/,
+  );
 });

@@ -25,7 +25,10 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
 }
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
-const metadataHeader = (m: Record<string, string>) => Object.entries(m).map(([k, v]) => `${k} ${b64(v)}`).join(',');
+const metadataHeader = (m: Record<string, string>) =>
+  Object.entries(m)
+    .map(([k, v]) => `${k} ${b64(v)}`)
+    .join(',');
 
 /**
  * A TCP proxy that counts the bytes the client sends and cuts every
@@ -84,11 +87,14 @@ class CuttingProxy {
 /** Raw HTTP, so that paths like `/v1/uploads/..%2Fx` reach the server exactly as written. */
 function raw(port: number, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer) {
   return new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }>((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, method, path, headers: { ...headers, ...(body ? { 'content-length': String(body.length) } : {}) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
-    });
+    const req = httpRequest(
+      { host: '127.0.0.1', port, method, path, headers: { ...headers, ...(body ? { 'content-length': String(body.length) } : {}) } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -97,7 +103,13 @@ function raw(port: number, method: string, path: string, headers: Record<string,
 function runUpload(input: Buffer, options: tus.UploadOptions): { upload: tus.Upload; done: Promise<tus.HttpResponse> } {
   let upload!: tus.Upload;
   const done = new Promise<tus.HttpResponse>((resolve, reject) => {
-    upload = new tus.Upload(input, { chunkSize: CHUNK, retryDelays: null, ...options, onSuccess: ({ lastResponse }) => resolve(lastResponse), onError: reject });
+    upload = new tus.Upload(input, {
+      chunkSize: CHUNK,
+      retryDelays: null,
+      ...options,
+      onSuccess: ({ lastResponse }) => resolve(lastResponse),
+      onError: reject,
+    });
   });
   upload.start();
   return { upload, done };
@@ -282,7 +294,17 @@ describe('resumable uploads (tus) at /v1/uploads', () => {
     assert.equal(unknownModel.status, 404);
     assert.equal((await unknownModel.json()).error.code, 'MODEL_NOT_FOUND');
     // Good metadata passes.
-    const good = await create(100, { line: 'press-2', model: 'defects', priority: 'high', conf: '0.4', iou: '0.5', max_det: '10', agnostic: 'true', filename: 'a.jpg', filetype: 'image/jpeg' });
+    const good = await create(100, {
+      line: 'press-2',
+      model: 'defects',
+      priority: 'high',
+      conf: '0.4',
+      iou: '0.5',
+      max_det: '10',
+      agnostic: 'true',
+      filename: 'a.jpg',
+      filetype: 'image/jpeg',
+    });
     assert.equal(good.status, 201);
     // No tus header at all: 412, still JSON.
     const noTus = await fetch(`${base}/v1/uploads`, { method: 'POST', headers: { 'Upload-Length': '10' } });
@@ -319,10 +341,18 @@ describe('resumable uploads (tus) at /v1/uploads', () => {
     assert.equal((await conflict.json()).error.code, 'UPLOAD_CONFLICT');
     assert.equal((await head(location)).headers.get('upload-offset'), '100');
     // tus header rules still hold, answered in JSON.
-    const wrongType = await fetch(new URL(location, base), { method: 'PATCH', headers: { ...TUS, 'Upload-Offset': '100', 'Content-Type': 'image/jpeg' }, body: new Uint8Array(10) });
+    const wrongType = await fetch(new URL(location, base), {
+      method: 'PATCH',
+      headers: { ...TUS, 'Upload-Offset': '100', 'Content-Type': 'image/jpeg' },
+      body: new Uint8Array(10),
+    });
     assert.equal(wrongType.status, 400);
     assert.equal((await wrongType.json()).error.code, 'INVALID_UPLOAD');
-    const noOffset = await fetch(new URL(location, base), { method: 'PATCH', headers: { ...TUS, 'Content-Type': 'application/offset+octet-stream' }, body: new Uint8Array(10) });
+    const noOffset = await fetch(new URL(location, base), {
+      method: 'PATCH',
+      headers: { ...TUS, 'Content-Type': 'application/offset+octet-stream' },
+      body: new Uint8Array(10),
+    });
     assert.equal(noOffset.status, 403);
     assert.equal((await noOffset.json()).error.code, 'INVALID_UPLOAD');
     assert.equal((await head(location)).headers.get('upload-offset'), '100');
@@ -482,7 +512,10 @@ describe('resumable uploads (tus) at /v1/uploads', () => {
 
   test('creation-with-upload answered 404 for a bad body: an empty or non-image upload gets 400 and makes no job', async () => {
     const before = await enqueuedJobs();
-    const files = () => readdirSync(uploadsDir()).filter((f) => !f.startsWith('.')).sort();
+    const files = () =>
+      readdirSync(uploadsDir())
+        .filter((f) => !f.startsWith('.'))
+        .sort();
     const filesBefore = files();
     const text = Buffer.from('this is not an image\n'.repeat(100));
     // The same codes as the final PATCH of the same bytes (see the INVALID_IMAGE test above).

@@ -3,7 +3,7 @@ import fp from 'fastify-plugin';
 import type { WebSocket } from 'ws';
 import type { Config } from '../config/schema.js';
 import { Errors } from '../errors.js';
-import { storeUrl } from '../server/store-url.js';
+import { storeUrl } from '../config/locations.js';
 import { createApiKeyStore, KEY_PREFIX, type ApiKeyStore } from './api-keys/index.js';
 import { isLoopback, presentedCredential, stripQueryToken } from './credentials.js';
 import { grants, hasRole, ROLES, type Identity, type Role, type RouteAccess, type SocketRoles } from './identity.js';
@@ -140,7 +140,11 @@ async function accessControlPlugin(app: FastifyInstance, options: AccessControlO
     if (mode === 'auto' && presented.kind === 'none' && isLoopback(request.raw.socket?.remoteAddress)) return LOOPBACK;
     if (presented.kind === 'malformed') throw unauthorized(reply, presented.reason, true);
     if (presented.kind === 'none') {
-      throw unauthorized(reply, `send an API key or JWT (Authorization: Bearer …, or X-API-Key${socketRoute ? ', or ?access_token= on WebSocket routes' : ''})`, false);
+      throw unauthorized(
+        reply,
+        `send an API key or JWT (Authorization: Bearer …, or X-API-Key${socketRoute ? ', or ?access_token= on WebSocket routes' : ''})`,
+        false,
+      );
     }
     const found = await verifyToken(presented.token);
     if (typeof found === 'string') throw unauthorized(reply, found, true);

@@ -43,7 +43,7 @@ export function stripQueryToken(request: FastifyRequest): void {
   const query = request.query as Record<string, unknown> | undefined;
   if (query && QUERY_TOKEN in query) delete query[QUERY_TOKEN];
   const url = request.raw.url;
-  if (!url || !url.includes(`${QUERY_TOKEN}=`)) return;
+  if (!url?.includes(`${QUERY_TOKEN}=`)) return;
   const q = url.indexOf('?');
   const params = new URLSearchParams(url.slice(q + 1));
   params.delete(QUERY_TOKEN);

@@ -1,39 +1,7 @@
-import type { FastifyInstance } from 'fastify';
-import fp from 'fastify-plugin';
-import type { Config } from '../config/schema.js';
-import { accessControl } from './access-control.js';
-import type { ApiKeyStore } from './api-keys/index.js';
-import { installRateLimit } from './rate-limit/index.js';
-import { installSecurityHeaders } from './security-headers.js';
-
 export * from './identity.js';
 export { accessControl, type AccessControlOptions, type RouteAccessEntry } from './access-control.js';
 export { createApiKeyStore, ApiKeyNameTaken, type ApiKeyInfo, type ApiKeyStore, type CreatedApiKey } from './api-keys/index.js';
 export { httpsOption, tlsFiles } from './tls.js';
 export { CredentialWatch, type CredentialEnd } from './session-watch.js';
 export { RATE_LIMIT_EXEMPT, rateLimitKey } from './rate-limit/index.js';
-
-export interface SecurityOptions {
-  config: Config;
-  /** API keys; by default a store in the result store's database. */
-  apiKeys?: ApiKeyStore;
-}
-
-/**
- * Everything in front of the routes, in the order it runs on a request:
- * security headers (helmet), identity and roles (401/403), rate limits (429).
- * Register it on the root instance before any route: it refuses routes that
- * state no role.
- */
-async function securityPlugin(app: FastifyInstance, options: SecurityOptions): Promise<void> {
-  const { config } = options;
-  await installSecurityHeaders(app, Boolean(config.tls_cert_file && config.tls_key_file));
-  await app.register(accessControl, { config, ...(options.apiKeys ? { apiKeys: options.apiKeys } : {}) });
-  await installRateLimit(app, {
-    ratePerSecond: config.rate_limit_per_second,
-    burst: config.rate_limit_burst,
-    onLimited: () => app.sightline?.metrics.rejected.inc({ reason: 'rate_limited' }),
-  });
-}
-
-export const security = fp(securityPlugin, { name: 'sightline-security', fastify: '5.x' });
+export { security, type SecurityOptions } from './security.js';

@@ -43,7 +43,9 @@ export function rolesFromClaim(claim: unknown): Role[] {
  * and `aud` when configured. The identity's name is `sub` (required); its roles
  * come from the `roles` claim.
  */
-export function jwtVerifierFromConfig(config: Pick<Config, 'auth_jwt_secret' | 'auth_jwt_public_key_file' | 'auth_jwt_issuer' | 'auth_jwt_audience'>): JwtVerifier | undefined {
+export function jwtVerifierFromConfig(
+  config: Pick<Config, 'auth_jwt_secret' | 'auth_jwt_public_key_file' | 'auth_jwt_issuer' | 'auth_jwt_audience'>,
+): JwtVerifier | undefined {
   const secret = config.auth_jwt_secret ? new TextEncoder().encode(config.auth_jwt_secret) : undefined;
   let publicKey: KeyObject | undefined;
   if (config.auth_jwt_public_key_file) {
@@ -67,7 +69,9 @@ export function jwtVerifierFromConfig(config: Pick<Config, 'auth_jwt_secret' | '
     ...(config.auth_jwt_issuer ? { issuer: config.auth_jwt_issuer } : {}),
     ...(config.auth_jwt_audience ? { audience: config.auth_jwt_audience } : {}),
   };
-  const describe = [secret ? 'HS256/384/512 secret' : '', publicKey ? `${publicKey.asymmetricKeyType} public key ${config.auth_jwt_public_key_file}` : ''].filter(Boolean).join(' and ');
+  const describe = [secret ? 'HS256/384/512 secret' : '', publicKey ? `${publicKey.asymmetricKeyType} public key ${config.auth_jwt_public_key_file}` : '']
+    .filter(Boolean)
+    .join(' and ');
 
   return {
     describe,

@@ -94,7 +94,10 @@ export class CredentialWatch {
       }
     } catch (err) {
       if (!this.failing) {
-        this.logger?.warn({ event: 'auth_recheck_failed', error_message: (err as Error).message }, `API keys of open sessions cannot be checked (sessions stay open): ${(err as Error).message}`);
+        this.logger?.warn(
+          { event: 'auth_recheck_failed', error_message: (err as Error).message },
+          `API keys of open sessions cannot be checked (sessions stay open): ${(err as Error).message}`,
+        );
       }
       this.failing = true;
     } finally {
@@ -104,11 +107,14 @@ export class CredentialWatch {
 
   private armExpiry(watched: Watched, at: number): void {
     const delay = at - Date.now();
-    watched.timer = setTimeout(() => {
-      if (!this.sessions.has(watched)) return;
-      if (Date.now() >= at) this.end(watched, 'expired');
-      else this.armExpiry(watched, at);
-    }, Math.max(0, Math.min(delay, MAX_TIMER_MS)));
+    watched.timer = setTimeout(
+      () => {
+        if (!this.sessions.has(watched)) return;
+        if (Date.now() >= at) this.end(watched, 'expired');
+        else this.armExpiry(watched, at);
+      },
+      Math.max(0, Math.min(delay, MAX_TIMER_MS)),
+    );
     watched.timer.unref();
   }
 

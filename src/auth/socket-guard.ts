@@ -24,7 +24,8 @@ export function guardSocket(socket: WebSocket, identity: Identity | undefined, r
   const refuse = (what: string, role: string, id?: string) => {
     const error = { code: 'FORBIDDEN', message: `The ${role} role is needed to ${what}` };
     // A client that floods refused messages without reading gets no more answers, not an ever-growing buffer.
-    if (socket.readyState === socket.OPEN && socket.bufferedAmount < MAX_REFUSAL_BUFFER) socket.send(JSON.stringify(id === undefined ? { type: 'error', error } : { type: 'error', id, error }));
+    if (socket.readyState === socket.OPEN && socket.bufferedAmount < MAX_REFUSAL_BUFFER)
+      socket.send(JSON.stringify(id === undefined ? { type: 'error', error } : { type: 'error', id, error }));
   };
   const emit = socket.emit.bind(socket);
   socket.emit = ((event: string | symbol, ...args: unknown[]): boolean => {

@@ -15,7 +15,9 @@ export interface TlsFiles {
 export function tlsFiles(config: Pick<Config, 'tls_cert_file' | 'tls_key_file'>): TlsFiles | undefined {
   if (!config.tls_cert_file && !config.tls_key_file) return undefined;
   if (!config.tls_cert_file || !config.tls_key_file) {
-    throw new ConfigError(`${config.tls_cert_file ? 'tls_cert_file' : 'tls_key_file'} is set without ${config.tls_cert_file ? 'tls_key_file' : 'tls_cert_file'}: HTTPS needs both`);
+    throw new ConfigError(
+      `${config.tls_cert_file ? 'tls_cert_file' : 'tls_key_file'} is set without ${config.tls_cert_file ? 'tls_key_file' : 'tls_cert_file'}: HTTPS needs both`,
+    );
   }
   const read = (key: 'tls_cert_file' | 'tls_key_file') => {
     try {
@@ -29,10 +31,10 @@ export function tlsFiles(config: Pick<Config, 'tls_cert_file' | 'tls_key_file'>)
 
 /**
  * Spread into Fastify's options: `{ https: { cert, key } }` with TLS, else nothing.
- * Typed as `{}` so that buildApp keeps its plain FastifyInstance type: an
+ * Typed as `object` so that buildApp keeps its plain FastifyInstance type: an
  * https.Server offers the same API that the app uses of its server.
  */
-export function httpsOption(config: Pick<Config, 'tls_cert_file' | 'tls_key_file'>): {} {
+export function httpsOption(config: Pick<Config, 'tls_cert_file' | 'tls_key_file'>): object {
   const files = tlsFiles(config);
   return files ? { https: files } : {};
 }

@@ -52,11 +52,7 @@ export interface ParsedCommand {
  * Parses a command line into a validated Config: defaults < --config file (or
  * SIGHTLINE_CONFIG) < SIGHTLINE_* environment < flags.
  */
-export function parseCommand(
-  argv: string[],
-  extraOptions: NonNullable<ParseArgsConfig['options']> = {},
-  env: NodeJS.ProcessEnv = process.env,
-): ParsedCommand {
+export function parseCommand(argv: string[], extraOptions: NonNullable<ParseArgsConfig['options']> = {}, env: NodeJS.ProcessEnv = process.env): ParsedCommand {
   let parsed;
   try {
     parsed = parseArgs({

@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { describePaths, parseCommandOrExit, resolvePaths } from './config-args.js';
-import { createLogger } from '../log.js';
+import { createLogger } from '../logger.js';
 import { ModelRepository } from '../inference/repository.js';
 import { repositoryOptions } from '../inference/from-config.js';
 import { readDataset, type Dataset } from '../eval/dataset.js';
@@ -144,7 +144,9 @@ export async function runEval(argv: string[]): Promise<number> {
     const lines = [
       `model ${model.name}:${model.version}  data ${resolve(dataDir)}  images ${metrics.images}  (${(metrics.images / seconds).toFixed(1)} img/s, infer ${inferMs.toFixed(1)} ms/img)`,
       `${'class'.padEnd(14)}${'instances'.padStart(10)}${'P'.padStart(8)}${'R'.padStart(8)}${'AP50'.padStart(8)}${'AP50-95'.padStart(8)}`,
-      ...metrics.classes.map((c) => `${c.label.padEnd(14)}${String(c.instances).padStart(10)}${pct(c.precision)}${pct(c.recall)}${pct(c.ap50)}${pct(c.ap50_95)}`),
+      ...metrics.classes.map(
+        (c) => `${c.label.padEnd(14)}${String(c.instances).padStart(10)}${pct(c.precision)}${pct(c.recall)}${pct(c.ap50)}${pct(c.ap50_95)}`,
+      ),
       `${'all'.padEnd(14)}${String(metrics.classes.reduce((n, c) => n + c.instances, 0)).padStart(10)}${pct(metrics.mean.precision)}${pct(metrics.mean.recall)}${pct(metrics.mean.map50)}${pct(metrics.mean.map50_95)}`,
     ];
     process.stdout.write(lines.join('\n') + '\n');

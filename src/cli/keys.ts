@@ -1,5 +1,5 @@
 import { ApiKeyNameTaken, createApiKeyStore, ROLES, type ApiKeyInfo, type ApiKeyStore, type Role } from '../auth/index.js';
-import { storeUrl } from '../server/store-url.js';
+import { storeUrl } from '../config/locations.js';
 import { parseCommandOrExit } from './config-args.js';
 
 export const KEYS_HELP = `Usage: sightline keys <command> [options]
@@ -46,7 +46,10 @@ function usage(message: string): number {
 }
 
 function parseRoles(values: string[]): Role[] | string {
-  const names = values.flatMap((v) => v.split(',')).map((r) => r.trim()).filter(Boolean);
+  const names = values
+    .flatMap((v) => v.split(','))
+    .map((r) => r.trim())
+    .filter(Boolean);
   const unknown = names.filter((r) => !(ROLES as readonly string[]).includes(r));
   if (names.length === 0) return `--role is required: one or more of ${ROLES.join(', ')}`;
   if (unknown.length > 0) return `unknown role ${unknown.map((r) => JSON.stringify(r)).join(', ')}: use ${ROLES.join(', ')}`;

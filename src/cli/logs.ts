@@ -1,10 +1,10 @@
 import { parseArgs } from 'node:util';
-import { analyzeLogs, DEFAULT_TOP } from '../logs/analyze.js';
-import { DEFAULT_ANOMALY_SETTINGS, type AnomalySettings } from '../logs/anomalies.js';
-import { formatDuration, parseDuration, parseTimeSpec } from '../logs/duration.js';
-import { formatText } from '../logs/format-text.js';
-import { REPORT_VERSION } from '../logs/report.js';
-import { checkReadable, fileSource, LogSourceError, streamSource, type LogSource } from '../logs/source.js';
+import { analyzeLogs, DEFAULT_TOP } from '../log-analysis/analyze.js';
+import { DEFAULT_ANOMALY_SETTINGS, type AnomalySettings } from '../log-analysis/anomalies.js';
+import { formatDuration, parseDuration, parseTimeSpec } from '../log-analysis/duration.js';
+import { formatText } from '../log-analysis/format-text.js';
+import { REPORT_VERSION } from '../log-analysis/report.js';
+import { checkReadable, fileSource, LogSourceError, streamSource, type LogSource } from '../log-analysis/source.js';
 
 const D = DEFAULT_ANOMALY_SETTINGS;
 
@@ -72,7 +72,10 @@ function time(name: string, value: string | undefined, now: number): number | un
 }
 
 /** `sightline logs <subcommand>`; only `analyze` exists. */
-export async function runLogs(argv: string[], io: { stdout?: NodeJS.WritableStream; stderr?: NodeJS.WritableStream; stdin?: NodeJS.ReadableStream; now?: () => number } = {}): Promise<number> {
+export async function runLogs(
+  argv: string[],
+  io: { stdout?: NodeJS.WritableStream; stderr?: NodeJS.WritableStream; stdin?: NodeJS.ReadableStream; now?: () => number } = {},
+): Promise<number> {
   const stdout = io.stdout ?? process.stdout;
   const stderr = io.stderr ?? process.stderr;
   const [sub, ...rest] = argv;

@@ -1,6 +1,6 @@
 import { createServer } from 'node:net';
 import { buildApp } from '../server/app.js';
-import { createLogger } from '../log.js';
+import { createLogger } from '../logger.js';
 import { configHelp, describePaths, parseCommandOrExit, resolvePaths } from './config-args.js';
 
 const HELP = `Usage: sightline serve [options]
@@ -60,7 +60,10 @@ export async function runServe(argv: string[]): Promise<number> {
     process.stderr.write(`${listenFailure(config.host, config.port, err as NodeJS.ErrnoException)}\n`);
     return 1;
   }
-  logger.info({ event: 'server_listening', address: app.addresses() }, `listening on ${config.host}:${app.server.address() && (app.server.address() as { port: number }).port}`);
+  logger.info(
+    { event: 'server_listening', address: app.addresses() },
+    `listening on ${config.host}:${app.server.address() && (app.server.address() as { port: number }).port}`,
+  );
 
   return new Promise<number>((resolve) => {
     let stopping = false;

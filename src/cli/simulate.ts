@@ -278,19 +278,29 @@ export async function simulate(options: SimulateOptions): Promise<SimulateReport
       max: round(sorted.at(-1) ?? null),
       mean: round(sorted.length ? sorted.reduce((a, b) => a + b, 0) / sorted.length : null),
     },
-    achieved_fps: { sent: round(totals.sent / Math.max(options.durationS, sentUntil), 2)!, results: round(totals.results / Math.max(options.durationS, finishedAt), 2)! },
+    achieved_fps: {
+      sent: round(totals.sent / Math.max(options.durationS, sentUntil), 2)!,
+      results: round(totals.results / Math.max(options.durationS, finishedAt), 2)!,
+    },
     per_line: Object.fromEntries(stats.perLine),
   };
 }
 
 export function formatReport(r: SimulateReport): string {
-  const errors = Object.entries(r.errors_by_code).map(([code, n]) => `${code} ${n}`).join(', ') || 'none';
+  const errors =
+    Object.entries(r.errors_by_code)
+      .map(([code, n]) => `${code} ${n}`)
+      .join(', ') || 'none';
   const l = r.latency_ms;
   return [
     `simulate ${r.transport} → ${r.url}: ${r.lines} line(s) × ${r.fps_per_line} fps for ${r.duration_s} s (target ${r.target_fps} fps)`,
     `sent ${r.totals.sent}  results ${r.totals.results}  errors ${r.totals.errors}  drops ${r.totals.drops}  (elapsed ${r.elapsed_s} s)`,
     `errors by code: ${errors}`,
-    `verdicts: ${Object.entries(r.verdicts).map(([v, n]) => `${v} ${n}`).join(', ') || 'none'}`,
+    `verdicts: ${
+      Object.entries(r.verdicts)
+        .map(([v, n]) => `${v} ${n}`)
+        .join(', ') || 'none'
+    }`,
     `latency ms: p50 ${l.p50 ?? '-'}  p90 ${l.p90 ?? '-'}  p99 ${l.p99 ?? '-'}  max ${l.max ?? '-'}  mean ${l.mean ?? '-'}`,
     `achieved fps: sent ${r.achieved_fps.sent}  results ${r.achieved_fps.results}`,
   ].join('\n');
@@ -351,7 +361,8 @@ export async function runSimulate(argv: string[]): Promise<number> {
   if (!(fps > 0 && fps <= 10_000)) return fail(`--fps must be a number above 0 (at most 10000), not ${JSON.stringify(values.fps)}`);
   if (!(durationS > 0)) return fail(`--duration must be a number of seconds above 0, not ${JSON.stringify(values.duration)}`);
   if (!(drainS >= 0)) return fail(`--drain must be a number of seconds, not ${JSON.stringify(values.drain)}`);
-  if (!TRANSPORTS.includes(values.transport as Transport)) return fail(`--transport must be one of ${TRANSPORTS.join(', ')}, not ${JSON.stringify(values.transport)}`);
+  if (!TRANSPORTS.includes(values.transport as Transport))
+    return fail(`--transport must be one of ${TRANSPORTS.join(', ')}, not ${JSON.stringify(values.transport)}`);
   try {
     const url = new URL(values.url!);
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http(s)');

@@ -1,13 +1,5 @@
-import { createLogger } from '../log.js';
-import { ModelRepository } from '../inference/repository.js';
-import { repositoryOptions } from '../inference/from-config.js';
-import { createMetrics } from '../ops/metrics.js';
-import { createResultStore } from '../store/index.js';
-import { storeUrl } from '../server/store-url.js';
-import { queueFromConfig } from '../jobs/queue-from-config.js';
-import { jobProcessor } from '../jobs/processor.js';
-import { startWorker } from '../jobs/worker.js';
-import { eventBusFromConfig } from '../events/index.js';
+import { createLogger } from '../logger.js';
+import { startWorkerRuntime } from '../runtime.js';
 import { configHelp, describePaths, parseCommandOrExit, resolvePaths } from './config-args.js';
 
 /** Settings of the HTTP server: a worker opens no port, so its help leaves them out. */
@@ -31,24 +23,13 @@ export async function runWorker(argv: string[]): Promise<number> {
   const { config } = paths;
   const logger = createLogger(config.log_level, undefined, config.log_format);
   logger.info({ event: 'paths', models_dir: paths.modelsDir, data_dir: paths.dataDir, built_in_models: paths.builtInModels }, describePaths(paths));
-  const metrics = createMetrics();
-  const models = new ModelRepository(repositoryOptions(config, logger));
-  const store = createResultStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {});
-  const { queue, close } = await queueFromConfig(config);
-  queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
-  const concurrency = config.worker_concurrency > 0 ? config.worker_concurrency : 2 * Math.max(1, models.instances);
-  const events = await eventBusFromConfig(config, logger);
-  const worker = startWorker(queue, jobProcessor({ config, models, store, metrics, logger, events }), concurrency, logger, models.loadAll());
+  const runtime = await startWorkerRuntime(config, { logger });
 
   return new Promise<number>((resolve) => {
     const stop = async (signal: string) => {
       logger.info({ event: 'worker_stopping', signal }, `${signal}: no new jobs, finishing those in hand`);
       try {
-        await worker.stop(config.shutdown_timeout_ms);
-        await close();
-        await models.close();
-        await store.close();
-        await events.close();
+        await runtime.close();
         logger.info({ event: 'worker_stopped' }, 'stopped');
         resolve(0);
       } catch (err) {

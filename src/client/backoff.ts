@@ -45,7 +45,11 @@ export function backoffCap(attempt: number, options: Pick<ReconnectOptions, 'ini
  * jitter: `cap · (1 − jitter · random())` with `cap` from {@link backoffCap}, so that
  * it lies in `[cap · (1 − jitter), cap]`.
  */
-export function backoffDelay(attempt: number, options: Pick<ReconnectOptions, 'initialDelayMs' | 'maxDelayMs' | 'jitter'>, random: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  options: Pick<ReconnectOptions, 'initialDelayMs' | 'maxDelayMs' | 'jitter'>,
+  random: () => number = Math.random,
+): number {
   const cap = backoffCap(attempt, options);
   return cap * (1 - options.jitter * random());
 }

@@ -1,16 +1,7 @@
 import { SightlineError, parseRetryAfter } from './errors.js';
 import { StreamConnection, type StreamOptions } from './stream.js';
 import { sniffImageType, tusUpload, type UploadInput, type UploadOptions, type UploadResult } from './upload.js';
-import type {
-  CallOptions,
-  DetectionResult,
-  DetectOptions,
-  InferenceOptions,
-  JobStatus,
-  SubmitJobOptions,
-  SubmittedJob,
-  WaitForJobOptions,
-} from './types.js';
+import type { CallOptions, DetectionResult, DetectOptions, InferenceOptions, JobStatus, SubmitJobOptions, SubmittedJob, WaitForJobOptions } from './types.js';
 
 export interface SightlineClientOptions {
   /** The server, e.g. `http://127.0.0.1:8080` (a path prefix is kept: `https://gw/sightline`). */

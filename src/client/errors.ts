@@ -1,5 +1,7 @@
+import { RETRYABLE_CODES } from '../protocol/errors.js';
+
 /**
- * Codes the SDK itself raises, next to the server's own codes (README "Errors":
+ * Codes the SDK itself raises, next to the server's own codes (docs/errors.md:
  * `INVALID_IMAGE`, `MODEL_NOT_FOUND`, `OVERLOADED`, …, passed through unchanged).
  */
 export const CLIENT_ERROR_CODES = {
@@ -23,20 +25,18 @@ export const CLIENT_ERROR_CODES = {
   CONNECTION_LOST: 'CONNECTION_LOST',
   /** Stream: `close()` was called. */
   CLOSED: 'CLOSED',
+  /** Stream `detect()`: the server dropped the frame (backpressure, per the connection's drop policy). */
+  FRAME_DROPPED: 'FRAME_DROPPED',
 } as const;
 
 export type ClientErrorCode = keyof typeof CLIENT_ERROR_CODES;
 
-/** Server codes after which the same request may simply be tried again later. */
-const RETRYABLE = new Set([
-  'MODEL_NOT_READY',
-  'SHUTTING_DOWN',
-  'OVERLOADED',
-  'STORE_UNAVAILABLE',
-  'QUEUE_FULL',
-  'QUEUE_UNAVAILABLE',
-  'QUEUE_CLOSED',
-  'DEADLINE_EXCEEDED',
+/**
+ * The SDK's own codes after which trying again may succeed: the connection failed,
+ * not the request. Server codes are retryable when the server says so
+ * ({@link RETRYABLE_CODES}, answered with `Retry-After`).
+ */
+export const CLIENT_RETRYABLE_CODES: ReadonlySet<ClientErrorCode> = new Set<ClientErrorCode>([
   'NETWORK_ERROR',
   'TIMEOUT',
   'NOT_CONNECTED',
@@ -104,9 +104,13 @@ export class SightlineError extends Error {
     this.lastError = init.lastError ?? null;
   }
 
-  /** True when trying the same thing again later may succeed (overload, not ready, network, …). */
+  /**
+   * True when trying the same thing again later may succeed: the server's retryable codes
+   * (overload, not ready, queue full, rate limited, …; the ones it answers with `Retry-After`)
+   * and the SDK's connection-level codes (network, timeout, …).
+   */
   get retryable(): boolean {
-    return RETRYABLE.has(this.code);
+    return RETRYABLE_CODES.has(this.code) || (CLIENT_RETRYABLE_CODES as ReadonlySet<string>).has(this.code);
   }
 }
 

@@ -10,7 +10,8 @@
  * @packageDocumentation
  */
 export { SightlineClient, type SightlineClientOptions } from './client.js';
-export { SightlineError, CLIENT_ERROR_CODES, parseRetryAfter, type ClientErrorCode, type SightlineErrorInit } from './errors.js';
+export { SightlineError, CLIENT_ERROR_CODES, CLIENT_RETRYABLE_CODES, parseRetryAfter, type ClientErrorCode, type SightlineErrorInit } from './errors.js';
+export { RETRYABLE_CODES, type ErrorBody, type ErrorResponse } from '../protocol/errors.js';
 export {
   StreamConnection,
   streamUrl,
@@ -29,20 +30,27 @@ export {
 export { backoffDelay, backoffCap, reconnectOptions, DEFAULT_RECONNECT, type ReconnectOptions } from './backoff.js';
 export { sniffImageType, uploadMetadata, type UploadInput, type UploadOptions, type UploadResult } from './upload.js';
 export type {
+  Box,
   CallOptions,
+  DeadReason,
+  Detection,
   DetectionResult,
   DetectOptions,
   InferenceOptions,
   JobState,
   JobStatus,
   Priority,
+  ResultSource,
+  StageTimings,
   SubmitJobOptions,
   SubmittedJob,
+  Verdict,
   WaitForJobOptions,
   SightlineEvent,
   ResultEvent,
   JobStatusEvent,
 } from './types.js';
+export { ALL_LINES } from '../protocol/events.js';
 export {
   encodeFrame,
   PROTOCOL_VERSION,
@@ -53,5 +61,4 @@ export {
   type ServerMessage,
   type StreamLimits,
   type StreamStatus,
-  type ErrorBody,
 } from '../protocol/stream.js';

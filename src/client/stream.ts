@@ -10,7 +10,8 @@ import {
   type StreamLimits,
   type StreamStatus,
 } from '../protocol/stream.js';
-import type { DetectionResult, SightlineEvent } from '../events/event-bus.js';
+import type { SightlineEvent } from '../protocol/events.js';
+import type { DetectionResult } from '../protocol/results.js';
 import { SightlineError } from './errors.js';
 import { backoffDelay, reconnectOptions, type ReconnectOptions } from './backoff.js';
 
@@ -238,7 +239,9 @@ export class StreamConnection extends EventEmitter<StreamConnectionEvents> {
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => {
           this.readyWaiters = this.readyWaiters.filter((w) => w !== waiter);
-          reject(new SightlineError({ code: 'TIMEOUT', message: `the stream connection was not ready within ${timeoutMs} ms`, cause: this.lastError ?? undefined }));
+          reject(
+            new SightlineError({ code: 'TIMEOUT', message: `the stream connection was not ready within ${timeoutMs} ms`, cause: this.lastError ?? undefined }),
+          );
         }, timeoutMs);
       }
     });
@@ -257,10 +260,17 @@ export class StreamConnection extends EventEmitter<StreamConnectionEvents> {
     if (this.state === 'closed') throw new SightlineError({ code: 'CLOSED', message: 'the stream connection is closed' });
     const ws = this.ws;
     if (this.state !== 'ready' || !ws || ws.readyState !== WebSocket.OPEN) {
-      throw new SightlineError({ code: 'NOT_CONNECTED', message: 'the stream connection is not ready (reconnecting); the frame was not sent', cause: this.lastError ?? undefined });
+      throw new SightlineError({
+        code: 'NOT_CONNECTED',
+        message: 'the stream connection is not ready (reconnecting); the frame was not sent',
+        cause: this.lastError ?? undefined,
+      });
     }
     if (ws.bufferedAmount > this.maxBufferedBytes) {
-      throw new SightlineError({ code: 'CLIENT_BACKPRESSURE', message: `the socket holds ${ws.bufferedAmount} unsent bytes (limit ${this.maxBufferedBytes}); the frame was not sent` });
+      throw new SightlineError({
+        code: 'CLIENT_BACKPRESSURE',
+        message: `the socket holds ${ws.bufferedAmount} unsent bytes (limit ${this.maxBufferedBytes}); the frame was not sent`,
+      });
     }
     const id = header.id ?? `${this.idPrefix}-${++this.seq}`;
     const data = encodeFrame({ ...header, id }, image);
@@ -414,7 +424,12 @@ export class StreamConnection extends EventEmitter<StreamConnectionEvents> {
         this.state = 'closed';
         this.rejectReadyWaiters(
           credentialsGone
-            ? new SightlineError({ code: 'UNAUTHORIZED', status: 401, message: `the stream was closed: ${reason || 'credentials no longer valid'}`, cause: this.lastError })
+            ? new SightlineError({
+                code: 'UNAUTHORIZED',
+                status: 401,
+                message: `the stream was closed: ${reason || 'credentials no longer valid'}`,
+                cause: this.lastError,
+              })
             : new SightlineError({ code: 'NETWORK_ERROR', message: `the stream connection ended: ${this.lastError.message}`, cause: this.lastError }),
         );
         return;
@@ -465,7 +480,11 @@ export class StreamConnection extends EventEmitter<StreamConnectionEvents> {
         break;
       case 'error': {
         const latencyMs = message.id === undefined ? null : this.settle(message.id);
-        const err = new SightlineError({ code: message.error?.code ?? 'BAD_RESPONSE', message: message.error?.message ?? 'stream error', frameId: message.id ?? null });
+        const err = new SightlineError({
+          code: message.error?.code ?? 'BAD_RESPONSE',
+          message: message.error?.message ?? 'stream error',
+          frameId: message.id ?? null,
+        });
         if (this.listenerCount('error') > 0) this.emit('error', err, { latencyMs });
         break;
       }

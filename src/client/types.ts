@@ -1,29 +1,10 @@
-import type { DetectionResult } from '../events/event-bus.js';
+import type { InferenceOptions } from '../protocol/options.js';
 
-export type { DetectionResult };
-export type { SightlineEvent, ResultEvent, JobStatusEvent } from '../events/event-bus.js';
-
-export type Priority = 'high' | 'normal' | 'low';
-
-/**
- * The inference options of POST /v1/detect, POST /v1/jobs, uploads and stream frames,
- * spelled as on the wire (the query parameters).
- */
-export interface InferenceOptions {
-  /** Production line id (1–64 of `A–Z a–z 0–9 . _ -`); default `default`. */
-  line?: string;
-  /** `name` or `name:version`; default: the server's default model. */
-  model?: string;
-  /** Lowest score kept, in [0, 1]; default: the model's. */
-  conf?: number;
-  /** NMS IoU threshold, in [0, 1]; default: the model's. */
-  iou?: number;
-  /** At most this many detections. */
-  max_det?: number;
-  /** Class-agnostic NMS. */
-  agnostic?: boolean;
-  priority?: Priority;
-}
+// The wire contract (src/protocol) is the SDK's vocabulary: results, events, options and job answers.
+export type { Box, Detection, DetectionResult, ResultSource, StageTimings, Verdict } from '../protocol/results.js';
+export type { SightlineEvent, ResultEvent, JobStatusEvent } from '../protocol/events.js';
+export type { InferenceOptions, Priority } from '../protocol/options.js';
+export type { DeadReason, JobState, JobStatus, SubmittedJob } from '../protocol/jobs.js';
 
 /** Per-call options of every HTTP method. */
 export interface CallOptions {
@@ -48,34 +29,6 @@ export interface SubmitJobOptions extends InferenceOptions, CallOptions {
   /** The job's time to live (`X-Request-Timeout-Ms`): not started by then, it is dead-lettered as `expired`. */
   ttlMs?: number;
   contentType?: string;
-}
-
-export interface SubmittedJob {
-  job_id: string;
-  status: 'queued';
-  /** True when the idempotency key was taken already: `job_id` is the first job's. */
-  duplicate: boolean;
-}
-
-/** `queued` also covers a job waiting out a retry backoff; `dead` is final (until retried from the dead letters). */
-export type JobState = 'queued' | 'running' | 'done' | 'dead';
-
-/** GET /v1/jobs/:id. */
-export interface JobStatus {
-  job_id: string;
-  state: JobState;
-  line: string;
-  priority: Priority;
-  /** Runs started so far. */
-  attempts: number;
-  created_at: string;
-  updated_at: string;
-  /** The last handler error, kept across retries. */
-  last_error?: string;
-  /** Why a dead job was dead-lettered. */
-  dead_reason?: 'failed' | 'expired';
-  /** The stored result, when done (its `request_id` is the job id). */
-  result?: DetectionResult;
 }
 
 export interface WaitForJobOptions {

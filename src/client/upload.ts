@@ -50,7 +50,8 @@ export const JOB_ID_HEADER = 'sightline-job-id';
 export function sniffImageType(bytes: Uint8Array): string | undefined {
   if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) return 'image/jpeg';
   if (bytes.length >= 8 && bytes[0] === 0x89 && bytes[1] === 0x50 && bytes[2] === 0x4e && bytes[3] === 0x47) return 'image/png';
-  if (bytes.length >= 12 && Buffer.from(bytes.subarray(0, 4)).toString('latin1') === 'RIFF' && Buffer.from(bytes.subarray(8, 12)).toString('latin1') === 'WEBP') return 'image/webp';
+  if (bytes.length >= 12 && Buffer.from(bytes.subarray(0, 4)).toString('latin1') === 'RIFF' && Buffer.from(bytes.subarray(8, 12)).toString('latin1') === 'WEBP')
+    return 'image/webp';
   return undefined;
 }
 
@@ -97,7 +98,13 @@ function errorFromTus(err: Error): SightlineError {
  * A tus 1.0 resumable upload to `endpoint` (`<baseUrl>/v1/uploads`). The server turns the
  * finished upload into a job and names it in the final answer's `Sightline-Job-Id`.
  */
-export async function tusUpload(endpoint: string, headers: Record<string, string>, input: UploadInput, options: UploadOptions, fetchImpl: typeof fetch): Promise<UploadResult> {
+export async function tusUpload(
+  endpoint: string,
+  headers: Record<string, string>,
+  input: UploadInput,
+  options: UploadOptions,
+  fetchImpl: typeof fetch,
+): Promise<UploadResult> {
   let file: Buffer | ReadStream | Readable;
   let filename = options.filename;
   let filetype = options.filetype;
@@ -166,7 +173,13 @@ export async function tusUpload(endpoint: string, headers: Record<string, string
             finish(() =>
               id
                 ? resolve({ upload_url: url, job_id: id })
-                : reject(new SightlineError({ code: 'UPLOAD_FAILED', message: `the upload finished but the server named no job (no ${JOB_ID_HEADER} header)`, status: res.status })),
+                : reject(
+                    new SightlineError({
+                      code: 'UPLOAD_FAILED',
+                      message: `the upload finished but the server named no job (no ${JOB_ID_HEADER} header)`,
+                      status: res.status,
+                    }),
+                  ),
             );
           },
           (err: Error) => finish(() => reject(new SightlineError({ code: 'NETWORK_ERROR', message: err.message, cause: err }))),

@@ -3,7 +3,7 @@ import { Type, type Static } from '@sinclair/typebox';
 /**
  * The one place where every Sightline setting, its type, limits and default live.
  * Keys are snake_case; each is also `SIGHTLINE_<KEY>` in the environment and
- * `--<key-with-dashes>` on the command line. The README's config table is checked
+ * `--<key-with-dashes>` on the command line. The config table of docs/configuration.md is checked
  * against this schema by a test, so docs cannot drift from code.
  */
 export const ConfigSchema = Type.Object(
@@ -35,7 +35,7 @@ export const ConfigSchema = Type.Object(
     queue_lease_ms: Type.Integer({
       default: 30_000,
       minimum: 100,
-      description: 'SQLite queue: how long a worker holds a job before a crashed worker\'s job comes back (renewed while it runs).',
+      description: "SQLite queue: how long a worker holds a job before a crashed worker's job comes back (renewed while it runs).",
     }),
     store_schema: Type.String({
       default: '',
@@ -71,7 +71,8 @@ export const ConfigSchema = Type.Object(
     events_url: Type.String({
       default: '',
       pattern: '^(|memory:|amqps?://.*)$',
-      description: 'Event bus for live results: `memory:` (this process) or `amqp://…` (replicas see each other\'s results); empty: the queue\'s broker when queue_url is amqp, else `memory:`.',
+      description:
+        "Event bus for live results: `memory:` (this process) or `amqp://…` (replicas see each other's results); empty: the queue's broker when queue_url is amqp, else `memory:`.",
     }),
     stream_max_in_flight: Type.Integer({
       default: 2,
@@ -124,48 +125,139 @@ export const ConfigSchema = Type.Object(
       default: '',
       description: 'Where unfinished uploads are kept; empty: `<data_dir>/uploads`.',
     }),
-    alert_eval_interval_ms: Type.Integer({ default: 5_000, minimum: 0, description: 'How often the alert rules are evaluated; 0: never (GET /v1/alerts shows them unevaluated).' }),
-    alert_for_ms: Type.Integer({ default: 60_000, minimum: 0, description: 'How long an alert\'s condition must hold before it fires.' }),
+    alert_eval_interval_ms: Type.Integer({
+      default: 5_000,
+      minimum: 0,
+      description: 'How often the alert rules are evaluated; 0: never (GET /v1/alerts shows them unevaluated).',
+    }),
+    alert_for_ms: Type.Integer({ default: 60_000, minimum: 0, description: "How long an alert's condition must hold before it fires." }),
     alert_window_ms: Type.Integer({ default: 300_000, minimum: 1000, description: 'Window of the error-rate, latency, dead-letter and rejection alerts.' }),
-    alert_webhooks: Type.String({ default: '', description: 'URLs (comma-separated) that get firing and resolved alerts as JSON (Alertmanager webhook format).' }),
-    alert_error_rate: Type.Number({ default: 0.05, minimum: 0, maximum: 1, description: 'Share of 5xx answers in the window above which SightlineHighErrorRate fires.' }),
+    alert_webhooks: Type.String({
+      default: '',
+      description: 'URLs (comma-separated) that get firing and resolved alerts as JSON (Alertmanager webhook format).',
+    }),
+    alert_error_rate: Type.Number({
+      default: 0.05,
+      minimum: 0,
+      maximum: 1,
+      description: 'Share of 5xx answers in the window above which SightlineHighErrorRate fires.',
+    }),
     alert_p95_latency_ms: Type.Number({ default: 1000, minimum: 0, description: 'p95 of /v1/detect durations above which SightlineHighLatency fires.' }),
     alert_queue_backlog: Type.Integer({ default: 1000, minimum: 0, description: 'Jobs waiting above which SightlineQueueBacklog fires.' }),
-    alert_connections_ratio: Type.Number({ default: 0.9, minimum: 0, maximum: 1, description: 'Share of max_connections open above which SightlineConnectionsNearLimit fires.' }),
-    alert_rejected_per_s: Type.Number({ default: 1, minimum: 0, description: 'Admission-control rejections per second above which SightlineRequestsRejected fires.' }),
+    alert_connections_ratio: Type.Number({
+      default: 0.9,
+      minimum: 0,
+      maximum: 1,
+      description: 'Share of max_connections open above which SightlineConnectionsNearLimit fires.',
+    }),
+    alert_rejected_per_s: Type.Number({
+      default: 1,
+      minimum: 0,
+      description: 'Admission-control rejections per second above which SightlineRequestsRejected fires.',
+    }),
     alert_event_loop_lag_ms: Type.Number({ default: 500, minimum: 0, description: 'Event-loop lag (p99) above which SightlineEventLoopLag fires.' }),
     // health and system sampling (issue 7)
-    dependency_check_interval_ms: Type.Integer({ default: 5_000, minimum: 100, description: 'How often /readyz\'s dependencies (broker, store, event bus, disk) are checked while they are up.' }),
-    dependency_retry_base_ms: Type.Integer({ default: 500, minimum: 10, description: 'First retry delay of a dependency that is down (at start-up and later); doubles per failed try.' }),
+    dependency_check_interval_ms: Type.Integer({
+      default: 5_000,
+      minimum: 100,
+      description: "How often /readyz's dependencies (broker, store, event bus, disk) are checked while they are up.",
+    }),
+    dependency_retry_base_ms: Type.Integer({
+      default: 500,
+      minimum: 10,
+      description: 'First retry delay of a dependency that is down (at start-up and later); doubles per failed try.',
+    }),
     dependency_retry_max_ms: Type.Integer({ default: 10_000, minimum: 10, description: 'Longest retry delay of a dependency that is down.' }),
-    test_inference_interval_ms: Type.Integer({ default: 60_000, minimum: 0, description: 'How often every READY model runs a real test inference for /readyz; 0: never.' }),
-    min_free_disk_bytes: Type.Integer({ default: 256 * 1024 * 1024, minimum: 0, description: 'Free disk under data_dir below which readiness fails (SQLite store or queue only); 0: not checked.' }),
+    test_inference_interval_ms: Type.Integer({
+      default: 60_000,
+      minimum: 0,
+      description: 'How often every READY model runs a real test inference for /readyz; 0: never.',
+    }),
+    min_free_disk_bytes: Type.Integer({
+      default: 256 * 1024 * 1024,
+      minimum: 0,
+      description: 'Free disk under data_dir below which readiness fails (SQLite store or queue only); 0: not checked.',
+    }),
     system_sample_interval_ms: Type.Integer({ default: 5_000, minimum: 100, description: 'How often CPU, memory and GPU gauges are sampled.' }),
-    nvidia_smi_path: Type.String({ default: 'nvidia-smi', description: 'nvidia-smi used for the GPU gauges; empty: no GPU sampling. Without a GPU the series are absent.' }),
+    nvidia_smi_path: Type.String({
+      default: 'nvidia-smi',
+      description: 'nvidia-smi used for the GPU gauges; empty: no GPU sampling. Without a GPU the series are absent.',
+    }),
     // identity, connections and limits (issue 8)
     auth: Type.Union([Type.Literal('auto'), Type.Literal('on'), Type.Literal('off')], {
       default: 'auto',
-      description: '`on`: every request but /livez and /readyz needs an API key or JWT; `off`: none does; `auto`: requests from loopback addresses need none, others do.',
+      description:
+        '`on`: every request but /livez and /readyz needs an API key or JWT; `off`: none does; `auto`: requests from loopback addresses need none, others do.',
     }),
-    auth_jwt_secret: Type.String({ default: '', description: 'HMAC secret (HS256/384/512) that JWT bearer tokens are verified against; empty: no JWTs unless auth_jwt_public_key_file is set.' }),
+    auth_jwt_secret: Type.String({
+      default: '',
+      description: 'HMAC secret (HS256/384/512) that JWT bearer tokens are verified against; empty: no JWTs unless auth_jwt_public_key_file is set.',
+    }),
     auth_jwt_public_key_file: Type.String({ default: '', description: 'PEM public key (RS*/ES*/PS*) that JWT bearer tokens are verified against.' }),
     auth_jwt_issuer: Type.String({ default: '', description: 'Required `iss` of JWTs; empty: not checked.' }),
     auth_jwt_audience: Type.String({ default: '', description: 'Required `aud` of JWTs; empty: not checked.' }),
     tls_cert_file: Type.String({ default: '', description: 'PEM certificate (chain): serve HTTPS/WSS instead of HTTP. Needs tls_key_file.' }),
     tls_key_file: Type.String({ default: '', description: 'PEM private key of tls_cert_file.' }),
-    max_connections: Type.Integer({ default: 200, minimum: 1, maximum: 1_000_000, description: 'Open client connections (HTTP sockets and WebSocket sessions) beyond which new ones are refused (503 + Retry-After, WebSocket close 1013).' }),
+    max_connections: Type.Integer({
+      default: 200,
+      minimum: 1,
+      maximum: 1_000_000,
+      description: 'Open client connections (HTTP sockets and WebSocket sessions) beyond which new ones are refused (503 + Retry-After, WebSocket close 1013).',
+    }),
     max_connections_per_key: Type.Integer({ default: 100, minimum: 0, description: 'Open connections per API key (or JWT subject); 0: no per-key limit.' }),
     max_connections_per_address: Type.Integer({ default: 100, minimum: 0, description: 'Open connections per remote address; 0: no per-address limit.' }),
-    connection_reserve_high: Type.Number({ default: 0.1, minimum: 0, maximum: 0.9, description: 'Share of max_connections kept for `priority=high` requests and streams from API keys or JWTs with the ingest or admin role: others are refused once the rest is taken (none with auth=off).' }),
-    max_websocket_connections: Type.Integer({ default: 100, minimum: 0, maximum: 1_000_000, description: 'WebSocket sessions (/v1/stream) among max_connections; more are closed with 1013, so that idle streams cannot take the places of HTTP clients. 0: no limit of their own.' }),
-    max_probe_connections: Type.Integer({ default: 16, minimum: 0, maximum: 10_000, description: 'Connections for /livez, /readyz and /metrics served on top of max_connections when the other limits would refuse them (one request each, then closed). 0: probes get no allowance.' }),
-    auth_recheck_interval_ms: Type.Integer({ default: 2000, minimum: 100, maximum: 3_600_000, description: 'How often the API keys of open WebSocket sessions are checked again; a session whose key was revoked (from any process) is closed with 4001.' }),
+    connection_reserve_high: Type.Number({
+      default: 0.1,
+      minimum: 0,
+      maximum: 0.9,
+      description:
+        'Share of max_connections kept for `priority=high` requests and streams from API keys or JWTs with the ingest or admin role: others are refused once the rest is taken (none with auth=off).',
+    }),
+    max_websocket_connections: Type.Integer({
+      default: 100,
+      minimum: 0,
+      maximum: 1_000_000,
+      description:
+        'WebSocket sessions (/v1/stream) among max_connections; more are closed with 1013, so that idle streams cannot take the places of HTTP clients. 0: no limit of their own.',
+    }),
+    max_probe_connections: Type.Integer({
+      default: 16,
+      minimum: 0,
+      maximum: 10_000,
+      description:
+        'Connections for /livez, /readyz and /metrics served on top of max_connections when the other limits would refuse them (one request each, then closed). 0: probes get no allowance.',
+    }),
+    auth_recheck_interval_ms: Type.Integer({
+      default: 2000,
+      minimum: 100,
+      maximum: 3_600_000,
+      description:
+        'How often the API keys of open WebSocket sessions are checked again; a session whose key was revoked (from any process) is closed with 4001.',
+    }),
     connection_idle_timeout_ms: Type.Integer({ default: 60_000, minimum: 100, description: 'An HTTP connection with no request for this long is closed.' }),
-    headers_timeout_ms: Type.Integer({ default: 10_000, minimum: 100, description: 'Time a client has to send a request\'s headers (slowloris guard).' }),
-    body_timeout_ms: Type.Integer({ default: 60_000, minimum: 100, description: 'Time a client has to send a whole request, body included; slower ones get 408.' }),
-    max_header_bytes: Type.Integer({ default: 16 * 1024, minimum: 1024, maximum: 1024 * 1024, description: 'Largest request header block; larger ones get 431.' }),
-    rate_limit_per_second: Type.Number({ default: 100, minimum: 0, description: 'Sustained requests per second per API key (per remote address without one; loopback callers trusted by auth=auto are not limited); 0: no rate limit.' }),
-    rate_limit_burst: Type.Integer({ default: 200, minimum: 1, description: 'Requests a key or address may send at once above the sustained rate (the bucket size).' }),
+    headers_timeout_ms: Type.Integer({ default: 10_000, minimum: 100, description: "Time a client has to send a request's headers (slowloris guard)." }),
+    body_timeout_ms: Type.Integer({
+      default: 60_000,
+      minimum: 100,
+      description: 'Time a client has to send a whole request, body included; slower ones get 408.',
+    }),
+    max_header_bytes: Type.Integer({
+      default: 16 * 1024,
+      minimum: 1024,
+      maximum: 1024 * 1024,
+      description: 'Largest request header block; larger ones get 431.',
+    }),
+    rate_limit_per_second: Type.Number({
+      default: 100,
+      minimum: 0,
+      description:
+        'Sustained requests per second per API key (per remote address without one; loopback callers trusted by auth=auto are not limited); 0: no rate limit.',
+    }),
+    rate_limit_burst: Type.Integer({
+      default: 200,
+      minimum: 1,
+      description: 'Requests a key or address may send at once above the sustained rate (the bucket size).',
+    }),
     cors_origins: Type.String({
       default: '',
       pattern: '^\\s*((\\*|https?://[^\\s/,]+)\\s*(,\\s*(\\*|https?://[^\\s/,]+)\\s*)*)?$',
@@ -182,7 +274,8 @@ export const ConfigSchema = Type.Object(
     ),
     log_format: Type.Union([Type.Literal('auto'), Type.Literal('json'), Type.Literal('pretty')], {
       default: 'auto',
-      description: '`json`: one JSON object a line (for log pipelines and `sightline logs analyze`); `pretty`: coloured lines for people (pino-pretty); `auto`: pretty when stdout is a terminal, else JSON.',
+      description:
+        '`json`: one JSON object a line (for log pipelines and `sightline logs analyze`); `pretty`: coloured lines for people (pino-pretty); `auto`: pretty when stdout is a terminal, else JSON.',
     }),
     body_limit_bytes: Type.Integer({
       default: 20 * 1024 * 1024,
@@ -249,7 +342,7 @@ export const ConfigSchema = Type.Object(
     max_rss_bytes: Type.Integer({
       default: 0,
       minimum: 0,
-      description: 'Resident memory above which inference requests get 503 OVERLOADED; 0: 75% of the machine\'s memory.',
+      description: "Resident memory above which inference requests get 503 OVERLOADED; 0: 75% of the machine's memory.",
     }),
     warmup_runs: Type.Integer({
       default: 1,

@@ -24,7 +24,14 @@ declare module 'fastify' {
 /** The identity a request had when it was last admitted (onRequest, then again in preParsing if it changed). */
 const seen = new WeakMap<FastifyRequest, { identity: unknown }>();
 
-type LimitKeys = 'max_connections' | 'max_connections_per_key' | 'max_connections_per_address' | 'connection_reserve_high' | 'max_websocket_connections' | 'max_probe_connections' | 'auth';
+type LimitKeys =
+  | 'max_connections'
+  | 'max_connections_per_key'
+  | 'max_connections_per_address'
+  | 'connection_reserve_high'
+  | 'max_websocket_connections'
+  | 'max_probe_connections'
+  | 'auth';
 
 export function limitsFromConfig(config: Pick<Config, LimitKeys>): ConnectionLimits {
   return {
@@ -133,13 +140,12 @@ async function connections(app: FastifyInstance): Promise<void> {
     const probe = !upgrade && !registry.closing && isProbe(request.method, request.routeOptions.url);
     const early = registry.refusalOf(socket);
     if (early) {
-      if (!probe) return refuse(request, reply, early, upgrade);
-      const served = registry.admitProbe(socket);
-      if ('reason' in served) return refuse(request, reply, served, upgrade);
+      const served = probe ? registry.admitProbe(socket) : early;
+      if ('reason' in served) refuse(request, reply, served, upgrade);
       return;
     }
     const entry: ConnectionEntry | undefined = registry.entryOf(socket);
-    if (!entry || entry.transport !== 'http' || entry.probe) return; // inject(), a socket from before the plugin, or a probe being served
+    if (entry?.transport !== 'http' || entry.probe) return; // inject(), a socket from before the plugin, or a probe being served
     if (upgrade && !previous) registry.upgradeRequested(socket, request.headers['user-agent']);
     const refusal = registry.admit(entry, {
       key: request.identity ? keyOf(request.identity) : undefined,

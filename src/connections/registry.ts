@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Metrics } from '../ops/metrics.js';
+import type { Metrics } from '../metrics/metrics.js';
 import { normalizeAddress } from './classify.js';
 import {
   CLIENT_KINDS,
@@ -306,7 +306,7 @@ export class ConnectionRegistry {
       return;
     }
     const entry = this.bySocket.get(socket);
-    if (!entry || entry.transport !== 'http') return;
+    if (entry?.transport !== 'http') return;
     entry.inFlight = Math.max(0, entry.inFlight - 1);
     entry.lastActivity = this.now();
   }
@@ -410,7 +410,16 @@ export class ConnectionRegistry {
    */
   openWebSocket(
     socket: TrackedSocket | undefined,
-    info: { remoteAddress: string; remotePort?: number | undefined; userAgent?: string | undefined; key: string | null; clientKind: ClientKind; line?: string | undefined; high: boolean; close: (code: number, reason: string) => void },
+    info: {
+      remoteAddress: string;
+      remotePort?: number | undefined;
+      userAgent?: string | undefined;
+      key: string | null;
+      clientKind: ClientKind;
+      line?: string | undefined;
+      high: boolean;
+      close: (code: number, reason: string) => void;
+    },
   ): ConnectionEntry {
     const carrier = this.entryOf(socket);
     const seq = carrier?.seq;
@@ -467,7 +476,15 @@ export class ConnectionRegistry {
     }
     this.countKind(entry.transport, entry.clientKind, -1);
     this.options.logger?.debug(
-      { event: 'connection_close', connection_id: entry.id, transport: entry.transport, remote_address: entry.remoteAddress, client_kind: entry.clientKind, requests: entry.requests, duration_ms: this.now() - entry.openedAt },
+      {
+        event: 'connection_close',
+        connection_id: entry.id,
+        transport: entry.transport,
+        remote_address: entry.remoteAddress,
+        client_kind: entry.clientKind,
+        requests: entry.requests,
+        duration_ms: this.now() - entry.openedAt,
+      },
       'connection closed',
     );
   }
@@ -485,7 +502,10 @@ export class ConnectionRegistry {
   kick(id: string, requester?: TrackedSocket): boolean {
     const entry = this.entries.get(id);
     if (!entry) return false;
-    this.options.logger?.info({ event: 'connection_kicked', connection_id: id, transport: entry.transport, remote_address: entry.remoteAddress, key: entry.key }, 'connection closed by admin');
+    this.options.logger?.info(
+      { event: 'connection_kicked', connection_id: id, transport: entry.transport, remote_address: entry.remoteAddress, key: entry.key },
+      'connection closed by admin',
+    );
     if (entry.transport === 'websocket') {
       if (entry.close) entry.close(CLOSED_BY_ADMIN, 'closed by admin');
       else entry.socket?.destroy();
@@ -569,7 +589,15 @@ export class ConnectionRegistry {
 
   // ------------------------------------------------------------------ internals
 
-  private add(init: { transport: Transport; socket: TrackedSocket | undefined; remoteAddress: string; remotePort: number | null; provisional: boolean; probe?: boolean; seq?: number }): ConnectionEntry {
+  private add(init: {
+    transport: Transport;
+    socket: TrackedSocket | undefined;
+    remoteAddress: string;
+    remotePort: number | null;
+    provisional: boolean;
+    probe?: boolean;
+    seq?: number;
+  }): ConnectionEntry {
     const now = this.now();
     const entry: ConnectionEntry = {
       id: this.newId(init.transport),
@@ -603,7 +631,13 @@ export class ConnectionRegistry {
     if (!entry.probe) this.perAddress.set(entry.remoteAddress, (this.perAddress.get(entry.remoteAddress) ?? 0) + 1);
     this.countKind(entry.transport, entry.clientKind, 1);
     this.options.logger?.debug(
-      { event: 'connection_open', connection_id: entry.id, transport: entry.transport, remote_address: entry.remoteAddress, provisional: entry.provisional || undefined },
+      {
+        event: 'connection_open',
+        connection_id: entry.id,
+        transport: entry.transport,
+        remote_address: entry.remoteAddress,
+        provisional: entry.provisional || undefined,
+      },
       'connection open',
     );
     return entry;
@@ -703,7 +737,10 @@ export class ConnectionRegistry {
 
   private countRefusal(refusal: Refusal, transport: Transport, address: string): void {
     this.options.metrics.rejected.inc({ reason: 'connection_limit' });
-    this.options.logger?.debug({ event: 'connection_refused', reason: refusal.reason, transport, remote_address: address }, `connection refused: ${refusal.message}`);
+    this.options.logger?.debug(
+      { event: 'connection_refused', reason: refusal.reason, transport, remote_address: address },
+      `connection refused: ${refusal.message}`,
+    );
   }
 }
 
@@ -714,7 +751,12 @@ function matches(entry: ConnectionEntry, f: ConnectionFilter): boolean {
   if (f.line !== undefined && entry.line !== f.line) return false;
   if (f.remote !== undefined) {
     const remote = normalizeAddress(f.remote);
-    if (entry.remoteAddress !== remote && `${entry.remoteAddress}:${entry.remotePort}` !== f.remote && `[${entry.remoteAddress}]:${entry.remotePort}` !== f.remote) return false;
+    if (
+      entry.remoteAddress !== remote &&
+      `${entry.remoteAddress}:${entry.remotePort}` !== f.remote &&
+      `[${entry.remoteAddress}]:${entry.remotePort}` !== f.remote
+    )
+      return false;
   }
   return true;
 }

@@ -18,7 +18,14 @@ export const CLIENT_KINDS = ['camera', 'dashboard', 'api_script', 'system'] as c
 export type ClientKind = (typeof CLIENT_KINDS)[number];
 
 /** Which limit refused a connection (logged; the metric reason is always `connection_limit`). */
-export type RefusalReason = 'max_connections' | 'per_address' | 'per_key' | 'reserve_high' | 'max_websocket_connections' | 'max_probe_connections' | 'shutting_down';
+export type RefusalReason =
+  | 'max_connections'
+  | 'per_address'
+  | 'per_key'
+  | 'reserve_high'
+  | 'max_websocket_connections'
+  | 'max_probe_connections'
+  | 'shutting_down';
 
 /** One open connection as the admin API shows it. */
 export interface ConnectionInfo {

@@ -1,32 +1,12 @@
-import type { ResultSource, StoredResult } from '../store/index.js';
+import type { ResultEvent, SightlineEvent } from '../protocol/events.js';
+import type { DetectionResult, ResultSource } from '../protocol/results.js';
 
-/** A detection result as /v1/detect returns it. */
-export type DetectionResult = Omit<StoredResult, 'created_at' | 'source'>;
+// The event types are the wire contract (src/protocol/events.ts); the bus re-exports them for its users.
+export { ALL_LINES, type JobStatusEvent, type ResultEvent, type SightlineEvent } from '../protocol/events.js';
 
-/** A detection result, as /v1/detect returns it, published for subscribers of its line. */
-export interface ResultEvent {
-  type: 'result';
-  line: string;
-  source: ResultSource;
-  /** ISO time the result was produced. */
-  at: string;
-  result: DetectionResult;
+export function resultEvent(source: ResultSource, result: DetectionResult): ResultEvent {
+  return { type: 'result', line: result.line, source, at: new Date().toISOString(), result };
 }
-
-/** A job changed state (done results also arrive as ResultEvents with source "job"). */
-export interface JobStatusEvent {
-  type: 'job';
-  line: string;
-  at: string;
-  job_id: string;
-  state: 'retrying' | 'dead';
-  error?: string;
-}
-
-export type SightlineEvent = ResultEvent | JobStatusEvent;
-
-/** Subscribe to one line, or to every line with ALL_LINES. */
-export const ALL_LINES = '*';
 
 export type EventHandler = (event: SightlineEvent) => void;
 

@@ -1,4 +1,4 @@
-import { ALL_LINES, type EventBus, type EventHandler, type SightlineEvent } from './event-bus.js';
+import type { EventBus, EventHandler, SightlineEvent } from './event-bus.js';
 import { dispatchEvent } from './dispatch.js';
 
 /**

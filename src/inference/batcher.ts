@@ -1,9 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Errors } from '../errors.js';
+import { PRIORITIES, type Priority } from '../protocol/options.js';
 import type { ModelRunner } from './runner.js';
-
-export const PRIORITIES = ['high', 'normal', 'low'] as const;
-export type Priority = (typeof PRIORITIES)[number];
 
 export interface BatcherOptions {
   width: number;
@@ -236,7 +234,7 @@ export class Batcher {
     this.options.onBatch?.(batch.length);
     try {
       const out = await runner.run(images, this.options.width, this.options.height);
-      batch.forEach((item, index) =>
+      for (const [index, item] of batch.entries()) {
         item.resolve({
           output: out.output,
           dims: out.dims,
@@ -245,8 +243,8 @@ export class Batcher {
           queueMs: now - item.enqueuedAt,
           preprocessMs: out.preprocessMs,
           inferMs: out.inferMs,
-        }),
-      );
+        });
+      }
     } catch (err) {
       const failure = new Errors.INFERENCE_FAILED((err as Error).message);
       for (const item of batch) item.reject(failure);

@@ -1,24 +1,15 @@
 import { performance } from 'node:perf_hooks';
 import { Errors } from '../errors.js';
 import { prepareImage } from './preprocess.js';
-import { unletterboxBox, type Box, type Letterbox } from './letterbox.js';
+import { unletterboxBox, type Letterbox } from './letterbox.js';
 import { DECODERS, NMS_IN_MODEL } from './postprocess/decoders.js';
 import { nonMaxSuppression } from './postprocess/nms.js';
 import type { ReadyModel } from './repository.js';
-import type { Priority } from './batcher.js';
+import type { Priority } from '../protocol/options.js';
+import type { Detection, DetectionResult, StageTimings, Verdict } from '../protocol/results.js';
 
-export interface Detection {
-  label: string;
-  class_id: number;
-  score: number;
-  box: Box;
-}
-
-export type Verdict = 'ok' | 'ng';
-
-export const STAGES = ['queue', 'decode', 'preprocess', 'infer', 'postprocess'] as const;
-export type Stage = (typeof STAGES)[number];
-export type StageTimings = Record<Stage | 'total', number>;
+// The result's wire types live in src/protocol/results.ts; re-exported for the pipeline's users.
+export { STAGES, type Detection, type Stage, type StageTimings, type Verdict } from '../protocol/results.js';
 
 export interface DetectOptions {
   conf?: number;
@@ -31,12 +22,8 @@ export interface DetectOptions {
   deadline?: number;
 }
 
-export interface DetectionOutcome {
-  image: { width: number; height: number };
-  detections: Detection[];
-  verdict: Verdict;
-  timings_ms: StageTimings;
-}
+/** What the pipeline knows of a result; the caller adds request id, line and model. */
+export type DetectionOutcome = Pick<DetectionResult, 'image' | 'detections' | 'verdict' | 'timings_ms'>;
 
 const round = (v: number, digits: number) => Math.round(v * 10 ** digits) / 10 ** digits;
 

@@ -1,3 +1,5 @@
+import type { Box } from '../protocol/results.js';
+
 /**
  * Geometry of an Ultralytics-style letterbox: the image is scaled to fit the
  * model input with its aspect ratio kept, then centred and padded.
@@ -33,12 +35,8 @@ export function letterboxGeometry(width: number, height: number, inputWidth: num
   };
 }
 
-export interface Box {
-  x1: number;
-  y1: number;
-  x2: number;
-  y2: number;
-}
+// One box shape from the model's output to the answer (src/protocol/results.ts).
+export type { Box };
 
 const clamp = (v: number, max: number) => Math.min(Math.max(v, 0), max);
 

@@ -27,10 +27,7 @@ export const ModelManifestSchema = Type.Object(
     max_detections: Type.Integer({ minimum: 1, default: 300 }),
     agnostic_nms: Type.Boolean({ default: false }),
     /** NG when any detection of a listed label reaches that label's score threshold. */
-    verdict: Type.Object(
-      { ng: Type.Record(Type.String(), Type.Number({ minimum: 0, maximum: 1 })) },
-      { additionalProperties: false, default: { ng: {} } },
-    ),
+    verdict: Type.Object({ ng: Type.Record(Type.String(), Type.Number({ minimum: 0, maximum: 1 })) }, { additionalProperties: false, default: { ng: {} } }),
   },
   { additionalProperties: false },
 );

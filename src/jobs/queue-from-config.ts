@@ -1,16 +1,10 @@
-import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import Database from 'better-sqlite3';
-import pg from 'pg';
-import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import type { Config } from '../config/schema.js';
 import { createJobQueue, KyselyJobStateStore, MemoryJobStateStore, type JobQueue, type JobStateStore } from '../queue/index.js';
-import { storeUrl } from '../server/store-url.js';
+import { queueUrl, storeUrl } from '../config/locations.js';
 import { MigrateOnFirstUse } from '../queue/state/migrate-on-first-use.js';
-
-export function queueUrl(config: Config): string {
-  return config.queue_url || `sqlite:${join(config.data_dir, 'queue.db')}`;
-}
+import { openPostgres, openSqlite, type OpenDatabase } from '../store/open-database.js';
+import { retryOnLock, type LockRetry } from '../store/lock-retry.js';
 
 /**
  * RabbitMQ cannot look a message up by id, so the amqp queue keeps job states in
@@ -22,26 +16,32 @@ export function queueUrl(config: Config): string {
 async function jobStateStore(config: Config): Promise<{ store: JobStateStore; close: () => Promise<void> }> {
   const url = storeUrl(config);
   if (url === 'sqlite::memory:') return { store: new MemoryJobStateStore(), close: async () => {} };
-  let db: Kysely<unknown>;
-  if (url.startsWith('sqlite:')) {
-    const path = join(dirname(resolve(url.slice('sqlite:'.length))), 'job-states.db');
-    mkdirSync(dirname(path), { recursive: true });
-    const sqlite = new Database(path);
-    sqlite.pragma('journal_mode = WAL');
-    sqlite.pragma('busy_timeout = 1000');
-    db = new Kysely<unknown>({ dialect: new SqliteDialect({ database: sqlite }) });
-  } else {
-    const pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 10_000 });
-    // An idle connection that the server ends must not crash the process; the pool replaces it.
-    pool.on('error', () => undefined);
-    db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
-  }
-  const postgres = !url.startsWith('sqlite:');
+  const database: OpenDatabase<unknown> = url.startsWith('sqlite:')
+    ? openSqlite(join(dirname(resolve(url.slice('sqlite:'.length))), 'job-states.db'))
+    : openPostgres({ connectionString: url, poolSize: 4, ...(config.store_schema ? { schema: config.store_schema } : {}) });
+  const { db, kind, schema, lockRetry } = database;
+  const table = new KyselyJobStateStore({ db, kind, ...(schema ? { schema } : {}) });
   // The table is created on first use: a database that is down at start-up must not stop the process.
-  const store = new MigrateOnFirstUse(
-    new KyselyJobStateStore({ db, kind: postgres ? 'postgres' : 'sqlite', ...(postgres && config.store_schema ? { schema: config.store_schema } : {}) }),
-  );
+  const store = new MigrateOnFirstUse(lockRetry ? retryingLocks(table, lockRetry) : table);
   return { store, close: () => db.destroy() };
+}
+
+/**
+ * job-states.db is shared by the processes of one host (serve and workers on one
+ * data directory). It used to wait for their locks inside SQLite (busy_timeout
+ * 1000), which blocks the event loop for up to a second; with the common
+ * pragmas SQLite waits 10 ms and the wait goes on here, asynchronously, as for
+ * results. Every operation is a single statement (insert: a write, then a read
+ * only when nothing was written), so one that lost the race is safe to repeat.
+ */
+function retryingLocks(table: KyselyJobStateStore, policy: LockRetry): JobStateStore & { migrate(): Promise<void> } {
+  return {
+    migrate: () => retryOnLock(() => table.migrate(), policy),
+    insert: (record) => retryOnLock(() => table.insert(record), policy),
+    update: (id, patch, onlyIfState) => retryOnLock(() => table.update(id, patch, onlyIfState), policy),
+    get: (id) => retryOnLock(() => table.get(id), policy),
+    delete: (id) => retryOnLock(() => table.delete(id), policy),
+  };
 }
 
 /** The job queue the config names, with its settings; `close()` also releases what it opened. */

@@ -13,7 +13,10 @@
  * Client → server, text: JSON ClientMessage (subscribe, unsubscribe, ping).
  * Server → client, text only: JSON ServerMessage.
  */
-import type { DetectionResult, SightlineEvent } from '../events/event-bus.js';
+import type { ErrorBody } from './errors.js';
+import type { SightlineEvent } from './events.js';
+import type { InferenceOptions } from './options.js';
+import type { DetectionResult } from './results.js';
 
 export const FRAME_MAGIC = 0x534c; // "SL"
 export const PROTOCOL_VERSION = 1;
@@ -22,17 +25,11 @@ export const MAX_HEADER_BYTES = 4096;
 export const FRAME_ID_PATTERN = '^[A-Za-z0-9._:-]{1,128}$';
 
 /** Per-frame header; the options mean what the query of POST /v1/detect means. */
-export interface FrameHeader {
+export interface FrameHeader extends InferenceOptions {
   /** Chosen by the client, echoed in the frame's result, error or drop notice. */
   id: string;
   /** Production line; default: the connection's `line` query parameter, else "default". */
   line?: string;
-  model?: string;
-  conf?: number;
-  iou?: number;
-  max_det?: number;
-  agnostic?: boolean;
-  priority?: 'high' | 'normal' | 'low';
   /** Deadline from the frame's arrival; default request_timeout_ms. */
   timeout_ms?: number;
 }
@@ -52,11 +49,6 @@ export interface StreamLimits {
   ping_interval_ms: number;
   idle_timeout_ms: number;
   status_interval_ms: number;
-}
-
-export interface ErrorBody {
-  code: string;
-  message: string;
 }
 
 export interface StreamStatus {

@@ -1,39 +1,27 @@
-/**
- * Queue errors with stable codes and the HTTP status the API should answer.
- * They live here until the lead moves them into src/errors.ts (same codes, same
- * statuses); callers should test `err.code`, never the class.
- */
-export type QueueErrorCode = 'QUEUE_FULL' | 'QUEUE_UNAVAILABLE' | 'QUEUE_CLOSED' | 'INVALID_JOB';
+import { Errors } from '../errors.js';
 
-export class QueueError extends Error {
-  override name = 'QueueError';
-  constructor(
-    readonly code: QueueErrorCode,
-    message: string,
-    readonly statusCode: number,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
+// The queue throws the registry's errors (src/errors.ts): one code, one status, one
+// message format wherever they are raised. Callers test `err.code`.
+
+/** QUEUE_FULL (503 + Retry-After): the queue holds its maximum number of waiting jobs; try again later. */
+export function queueFull(max?: number) {
+  // The registry's message has no placeholder: util.format appends the extra argument after a space.
+  return max === undefined ? new Errors.QUEUE_FULL() : new Errors.QUEUE_FULL(`(${max} jobs waiting)`);
 }
 
-/** The queue holds its maximum number of waiting jobs: try again later (503 + Retry-After). */
-export function queueFull(max?: number): QueueError {
-  return new QueueError('QUEUE_FULL', max === undefined ? 'The job queue is full' : `The job queue is full (${max} jobs waiting)`, 503);
+/** QUEUE_UNAVAILABLE (503 + Retry-After): the broker or the job-state store cannot be reached right now. */
+export function queueUnavailable(reason: string, cause?: unknown) {
+  return cause === undefined ? new Errors.QUEUE_UNAVAILABLE(reason) : new Errors.QUEUE_UNAVAILABLE(reason, { cause });
 }
 
-/** The broker cannot be reached right now; the queue is reconnecting (503 + Retry-After). */
-export function queueUnavailable(reason: string, cause?: unknown): QueueError {
-  return new QueueError('QUEUE_UNAVAILABLE', `The job queue is unavailable: ${reason}`, 503, { cause });
+/** QUEUE_CLOSED (503): the queue was closed (server shutting down). */
+export function queueClosed() {
+  return new Errors.QUEUE_CLOSED();
 }
 
-/** The queue was closed (server shutting down). */
-export function queueClosed(): QueueError {
-  return new QueueError('QUEUE_CLOSED', 'The job queue is closed', 503);
-}
-
-export function invalidJob(reason: string): QueueError {
-  return new QueueError('INVALID_JOB', `Invalid job: ${reason}`, 400);
+/** INVALID_JOB (400). */
+export function invalidJob(reason: string) {
+  return new Errors.INVALID_JOB(reason);
 }
 
 /**

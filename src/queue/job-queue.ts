@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import type { Priority } from '../inference/batcher.js';
+import type { Priority } from '../protocol/options.js';
 
 export type { Priority };
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { PRIORITIES, type Priority } from '../inference/batcher.js';
+import { PRIORITIES, type Priority } from '../protocol/options.js';
 import { invalidJob } from './errors.js';
 import type { EnqueueInput, JobOptions } from './job-queue.js';
 
@@ -108,7 +108,16 @@ export function validateEnqueue(input: EnqueueInput, now: number): ValidJob {
     if (!Number.isFinite(input.deadline)) throw invalidJob('deadline must be epoch milliseconds');
     deadline = deadline === null ? input.deadline : Math.min(deadline, input.deadline);
   }
-  return { line: input.line, priority, image: input.image, contentType: input.contentType, options, optionsJson, idempotencyKey: key ?? null, deadline: deadline === null ? null : Math.floor(deadline) };
+  return {
+    line: input.line,
+    priority,
+    image: input.image,
+    contentType: input.contentType,
+    options,
+    optionsJson,
+    idempotencyKey: key ?? null,
+    deadline: deadline === null ? null : Math.floor(deadline),
+  };
 }
 
 export function defaultWorkerId(): string {

@@ -1,22 +1,14 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { Errors, RETRYABLE_CODES } from '../errors.js';
+import { apiErrorOf, Errors, toApiError, type ApiError } from '../errors.js';
+import { carriesRetryAfter } from '../protocol/errors.js';
 import { installBodyGuards } from './image-body.js';
 import { logRequestStart, logResponse } from './request-log.js';
 import { lingerOnClose } from '../connections/server.js';
 
-export interface ApiError {
-  statusCode: number;
-  code: string;
-  message: string;
-}
-
-const OWN_CODES = new Set(Object.keys(Errors));
-
-/** Fastify's and its plugins' error codes, translated to Sightline's stable codes. */
+/** Sightline's own errors as they are; Fastify's and its plugins' translated to Sightline's stable codes. */
 function translate(err: FastifyError, bodyLimit: number): ApiError {
-  if (err.code && OWN_CODES.has(err.code)) {
-    return { statusCode: err.statusCode ?? 500, code: err.code, message: err.message };
-  }
+  const own = apiErrorOf(err);
+  if (own) return own;
   if (err.validation) {
     const context = err.validationContext ?? 'request';
     return { statusCode: 400, code: 'INVALID_REQUEST', message: `Invalid ${context}: ${err.message}` };
@@ -38,11 +30,15 @@ function translate(err: FastifyError, bodyLimit: number): ApiError {
     case 'FST_ERR_BAD_URL':
       return { statusCode: 400, code: 'INVALID_REQUEST', message: new Errors.INVALID_REQUEST('the path is not valid percent-encoded UTF-8').message };
     case 'FST_ERR_MAX_PARAM_LENGTH':
-      return { statusCode: 400, code: 'INVALID_REQUEST', message: new Errors.INVALID_REQUEST(`a path segment is longer than ${MAX_PARAM_LENGTH} characters`).message };
+      return {
+        statusCode: 400,
+        code: 'INVALID_REQUEST',
+        message: new Errors.INVALID_REQUEST(`a path segment is longer than ${MAX_PARAM_LENGTH} characters`).message,
+      };
   }
   const status = err.statusCode ?? 500;
   if (status >= 400 && status < 500) return { statusCode: status, code: 'INVALID_REQUEST', message: err.message };
-  return { statusCode: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
+  return toApiError(err);
 }
 
 /** Every error leaves as `{error: {code, message}}` with a stable code; 5xx are logged with their stack. */
@@ -50,7 +46,7 @@ export function installErrorHandler(app: FastifyInstance, bodyLimit: number): vo
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const api = translate(err, bodyLimit);
     request.failure = { code: api.code, err };
-    if (api.statusCode === 503 || RETRYABLE_CODES.has(api.code)) reply.header('retry-after', '1');
+    if (carriesRetryAfter(api.statusCode, api.code)) reply.header('retry-after', '1');
     // tus answers carry Tus-Resumable, also when refused before tus saw the request (a bad query).
     if (request.routeOptions.url?.startsWith('/v1/uploads') && request.method !== 'GET') reply.header('tus-resumable', '1.0.0');
     closeIfBodyPending(request, reply);
@@ -106,9 +102,7 @@ export function frameworkErrors(err: FastifyError, request: FastifyRequest, repl
   logRequestStart(request);
   reply.raw.once('finish', () => logResponse(request, reply.raw.statusCode, performance.now() - started));
   const upload = request.url.startsWith('/v1/uploads/');
-  const api = upload
-    ? { statusCode: 404, code: 'UPLOAD_NOT_FOUND', message: new Errors.UPLOAD_NOT_FOUND('at this URL').message }
-    : translate(err, 0);
+  const api = upload ? { statusCode: 404, code: 'UPLOAD_NOT_FOUND', message: new Errors.UPLOAD_NOT_FOUND('at this URL').message } : translate(err, 0);
   // The error keeps Fastify's code for the log, not its message (which quotes the whole URL).
   request.failure = { code: api.code, err: Object.assign(new Error(api.message), { code: err.code }) };
   reply.header('x-request-id', request.id);

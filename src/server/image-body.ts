@@ -50,7 +50,9 @@ async function readMultipartImage(request: FastifyRequest): Promise<Buffer> {
     for await (const part of request.parts()) {
       if (part.type !== 'file') continue; // text fields: busboy's field limits, and they count towards the total
       if (part.fieldname !== 'image') {
-        throw new Errors.INVALID_REQUEST(`multipart file field ${JSON.stringify(part.fieldname.slice(0, 64))} is not taken: send the image as the one file field "image"`);
+        throw new Errors.INVALID_REQUEST(
+          `multipart file field ${JSON.stringify(part.fieldname.slice(0, 64))} is not taken: send the image as the one file field "image"`,
+        );
       }
       // Two images would make the answer ambiguous: refuse rather than pick one.
       if (image) throw new Errors.INVALID_REQUEST('multipart body has more than one file field named "image"; send one');
@@ -91,7 +93,8 @@ export function jsonDepth(text: string, limit = Infinity): number {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x5b || c === 0x7b) {
@@ -121,7 +124,8 @@ export function installBodyGuards(app: FastifyInstance): void {
     const refused = refuseUnlessSchema(request, text, 'application/json');
     if (refused) return done(refused, undefined);
     if (text.length === 0) return done(null, undefined);
-    if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) return done(new Errors.INVALID_REQUEST(`JSON body nested deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+    if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH)
+      return done(new Errors.INVALID_REQUEST(`JSON body nested deeper than ${MAX_JSON_DEPTH} levels`), undefined);
     parseJson(request, text, done);
   });
   app.addContentTypeParser('text/plain', { parseAs: 'string' }, (request, body, done) => {

@@ -19,7 +19,14 @@ export function decodeCursor(cursor: string): Keyset {
     value = undefined;
   }
   // A NUL in the text would make PostgreSQL fail the query (a 500) where SQLite just finds nothing: both refuse it here.
-  if (!Array.isArray(value) || value.length !== 2 || !Number.isSafeInteger(value[0]) || typeof value[1] !== 'string' || value[1] === '' || value[1].includes('\u0000')) {
+  if (
+    !Array.isArray(value) ||
+    value.length !== 2 ||
+    !Number.isSafeInteger(value[0]) ||
+    typeof value[1] !== 'string' ||
+    value[1] === '' ||
+    value[1].includes('\u0000')
+  ) {
     throw new Errors.INVALID_REQUEST('cursor is not one that this server issued');
   }
   return { createdAt: value[0] as number, requestId: value[1] };

@@ -6,7 +6,7 @@ import type { StoreKind } from './result-store.js';
  * released, is never edited: changes come as a new one.
  */
 function migrations(kind: StoreKind, schema: string | undefined): Record<string, Migration> {
-  // Kysely<any>: a migration sees the tables as they were then, not as StoreSchema says now.
+  // biome-ignore lint/suspicious/noExplicitAny: a migration sees the tables as they were then, not as StoreSchema says now.
   const builder = (db: Kysely<any>) => (schema ? db.schema.withSchema(schema) : db.schema);
   const epochMs = kind === 'postgres' ? 'bigint' : 'integer';
   const json = kind === 'postgres' ? 'jsonb' : 'text';

@@ -1,6 +1,6 @@
-import { Kysely, PostgresDialect, type PostgresPool } from 'kysely';
-import pg from 'pg';
+import type pg from 'pg';
 import { KyselyResultStore } from './kysely-result-store.js';
+import { openPostgres } from './open-database.js';
 import type { ResultStore } from './result-store.js';
 import type { StoreSchema } from './schema.js';
 
@@ -21,32 +21,11 @@ export interface PostgresStoreOptions {
   connectTimeoutMs?: number;
 }
 
-const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
-
 /** The distributed store: results of every replica in one PostgreSQL database. */
 export function createPostgresStore(options: PostgresStoreOptions): ResultStore {
-  if (options.schema !== undefined && !SCHEMA_NAME.test(options.schema)) {
-    throw new Error(`Postgres schema ${JSON.stringify(options.schema)} is not a plain identifier`);
-  }
-  if (!options.pool && !options.connectionString) throw new Error('The postgres store needs a connectionString or a pool');
-  const borrowed = options.pool;
-  const owned = borrowed
-    ? undefined
-    : new pg.Pool({
-        connectionString: options.connectionString,
-        max: options.poolSize ?? 10,
-        connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
-      });
-  // Kysely ends the pool it was given on destroy; a borrowed pool gets a
-  // stand-in whose end() leaves the caller's pool alone.
-  const pool: PostgresPool = borrowed ? { connect: () => borrowed.connect(), end: async () => {} } : owned!;
-  const store = new KyselyResultStore({
-    kind: 'postgres',
-    db: new Kysely<StoreSchema>({ dialect: new PostgresDialect({ pool }) }),
-    ...(options.schema ? { schema: options.schema } : {}),
-  });
-  // An idle client that loses its connection makes pg.Pool emit 'error', which
-  // would crash the process if nobody listened; the pool drops that client itself.
-  owned?.on('error', (err) => store.reportError(err));
+  // The pool's background failures reach the store's listeners (see ResultStore's `error` event).
+  let store: KyselyResultStore | undefined;
+  const { db, schema } = openPostgres<StoreSchema>({ ...options, onPoolError: (err) => store?.reportError(err) });
+  store = new KyselyResultStore({ kind: 'postgres', db, ...(schema ? { schema } : {}) });
   return store;
 }

@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
-import type { Detection, StageTimings, Verdict } from '../inference/detector.js';
+import type { Detection, StageTimings, Verdict } from '../protocol/results.js';
 import { encodeCursor } from './cursor.js';
 import type { LabelCounts, LineStats, NewResult, ResultPage, StoredResult } from './result-store.js';
 import type { ResultsTable, StoreSchema } from './schema.js';
@@ -79,31 +79,28 @@ export function pageQuery(db: Db, f: ListFilter) {
   // along the results indexes. `k` is the table whose keys drive the walk.
   const k = f.label === undefined ? 'r' : 'l';
   const col = (name: 'line' | 'created_at' | 'request_id') => sql.ref(`${k}.${name}`);
-  return db
-    .selectFrom('results as r')
-    .selectAll('r')
-    .$if(f.label !== undefined, (q) =>
-      q.innerJoin('result_labels as l', (j) => j.onRef('l.request_id', '=', 'r.request_id').on('l.label', '=', f.label!)),
-    )
-    .$if(f.line !== undefined, (q) => q.where(col('line'), '=', f.line!))
-    .$if(f.verdict !== undefined, (q) => q.where('r.verdict', '=', f.verdict as Verdict))
-    .$if(f.fromMs !== undefined, (q) => q.where(col('created_at'), '>=', f.fromMs!))
-    .$if(f.toMs !== undefined, (q) => q.where(col('created_at'), '<', f.toMs!))
-    .$if(f.after !== undefined, (q) =>
-      q.where(sql<boolean>`(${col('created_at')}, ${col('request_id')}) < (${f.after!.createdAt}, ${f.after!.requestId})`),
-    )
-    .orderBy(col('created_at'), 'desc')
-    .orderBy(col('request_id'), 'desc')
-    // One row more than asked says whether another page exists.
-    .limit(f.limit + 1);
+  return (
+    db
+      .selectFrom('results as r')
+      .selectAll('r')
+      .$if(f.label !== undefined, (q) => q.innerJoin('result_labels as l', (j) => j.onRef('l.request_id', '=', 'r.request_id').on('l.label', '=', f.label!)))
+      .$if(f.line !== undefined, (q) => q.where(col('line'), '=', f.line!))
+      .$if(f.verdict !== undefined, (q) => q.where('r.verdict', '=', f.verdict as Verdict))
+      .$if(f.fromMs !== undefined, (q) => q.where(col('created_at'), '>=', f.fromMs!))
+      .$if(f.toMs !== undefined, (q) => q.where(col('created_at'), '<', f.toMs!))
+      .$if(f.after !== undefined, (q) => q.where(sql<boolean>`(${col('created_at')}, ${col('request_id')}) < (${f.after!.createdAt}, ${f.after!.requestId})`))
+      .orderBy(col('created_at'), 'desc')
+      .orderBy(col('request_id'), 'desc')
+      // One row more than asked says whether another page exists.
+      .limit(f.limit + 1)
+  );
 }
 
 export async function selectPage(db: Db, f: ListFilter): Promise<ResultPage> {
   const rows = await pageQuery(db, f).execute();
   const results = rows.slice(0, f.limit).map(toResult);
   const last = results.at(-1);
-  const next_cursor =
-    rows.length > f.limit && last ? encodeCursor({ createdAt: last.created_at.getTime(), requestId: last.request_id }) : null;
+  const next_cursor = rows.length > f.limit && last ? encodeCursor({ createdAt: last.created_at.getTime(), requestId: last.request_id }) : null;
   return { results, next_cursor };
 }
 
@@ -118,11 +115,7 @@ export async function selectLineStats(db: Db, line: string, fromMs?: number, toM
     .execute();
   const labelRows = await db
     .selectFrom('result_labels')
-    .select([
-      'label',
-      (eb) => eb.fn.sum<number | string>('count').as('detections'),
-      (eb) => eb.fn.countAll<number | string>().as('results'),
-    ])
+    .select(['label', (eb) => eb.fn.sum<number | string>('count').as('detections'), (eb) => eb.fn.countAll<number | string>().as('results')])
     .where('line', '=', line)
     .$if(fromMs !== undefined, (q) => q.where('created_at', '>=', fromMs!))
     .$if(toMs !== undefined, (q) => q.where('created_at', '<', toMs!))

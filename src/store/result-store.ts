@@ -1,15 +1,10 @@
-import type { DetectionOutcome, Verdict } from '../inference/detector.js';
+import type { DetectionResult, ResultSource, Verdict } from '../protocol/results.js';
 
-/** How a result came in; a job's result carries `request_id` equal to its job id. */
-export type ResultSource = 'sync' | 'job' | 'stream';
-export const RESULT_SOURCES: readonly ResultSource[] = ['sync', 'job', 'stream'];
-export const VERDICTS: readonly Verdict[] = ['ok', 'ng'];
+// The result's wire types (src/protocol/results.ts); a job's result carries `request_id` equal to its job id.
+export { RESULT_SOURCES, VERDICTS, type ResultSource } from '../protocol/results.js';
 
-/** One detection result as stored: the outcome of the pipeline plus where it came from. */
-export interface StoredResult extends DetectionOutcome {
-  request_id: string;
-  line: string;
-  model: { name: string; version: string };
+/** One detection result as stored: the result as answered plus where it came from and when. */
+export interface StoredResult extends DetectionResult {
   source: ResultSource;
   created_at: Date;
 }

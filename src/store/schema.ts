@@ -1,6 +1,5 @@
 import type { ColumnType } from 'kysely';
-import type { Verdict } from '../inference/detector.js';
-import type { ResultSource } from './result-store.js';
+import type { ResultSource, Verdict } from '../protocol/results.js';
 
 // Timestamps are epoch milliseconds in an integer column on both back ends, so
 // ordering, ranges and the paging cursor are the same plain number comparisons

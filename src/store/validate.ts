@@ -1,14 +1,6 @@
 import { Errors } from '../errors.js';
 import { decodeCursor, type Keyset } from './cursor.js';
-import {
-  DEFAULT_LIST_LIMIT,
-  MAX_LIST_LIMIT,
-  RESULT_SOURCES,
-  VERDICTS,
-  type NewResult,
-  type ResultQuery,
-  type StatsWindow,
-} from './result-store.js';
+import { DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, RESULT_SOURCES, VERDICTS, type NewResult, type ResultQuery, type StatsWindow } from './result-store.js';
 
 /** A `ResultQuery` checked and reduced to what the SQL needs. */
 export interface ListFilter {

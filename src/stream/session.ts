@@ -5,11 +5,12 @@ import type { RawData, WebSocket } from 'ws';
 import type { TypeCheck } from '@sinclair/typebox/compiler';
 import type { TSchema } from '@sinclair/typebox';
 import type { Config } from '../config/schema.js';
-import { ERROR_CODES, Errors } from '../errors.js';
-import { ALL_LINES, resultEvent, type EventBus, type SightlineEvent } from '../events/index.js';
-import { detect, STAGES } from '../inference/detector.js';
+import { Errors, toApiError } from '../errors.js';
+import type { ErrorBody } from '../protocol/errors.js';
+import { ALL_LINES, type EventBus, type SightlineEvent } from '../events/index.js';
+import { inspect } from '../inspection/inspect.js';
 import type { ModelRepository } from '../inference/repository.js';
-import type { Metrics } from '../ops/metrics.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { ResultStore } from '../store/index.js';
 import {
   decodeFrame,
@@ -17,7 +18,6 @@ import {
   PROTOCOL_VERSION,
   CLOSE_CODES,
   type ClientMessage,
-  type ErrorBody,
   type FrameHeader,
   type ServerMessage,
   type StreamLimits,
@@ -77,14 +77,12 @@ interface Frame {
 
 type Unsubscribe = () => Promise<void>;
 
-const OWN_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
 const FRAME_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** The error body a client gets for a failure: Sightline's own code, else INTERNAL_ERROR. */
 export function errorBody(err: unknown): ErrorBody {
-  const e = err as { code?: unknown; message?: unknown };
-  if (typeof e?.code === 'string' && OWN_CODES.has(e.code)) return { code: e.code, message: String(e.message) };
-  return { code: 'INTERNAL_ERROR', message: 'Internal error' };
+  const { code, message } = toApiError(err);
+  return { code, message };
 }
 
 function toBuffer(data: RawData): Buffer {
@@ -156,7 +154,14 @@ export class StreamSession {
     ws.on('ping', () => this.touch());
     ws.on('close', (code, reason) => this.onClose(code, reason.toString('utf8')));
     this.log.info(
-      { event: 'connection_open', transport: 'websocket', remote_address: this.init.remoteAddress, client_kind: this.clientKind, line: this.init.defaultLine, lines: this.init.lines },
+      {
+        event: 'connection_open',
+        transport: 'websocket',
+        remote_address: this.init.remoteAddress,
+        client_kind: this.clientKind,
+        line: this.init.defaultLine,
+        lines: this.init.lines,
+      },
       'stream connection open',
     );
 
@@ -206,16 +211,19 @@ export class StreamSession {
   }
 
   private armIdleTimer(delay: number): void {
-    this.idleTimer = setTimeout(() => {
-      const idle = performance.now() - this.lastSeen;
-      const limit = this.deps.limits.idle_timeout_ms;
-      if (idle >= limit) {
-        this.log.info({ event: 'connection_idle', idle_ms: Math.round(idle) }, 'stream connection idle: closing');
-        this.close(CLOSE_CODES.GOING_AWAY, 'idle timeout', 'idle_timeout');
-      } else {
-        this.armIdleTimer(limit - idle);
-      }
-    }, Math.max(1, delay));
+    this.idleTimer = setTimeout(
+      () => {
+        const idle = performance.now() - this.lastSeen;
+        const limit = this.deps.limits.idle_timeout_ms;
+        if (idle >= limit) {
+          this.log.info({ event: 'connection_idle', idle_ms: Math.round(idle) }, 'stream connection idle: closing');
+          this.close(CLOSE_CODES.GOING_AWAY, 'idle timeout', 'idle_timeout');
+        } else {
+          this.armIdleTimer(limit - idle);
+        }
+      },
+      Math.max(1, delay),
+    );
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
@@ -236,14 +244,17 @@ export class StreamSession {
       ({ header, image } = decodeFrame(bytes));
     } catch (err) {
       const message = err instanceof FrameFormatError ? err.message : String(err);
-      this.frameFailed(undefined, { code: 'INVALID_FRAME', message: new Errors.INVALID_FRAME(message).message });
+      this.frameFailed(undefined, errorBody(new Errors.INVALID_FRAME(message)));
       return;
     }
     const maybeId = (header as { id?: unknown } | null)?.id;
     const id = typeof maybeId === 'string' && FRAME_ID.test(maybeId) ? maybeId : undefined;
     if (!this.deps.headerCheck.Check(header)) {
-      const message = typeof header !== 'object' || header === null || Array.isArray(header) ? 'the header is not a JSON object' : `header ${firstError(this.deps.headerCheck, header)}`;
-      this.frameFailed(id, { code: 'INVALID_FRAME', message: new Errors.INVALID_FRAME(message).message });
+      const message =
+        typeof header !== 'object' || header === null || Array.isArray(header)
+          ? 'the header is not a JSON object'
+          : `header ${firstError(this.deps.headerCheck, header)}`;
+      this.frameFailed(id, errorBody(new Errors.INVALID_FRAME(message)));
       return;
     }
     const frameHeader = header as FrameHeader;
@@ -338,7 +349,7 @@ export class StreamSession {
   }
 
   private async process(frame: Frame): Promise<void> {
-    const { config, models, metrics, store, events } = this.deps;
+    const { metrics } = this.deps;
     const { header } = frame;
     const line = header.line ?? this.init.defaultLine;
     this.deps.onLine?.(line);
@@ -347,35 +358,20 @@ export class StreamSession {
         metrics.rejected.inc({ reason: 'deadline_exceeded' });
         throw new Errors.DEADLINE_EXCEEDED('while the frame waited for a pipeline slot');
       }
-      const model = models.findReady(header.model);
-      const outcome = await detect(model, frame.image, {
-        conf: header.conf,
-        iou: header.iou,
-        maxDetections: header.max_det,
-        agnostic: header.agnostic,
-        maxPixels: config.max_image_pixels,
-        priority: header.priority,
+      const requestId = randomUUID();
+      // Logged like /v1/detect's results so that `logs analyze` counts stream verdicts and labels too.
+      const { result } = await inspect(this.deps, {
+        source: 'stream',
+        requestId,
+        line,
+        image: frame.image,
+        options: { model: header.model, conf: header.conf, iou: header.iou, max_det: header.max_det, agnostic: header.agnostic, priority: header.priority },
         deadline: frame.deadline,
+        logger: this.log.child({ request_id: requestId }),
+        logFields: { frame_id: frame.id },
       });
-      for (const stage of STAGES) metrics.stageDuration.observe({ model: model.name, stage }, outcome.timings_ms[stage] / 1000);
-      metrics.verdicts.inc({ line, verdict: outcome.verdict });
-      for (const d of outcome.detections) metrics.detections.inc({ line, label: d.label });
-      const result = { request_id: randomUUID(), line, model: { name: model.name, version: model.version }, ...outcome };
-      if (config.store_sync_results) {
-        store.save({ ...result, source: 'stream' }).catch((err: Error) => {
-          metrics.rejected.inc({ reason: 'store_write_failed' });
-          this.log.error({ event: 'result_store_failed', request_id: result.request_id, err }, 'could not store the result');
-        });
-      }
-      // Published even when this connection has gone: the result is real for everyone else.
-      events.publish(resultEvent('stream', result));
       this.counters.processed++;
       metrics.streamFrames.inc({ outcome: 'processed' });
-      // Logged like /v1/detect's results so that `logs analyze` counts stream verdicts and labels too.
-      this.log.info(
-        { event: 'detection_result', request_id: result.request_id, frame_id: frame.id, line, model: model.name, version: model.version, verdict: outcome.verdict, detections: outcome.detections.length, labels: outcome.detections.map((d) => d.label), duration_ms: outcome.timings_ms.total },
-        'detection result',
-      );
       this.send({ type: 'result', id: frame.id, result });
     } catch (err) {
       const body = errorBody(err);
@@ -392,7 +388,7 @@ export class StreamSession {
   }
 
   private messageFailed(message: string): void {
-    this.send({ type: 'error', error: { code: 'INVALID_MESSAGE', message: new Errors.INVALID_MESSAGE(message).message } });
+    this.send({ type: 'error', error: errorBody(new Errors.INVALID_MESSAGE(message)) });
   }
 
   private enqueueError(id: string | undefined, error: ErrorBody): void {
@@ -417,21 +413,23 @@ export class StreamSession {
     const failures: string[] = [];
     await Promise.all(
       fresh.map((line) => {
-        const subscribed = this.deps.events.subscribe(line, (event) => this.onEvent(line, event)).then(
-          (unsubscribe) => {
-            // Closed or unsubscribed while the subscription was being set up.
-            if (this.closed || this.subscriptions.get(line) !== subscribed) {
-              void unsubscribe().catch(() => undefined);
+        const subscribed = this.deps.events
+          .subscribe(line, (event) => this.onEvent(line, event))
+          .then(
+            (unsubscribe) => {
+              // Closed or unsubscribed while the subscription was being set up.
+              if (this.closed || this.subscriptions.get(line) !== subscribed) {
+                void unsubscribe().catch(() => undefined);
+                return undefined;
+              }
+              return unsubscribe;
+            },
+            (err: Error) => {
+              if (this.subscriptions.get(line) === subscribed) this.subscriptions.delete(line);
+              failures.push(`${line}: ${err.message}`);
               return undefined;
-            }
-            return unsubscribe;
-          },
-          (err: Error) => {
-            if (this.subscriptions.get(line) === subscribed) this.subscriptions.delete(line);
-            failures.push(`${line}: ${err.message}`);
-            return undefined;
-          },
-        );
+            },
+          );
         this.subscriptions.set(line, subscribed);
         return subscribed;
       }),

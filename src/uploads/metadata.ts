@@ -1,6 +1,5 @@
 import { Value } from '@sinclair/typebox/value';
-import { DEFAULT_LINE, detectQuerySchema, type DetectQuery } from '../server/routes/detect.js';
-import type { Priority } from '../inference/batcher.js';
+import { DEFAULT_LINE, detectQuerySchema, type DetectQuery, type Priority } from '../protocol/options.js';
 import type { JobOptions } from '../jobs/processor.js';
 
 /** Upload-Metadata keys that carry job options; the rules are those of /v1/detect's query. */
@@ -42,6 +41,7 @@ export function jobRequestFromMetadata(metadata: Record<string, string | null> |
   const query: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(metadata ?? {})) {
     if ((INFO_METADATA_KEYS as readonly string[]).includes(key)) {
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point.
       if (value !== null && (value.length > MAX_INFO_LENGTH || /[\u0000-\u001f\u007f]/.test(value))) {
         throw new MetadataError(key, `Upload-Metadata "${key}" must be at most ${MAX_INFO_LENGTH} characters without control characters`);
       }
@@ -54,7 +54,8 @@ export function jobRequestFromMetadata(metadata: Record<string, string | null> |
     const shape = SHAPES[key];
     if (shape && !shape.re.test(value)) throw new MetadataError(key, `Upload-Metadata "${key}" must be ${shape.what} (got ${JSON.stringify(value)})`);
     // The shapes allow exponents, and Number('1e999') is Infinity: say so rather than "out of range".
-    if (shape?.re === NUMBER && !Number.isFinite(Number(value))) throw new MetadataError(key, `Upload-Metadata "${key}" must be a finite number (got ${JSON.stringify(value)})`);
+    if (shape?.re === NUMBER && !Number.isFinite(Number(value)))
+      throw new MetadataError(key, `Upload-Metadata "${key}" must be a finite number (got ${JSON.stringify(value)})`);
     query[key] = value;
   }
   const schema = detectQuerySchema(maxDetectionsLimit);

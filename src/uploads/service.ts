@@ -1,16 +1,18 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import { Counter } from 'prom-client';
 import { FileStore } from '@tus/file-store';
 import { EXPOSED_HEADERS, Server as TusServer, TUS_RESUMABLE, type Upload } from '@tus/server';
 import type { Config } from '../config/schema.js';
+import { uploadsDir } from '../config/locations.js';
 import { corsOrigins, originAllowed } from '../config/cors-origins.js';
-import { Errors, RETRYABLE_CODES } from '../errors.js';
+import { Errors, toApiError, type ApiError } from '../errors.js';
+import { carriesRetryAfter } from '../protocol/errors.js';
 import { inspectImage } from '../inference/preprocess.js';
-import type { Metrics } from '../ops/metrics.js';
+import type { Metrics } from '../metrics/metrics.js';
 import type { JobQueue } from '../queue/index.js';
 import { FinishedUploads, type FinishedUpload } from './finished.js';
 import { invalidTusHeaders } from './headers.js';
@@ -29,12 +31,6 @@ const BASE_ANSWER_HEADERS = {
   'Access-Control-Expose-Headers': [EXPOSED_HEADERS, ...OWN_EXPOSED_HEADERS].join(', '),
 };
 export const idempotencyKeyFor = (uploadId: string) => `upload:${uploadId}`;
-
-export interface ApiError {
-  statusCode: number;
-  code: string;
-  message: string;
-}
 
 export type UploadOutcome = 'created' | 'finished' | 'rejected' | 'failed' | 'expired' | 'terminated';
 
@@ -59,40 +55,26 @@ export interface UploadServiceDeps {
   checkModel: (model: string | undefined) => void;
 }
 
-export function uploadsDir(config: Config): string {
-  return resolve(config.uploads_dir || join(config.data_dir, 'uploads'));
-}
-
-/** Sightline's stable error for a tus status code (tus answers in plain text). */
+/** Sightline's stable error for a tus status code (tus answers in plain text); the status stays tus's. */
 export function tusError(status: number, text: string, maxBytes: number): ApiError {
   const message = text.trim() || `HTTP ${status}`;
+  const as = (err: Error): ApiError => ({ ...toApiError(err), statusCode: status });
   switch (status) {
     case 404:
     case 410:
-      return { statusCode: status, code: 'UPLOAD_NOT_FOUND', message: new Errors.UPLOAD_NOT_FOUND(status === 410 ? 'at this URL any more (expired or deleted)' : 'at this URL').message };
+      return as(new Errors.UPLOAD_NOT_FOUND(status === 410 ? 'at this URL any more (expired or deleted)' : 'at this URL'));
     case 409:
-      return { statusCode: status, code: 'UPLOAD_CONFLICT', message: new Errors.UPLOAD_CONFLICT('Upload-Offset must equal the offset the server has (ask with HEAD)').message };
+      return as(new Errors.UPLOAD_CONFLICT('Upload-Offset must equal the offset the server has (ask with HEAD)'));
     case 413:
-      return {
-        statusCode: status,
-        code: 'UPLOAD_TOO_LARGE',
-        message: /maximum/i.test(message) ? new Errors.UPLOAD_TOO_LARGE(maxBytes).message : `${message}: the body goes past the declared Upload-Length`,
-      };
+      return /maximum/i.test(message)
+        ? as(new Errors.UPLOAD_TOO_LARGE(maxBytes))
+        : { statusCode: status, code: 'UPLOAD_TOO_LARGE', message: `${message}: the body goes past the declared Upload-Length` };
     case 423:
-      return { statusCode: status, code: 'UPLOAD_CONFLICT', message: new Errors.UPLOAD_CONFLICT(`the upload is locked (${message})`).message };
+      return as(new Errors.UPLOAD_CONFLICT(`the upload is locked (${message})`));
   }
-  if (status >= 500 && status !== 501) return { statusCode: status, code: 'INTERNAL_ERROR', message: 'Internal error' };
+  if (status >= 500 && status !== 501) return { ...toApiError(undefined), statusCode: status };
   // 400, 403 (missing header), 412 (Tus-Resumable), 415, 501 (unsupported extension), …
-  return { statusCode: status, code: 'INVALID_UPLOAD', message: new Errors.INVALID_UPLOAD(message).message };
-}
-
-/** Any thrown error as an API error: Sightline's own codes and the queue's keep theirs. */
-export function apiError(err: unknown): ApiError {
-  const e = err as { code?: unknown; statusCode?: unknown; message?: unknown };
-  if (typeof e?.code === 'string' && typeof e.statusCode === 'number' && (e.code in Errors || e.code.startsWith('QUEUE_'))) {
-    return { statusCode: e.statusCode, code: e.code, message: String(e.message) };
-  }
-  return { statusCode: 500, code: 'INTERNAL_ERROR', message: 'Internal error' };
+  return as(new Errors.INVALID_UPLOAD(message));
 }
 
 /**
@@ -171,8 +153,9 @@ export class UploadService {
           const request = jobRequestFromMetadata(upload.metadata, config.max_detections_limit);
           this.deps.checkModel(request.options.model);
         } catch (err) {
-          if (err instanceof MetadataError) throw { status_code: 400, body: jsonError({ statusCode: 400, code: 'INVALID_UPLOAD', message: new Errors.INVALID_UPLOAD(err.message).message }) };
-          const api = apiError(err);
+          if (err instanceof MetadataError)
+            throw { status_code: 400, body: jsonError({ statusCode: 400, code: 'INVALID_UPLOAD', message: new Errors.INVALID_UPLOAD(err.message).message }) };
+          const api = toApiError(err);
           if (api.code !== 'INTERNAL_ERROR') throw { status_code: api.statusCode, body: jsonError(api) };
           throw err;
         }
@@ -188,13 +171,17 @@ export class UploadService {
           const record = await this.finish(upload.id);
           return { headers: jobHeaders(record.job_id) };
         } catch (err) {
-          const api = apiError(err);
+          const api = toApiError(err);
           if (api.code === 'INTERNAL_ERROR') logger.error({ event: 'upload_error', upload_id: upload.id, err }, `finishing upload ${upload.id} failed`);
           // A refused image is never coming back; a busy queue is worth retrying (the upload is kept).
           // tus names the upload only on a 201: a POST refused by a busy queue names it here, so that
           // HEAD or the final PATCH can retry like after a PATCH.
           const kept = viaPost && this.heldUntilAnswered.get(upload.id) === false;
-          return { status_code: api.statusCode, headers: { ...errorHeaders(api), ...(kept ? { Location: `${UPLOADS_PATH}/${upload.id}` } : {}) }, body: jsonError(api) };
+          return {
+            status_code: api.statusCode,
+            headers: { ...errorHeaders(api), ...(kept ? { Location: `${UPLOADS_PATH}/${upload.id}` } : {}) },
+            body: jsonError(api),
+          };
         }
       },
       onResponseError: (req, err) => {
@@ -236,7 +223,9 @@ export class UploadService {
       this.heldUntilAnswered.set(id, true);
       return;
     }
-    await this.store.remove(id).catch((err: unknown) => this.deps.logger.warn({ event: 'upload_cleanup_failed', upload_id: id, err }, 'could not delete the bytes of an upload'));
+    await this.store
+      .remove(id)
+      .catch((err: unknown) => this.deps.logger.warn({ event: 'upload_cleanup_failed', upload_id: id, err }, 'could not delete the bytes of an upload'));
   }
 
   /** The API error a response carries, when it is one. */
@@ -391,7 +380,7 @@ export class UploadService {
       try {
         record = await this.finish(id);
       } catch (err) {
-        const api = apiError(err);
+        const api = toApiError(err);
         if (api.code === 'INTERNAL_ERROR') this.deps.logger.error({ event: 'upload_error', upload_id: id, err }, `finishing upload ${id} failed`);
         return this.errorResponse(api, base);
       }
@@ -403,7 +392,12 @@ export class UploadService {
         const metadata = stringifyMetadata(record.metadata);
         return new Response(null, {
           status: 200,
-          headers: { ...headers, 'Upload-Offset': String(record.size), 'Upload-Length': String(record.size), ...(metadata ? { 'Upload-Metadata': metadata } : {}) },
+          headers: {
+            ...headers,
+            'Upload-Offset': String(record.size),
+            'Upload-Length': String(record.size),
+            ...(metadata ? { 'Upload-Metadata': metadata } : {}),
+          },
         });
       }
       case 'PATCH': {
@@ -456,7 +450,7 @@ function jobHeaders(jobId: string): Record<string, string> {
 function errorHeaders(api: ApiError): Record<string, string> {
   return {
     'Content-Type': 'application/json; charset=utf-8',
-    ...(api.statusCode === 503 || RETRYABLE_CODES.has(api.code) ? { 'Retry-After': '1' } : {}),
+    ...(carriesRetryAfter(api.statusCode, api.code) ? { 'Retry-After': '1' } : {}),
   };
 }
 

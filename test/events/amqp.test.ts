@@ -4,7 +4,7 @@ import { test, type TestContext } from 'node:test';
 import { connect } from 'amqplib';
 import { ALL_LINES, AmqpEventBus, bindingPattern, eventBusFromConfig, eventRoutingKey, type AmqpEventBusOptions } from '../../src/events/index.js';
 import { defaultConfig } from '../../src/config/load.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger } from '../../src/logger.js';
 import { requireOrSkip } from '../helpers/requirements.js';
 import { deferred, probeTcp, TcpProxy, waitFor } from '../queue/helpers.js';
 import { eventBusContract, idOf, published, recorder, resultFor } from './event-bus.contract.js';

@@ -50,7 +50,11 @@ export function idOf(event: SightlineEvent): string {
 export function recorder(): { ids: string[]; lines: string[]; handler: (e: SightlineEvent) => void } {
   const ids: string[] = [];
   const lines: string[] = [];
-  return { ids, lines, handler: (e) => void (ids.push(idOf(e)), lines.push(e.line)) };
+  const handler = (e: SightlineEvent) => {
+    ids.push(idOf(e));
+    lines.push(e.line);
+  };
+  return { ids, lines, handler };
 }
 
 /**
@@ -96,9 +100,15 @@ export function eventBusContract(h: BusHarness): void {
       await published(s.bus, a, 'a');
       await published(s.bus, ab, 'a.b');
       assert.deepEqual(a.ids.slice(0, 2), forA.map(idOf), 'line a: its own events, in order');
-      assert.ok(a.lines.every((l) => l === 'a'), `line a got ${a.lines.join(', ')}`);
+      assert.ok(
+        a.lines.every((l) => l === 'a'),
+        `line a got ${a.lines.join(', ')}`,
+      );
       assert.deepEqual(ab.ids.slice(0, 2), forAB.map(idOf), 'line a.b: its own events, in order');
-      assert.ok(ab.lines.every((l) => l === 'a.b'), `line a.b got ${ab.lines.join(', ')}`);
+      assert.ok(
+        ab.lines.every((l) => l === 'a.b'),
+        `line a.b got ${ab.lines.join(', ')}`,
+      );
       await unsubA();
     });
 

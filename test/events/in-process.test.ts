@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { defaultConfig } from '../../src/config/load.js';
-import { eventBusFromConfig, eventsUrl, InProcessEventBus } from '../../src/events/index.js';
-import { createLogger } from '../../src/log.js';
+import { eventBusFromConfig, InProcessEventBus } from '../../src/events/index.js';
+import { eventsUrl } from '../../src/config/locations.js';
+import { createLogger } from '../../src/logger.js';
 import { eventBusContract, recorder, resultFor } from './event-bus.contract.js';
 
 eventBusContract({

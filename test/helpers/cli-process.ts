@@ -21,7 +21,11 @@ export const BROKER_LOCK = 'sightline-tests.default-prefix-lock';
 export type Log = Record<string, unknown>;
 
 /** Polls `check` every 100 ms until it returns a truthy value; fails after `timeoutMs` saying what it waited for. */
-export async function waitFor<T>(check: () => T | Promise<T>, what: string | (() => string), timeoutMs: number): Promise<Exclude<T, false | null | undefined | 0 | ''>> {
+export async function waitFor<T>(
+  check: () => T | Promise<T>,
+  what: string | (() => string),
+  timeoutMs: number,
+): Promise<Exclude<T, false | null | undefined | 0 | ''>> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

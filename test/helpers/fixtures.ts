@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { defaultConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { buildApp } from '../../src/server/app.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger } from '../../src/logger.js';
 import { buildConstantModel, writeModel } from './onnx-builder.js';
 
 export const LABELS = ['scratch', 'dent', 'crack'];
@@ -61,21 +61,47 @@ export function yolov5Output(): Float32Array {
 export function end2endOutput(): Float32Array {
   const kept = RAW_BOXES.filter((_, i) => i !== 1);
   const out = new Float32Array((kept.length + 1) * 6);
-  kept.forEach((b, k) => out.set([b.cx - b.w / 2, b.cy - b.h / 2, b.cx + b.w / 2, b.cy + b.h / 2, b.score, b.classId], k * 6));
+  for (const [k, b] of kept.entries()) out.set([b.cx - b.w / 2, b.cy - b.h / 2, b.cx + b.w / 2, b.cy + b.h / 2, b.score, b.classId], k * 6);
   return out;
 }
 
 export function manifest(extra: object = {}) {
-  return { labels: LABELS, input: { width: INPUT, height: INPUT }, conf: 0.25, iou: 0.45, max_detections: 100, verdict: { ng: { scratch: 0.5, crack: 0.5 } }, ...extra };
+  return {
+    labels: LABELS,
+    input: { width: INPUT, height: INPUT },
+    conf: 0.25,
+    iou: 0.45,
+    max_detections: 100,
+    verdict: { ng: { scratch: 0.5, crack: 0.5 } },
+    ...extra,
+  };
 }
 
 /** A model repository with one constant model per output format. */
 export function writeDecoderModels(repo: string): void {
   const anchors = RAW_BOXES.length + 1;
-  writeModel(repo, 'v8', '1', buildConstantModel({ output: yolov8Output(), outputShape: [4 + LABELS.length, anchors], inputWidth: INPUT, inputHeight: INPUT }), manifest({ format: 'yolov8' }));
+  writeModel(
+    repo,
+    'v8',
+    '1',
+    buildConstantModel({ output: yolov8Output(), outputShape: [4 + LABELS.length, anchors], inputWidth: INPUT, inputHeight: INPUT }),
+    manifest({ format: 'yolov8' }),
+  );
   // No format in model.json: detected from the [1, A, 5+C] shape.
-  writeModel(repo, 'v5', '1', buildConstantModel({ output: yolov5Output(), outputShape: [anchors, 5 + LABELS.length], inputWidth: INPUT, inputHeight: INPUT }), manifest());
-  writeModel(repo, 'e2e', '1', buildConstantModel({ output: end2endOutput(), outputShape: [RAW_BOXES.length, 6], inputWidth: INPUT, inputHeight: INPUT }), manifest({ format: 'end2end' }));
+  writeModel(
+    repo,
+    'v5',
+    '1',
+    buildConstantModel({ output: yolov5Output(), outputShape: [anchors, 5 + LABELS.length], inputWidth: INPUT, inputHeight: INPUT }),
+    manifest(),
+  );
+  writeModel(
+    repo,
+    'e2e',
+    '1',
+    buildConstantModel({ output: end2endOutput(), outputShape: [RAW_BOXES.length, 6], inputWidth: INPUT, inputHeight: INPUT }),
+    manifest({ format: 'end2end' }),
+  );
 }
 
 export async function solidImage(width: number, height: number, format: 'jpeg' | 'png' | 'webp', channels: 1 | 3 | 4 = 3): Promise<Buffer> {

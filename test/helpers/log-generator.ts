@@ -1,6 +1,6 @@
 /**
  * A deterministic Sightline log with contents known by construction, for
- * `sightline logs analyze` tests. Lines look like the server's own (src/log.ts:
+ * `sightline logs analyze` tests. Lines look like the server's own (src/logger.ts:
  * ISO `time`, level label) or pino's defaults (epoch-ms `time`, numeric level).
  *
  * 100 completed requests, idx 0..99, request id `req-00NN`, duration idx+1 ms
@@ -121,14 +121,26 @@ export function generateLogLines(format: TimeFormat = 'iso'): string[] {
     const isJob = idx >= 76 && idx <= 79;
     const route = failure?.route ?? (isJob ? '/v1/jobs' : '/v1/detect');
     const line = idx === 98 ? 'none' : `line-${(idx % 3) + 1}`;
-    push(start, 'info', { request_id: id, event: 'request_start', method: route === 'unmatched' ? 'GET' : 'POST', url: route === 'unmatched' ? '/v1/nope' : route }, 'request start');
+    push(
+      start,
+      'info',
+      { request_id: id, event: 'request_start', method: route === 'unmatched' ? 'GET' : 'POST', url: route === 'unmatched' ? '/v1/nope' : route },
+      'request start',
+    );
     const fields = { request_id: id, route, line, status: failure?.status ?? (isJob ? 202 : 200), duration_ms: duration };
     if (failure) {
       const shed = failure.code === 'OVERLOADED';
       const level = failure.status >= 500 && failure.status !== 503 ? 'error' : shed ? 'info' : 'warn';
       const error = shed
         ? { error_message: 'the inference queue of defects:1 is full' }
-        : { err: { type: 'Error', message: `${failure.code.toLowerCase()} happened`, stack: `Error: ${failure.code.toLowerCase()} happened\n    at handler (src/server/routes/detect.ts:60:11)`, code: failure.code } };
+        : {
+            err: {
+              type: 'Error',
+              message: `${failure.code.toLowerCase()} happened`,
+              stack: `Error: ${failure.code.toLowerCase()} happened\n    at handler (src/server/routes/detect.ts:60:11)`,
+              code: failure.code,
+            },
+          };
       push(done, level, { event: 'request_failure', ...fields, error_code: failure.code, ...error }, 'request failure');
       continue;
     }
@@ -141,13 +153,19 @@ export function generateLogLines(format: TimeFormat = 'iso'): string[] {
       } else {
         const verdict = idx === 76 ? 'ng' : 'ok';
         push(done + 2000, 'info', { event: 'job_done', job_id: jobId, line, attempt: 1, verdict, duplicate: false, duration_ms: 20 }, 'job done');
-        if (idx === 77) push(done + 60_000, 'info', { event: 'job_done', job_id: jobId, line, attempt: 2, verdict, duplicate: true, duration_ms: 21 }, 'job done');
+        if (idx === 77)
+          push(done + 60_000, 'info', { event: 'job_done', job_id: jobId, line, attempt: 2, verdict, duplicate: true, duration_ms: 21 }, 'job done');
       }
       continue;
     }
     const labels = NG_LABELS[idx] ?? OK_LABELS[idx] ?? [];
     const verdict = NG_LABELS[idx] ? 'ng' : 'ok';
-    push(done, 'info', { request_id: id, event: 'detection_result', line, model: 'defects', version: '1', verdict, detections: labels.length, labels }, 'detection result');
+    push(
+      done,
+      'info',
+      { request_id: id, event: 'detection_result', line, model: 'defects', version: '1', verdict, detections: labels.length, labels },
+      'detection result',
+    );
     push(done, 'info', { event: 'request_success', ...fields }, 'request success');
   }
   entries.sort((a, b) => a.time - b.time || a.seq - b.seq);

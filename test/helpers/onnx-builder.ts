@@ -69,7 +69,7 @@ function floatTensor(name: string, dims: number[], values: Float32Array) {
 }
 function int64Tensor(name: string, values: number[]) {
   const raw = Buffer.alloc(values.length * 8);
-  values.forEach((v, i) => raw.writeBigInt64LE(BigInt(v), i * 8));
+  for (const [i, v] of values.entries()) raw.writeBigInt64LE(BigInt(v), i * 8);
   return { name, dims: [values.length], data_type: INT64, raw_data: raw };
 }
 function valueInfo(name: string, dims: (number | string)[]) {

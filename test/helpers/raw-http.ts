@@ -204,7 +204,11 @@ export function bmp(): Buffer {
 export const deepArray = (depth: number) => '['.repeat(depth) + ']'.repeat(depth);
 export const deepObject = (depth: number) => '{"a":'.repeat(depth) + '1' + '}'.repeat(depth);
 
-export function multipart(parts: { name: string; filename?: string; type?: string; data: Buffer | string }[], boundary = 'sightline-corpus-boundary', close = true): { body: Buffer; type: string } {
+export function multipart(
+  parts: { name: string; filename?: string; type?: string; data: Buffer | string }[],
+  boundary = 'sightline-corpus-boundary',
+  close = true,
+): { body: Buffer; type: string } {
   const chunks: Buffer[] = [];
   for (const p of parts) {
     const disposition = `form-data; name="${p.name}"${p.filename ? `; filename="${p.filename}"` : ''}`;

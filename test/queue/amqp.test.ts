@@ -102,8 +102,17 @@ test('amqp: an Idempotency-Key whose first publish was never confirmed is publis
     // What an API that died between claiming the key and the broker's confirm leaves behind.
     const now = Date.now();
     await stateStore.insert({
-      id: 'orphan-job', line: 'l1', priority: 'normal', state: 'pending', attempts: 0, idempotencyKey: 'cam-9-frame-1',
-      deadline: null, lastError: null, deadReason: null, createdAt: now, updatedAt: now,
+      id: 'orphan-job',
+      line: 'l1',
+      priority: 'normal',
+      state: 'pending',
+      attempts: 0,
+      idempotencyKey: 'cam-9-frame-1',
+      deadline: null,
+      lastError: null,
+      deadReason: null,
+      createdAt: now,
+      updatedAt: now,
     });
     assert.equal((await q.getJob('orphan-job'))?.state, 'queued');
     const retry = await q.enqueue({ line: 'l1', image: Buffer.from('retried image'), contentType: 'image/jpeg', idempotencyKey: 'cam-9-frame-1' });

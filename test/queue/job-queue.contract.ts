@@ -47,7 +47,14 @@ export function jobQueueContract(h: QueueHarness): void {
       const s = await setup(t);
       if (!s) return;
       const bytes = image();
-      const { job_id, duplicate } = await s.q.enqueue({ line: 'line-3', priority: 'high', image: bytes, contentType: 'image/png', options: { model: 'defects:1', conf: 0.4, iou: 0.5 }, ttlMs: 60_000 });
+      const { job_id, duplicate } = await s.q.enqueue({
+        line: 'line-3',
+        priority: 'high',
+        image: bytes,
+        contentType: 'image/png',
+        options: { model: 'defects:1', conf: 0.4, iou: 0.5 },
+        ttlMs: 60_000,
+      });
       assert.equal(duplicate, false);
       assert.equal((await s.q.getJob(job_id))?.state, 'queued', 'durable and visible once enqueue resolved');
       const got = deferred<Job>();
@@ -88,7 +95,12 @@ export function jobQueueContract(h: QueueHarness): void {
       const s = await setup(t);
       if (!s) return;
       const ids: Record<string, string> = {};
-      for (const [name, priority] of [['low1', 'low'], ['normal', 'normal'], ['low2', 'low'], ['high', 'high']] as const) {
+      for (const [name, priority] of [
+        ['low1', 'low'],
+        ['normal', 'normal'],
+        ['low2', 'low'],
+        ['high', 'high'],
+      ] as const) {
         ids[(await s.q.enqueue(input({ priority }))).job_id] = name;
       }
       const order: string[] = [];
@@ -139,7 +151,10 @@ export function jobQueueContract(h: QueueHarness): void {
         throw new Error(`boom ${job.attempt}`);
       });
       assert.deepEqual(await dead.promise, [job_id, 'failed', 'boom 3']);
-      assert.deepEqual(runs.map((r) => r.attempt), [1, 2, 3]);
+      assert.deepEqual(
+        runs.map((r) => r.attempt),
+        [1, 2, 3],
+      );
       assert.deepEqual(retrying, [1, 2]);
       // Backoff 20 ms then 40 ms (lower bounds only: tests never assert how fast).
       assert.ok(runs[1]!.at - runs[0]!.at >= 15, `first retry after ${runs[1]!.at - runs[0]!.at} ms`);
@@ -202,7 +217,10 @@ export function jobQueueContract(h: QueueHarness): void {
       const info = await s.q.getJob(a);
       assert.equal(info?.state, 'done');
       assert.equal(info?.attempts, 1, 'attempts start over');
-      assert.deepEqual((await s.q.listDead()).map((d) => d.id), [b]);
+      assert.deepEqual(
+        (await s.q.listDead()).map((d) => d.id),
+        [b],
+      );
       assert.equal(await s.q.retryDead(a), false, 'no longer dead');
 
       assert.equal(await s.q.purgeDead(), 1);

@@ -44,7 +44,10 @@ test('createJobQueue: sqlite:PATH is relative to the cwd and creates its directo
   const { job_id } = await mem.enqueue({ line: 'l', image: Buffer.from([1]), contentType: 'image/png' });
   assert.equal((await mem.getJob(job_id))?.state, 'queued');
 
-  assert.throws(() => createJobQueue('redis://x:secret@host'), (err: Error) => /Unsupported queue URL redis:\/\/x:\*\*\*@host/.test(err.message));
+  assert.throws(
+    () => createJobQueue('redis://x:secret@host'),
+    (err: Error) => /Unsupported queue URL redis:\/\/x:\*\*\*@host/.test(err.message),
+  );
   assert.equal(createJobQueue('amqp://127.0.0.1:1').kind, 'amqp', 'amqp URLs open lazily, without connecting');
 });
 

@@ -12,7 +12,20 @@ const PG_URL = process.env.SIGHTLINE_TEST_POSTGRES_URL ?? 'postgres://postgres@1
 
 function record(extra: Partial<JobInfo> = {}): JobInfo {
   const now = Date.now();
-  return { id: randomUUID(), line: 'line-1', priority: 'normal', state: 'queued', attempts: 0, idempotencyKey: null, deadline: now + 60_000, lastError: null, deadReason: null, createdAt: now, updatedAt: now, ...extra };
+  return {
+    id: randomUUID(),
+    line: 'line-1',
+    priority: 'normal',
+    state: 'queued',
+    attempts: 0,
+    idempotencyKey: null,
+    deadline: now + 60_000,
+    lastError: null,
+    deadReason: null,
+    createdAt: now,
+    updatedAt: now,
+    ...extra,
+  };
 }
 
 /** What the amqp back end relies on from any JobStateStore. */
@@ -46,7 +59,10 @@ function stateStoreContract(name: string, open: (t: TestContext) => Promise<JobS
       assert.equal(winners.length, 1);
       assert.ok(results.every((r) => r.record.id === winners[0]!.record.id));
       const unkeyed = await Promise.all([store.insert(record()), store.insert(record())]);
-      assert.ok(unkeyed.every((r) => r.inserted), 'jobs without a key never collide');
+      assert.ok(
+        unkeyed.every((r) => r.inserted),
+        'jobs without a key never collide',
+      );
     });
   });
 }
@@ -54,7 +70,7 @@ function stateStoreContract(name: string, open: (t: TestContext) => Promise<JobS
 stateStoreContract('memory', async () => new MemoryJobStateStore());
 
 stateStoreContract('kysely + sqlite', async (t) => {
-  const db = new Kysely<any>({ dialect: new SqliteDialect({ database: new BetterSqlite3(':memory:') }) });
+  const db = new Kysely({ dialect: new SqliteDialect({ database: new BetterSqlite3(':memory:') }) });
   t.after(() => db.destroy());
   const store = new KyselyJobStateStore({ db, kind: 'sqlite' });
   await store.migrate();
@@ -67,7 +83,7 @@ stateStoreContract('kysely + postgres', async (t) => {
   const { hostname, port } = new URL(PG_URL);
   if (!requireOrSkip(t, await (pgReachable ??= probeTcp(hostname, Number(port || 5432))), `PostgreSQL at ${hostname}:${port || 5432}`)) return undefined;
   const pool = new pg.Pool({ connectionString: PG_URL, max: 4 });
-  const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely({ dialect: new PostgresDialect({ pool }) });
   const schema = `sightline_test_jobs_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
   t.after(async () => {
     await pool.query(`drop schema if exists "${schema}" cascade`);

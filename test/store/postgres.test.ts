@@ -30,6 +30,8 @@ test('postgres: a pool passed in is used and left open on close', async (t) => {
   assert.equal(await store.save(result('borrowed-1', { detections: [{ label: 'dent', class_id: 1, score: 0.7, box: { x1: 1, y1: 2, x2: 3, y2: 4 } }] })), true);
   await store.close();
   assert.equal(pool.ended, false);
-  const { rows } = await pool.query(`select request_id, pg_typeof(detections)::text as json_type, pg_typeof(created_at)::text as time_type from "${schema}".results`);
+  const { rows } = await pool.query(
+    `select request_id, pg_typeof(detections)::text as json_type, pg_typeof(created_at)::text as time_type from "${schema}".results`,
+  );
   assert.deepEqual(rows, [{ request_id: 'borrowed-1', json_type: 'jsonb', time_type: 'bigint' }]);
 });

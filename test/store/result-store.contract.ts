@@ -1,6 +1,6 @@
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Detection } from '../../src/inference/detector.js';
+import type { Detection } from '../../src/protocol/results.js';
 import type { NewResult, ResultQuery, ResultStore, StoredResult } from '../../src/store/index.js';
 
 /** Where one test's data lives: every `open()` reaches the same data, so reopening can be tested. */
@@ -134,9 +134,7 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
 
     test('10 parallel saves of one request_id leave exactly one row', async (t) => {
       await withStore(t, async (store) => {
-        const outcomes = await Promise.all(
-          Array.from({ length: 10 }, (_, i) => store.save(result('race', { detections: [det('dent')], created_at: at(i) }))),
-        );
+        const outcomes = await Promise.all(Array.from({ length: 10 }, (_, i) => store.save(result('race', { detections: [det('dent')], created_at: at(i) }))));
         assert.equal(outcomes.filter(Boolean).length, 1);
         const page = await store.list({ limit: 500 });
         assert.deepEqual(ids(page.results), ['race']);
@@ -146,7 +144,12 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
 
     test('list returns newest first, ties in created_at by request_id descending', async (t) => {
       await withStore(t, async (store) => {
-        await saveAll(store, [result('b', { created_at: at(1) }), result('a', { created_at: at(2) }), result('c', { created_at: at(1) }), result('d', { created_at: at(0) })]);
+        await saveAll(store, [
+          result('b', { created_at: at(1) }),
+          result('a', { created_at: at(2) }),
+          result('c', { created_at: at(1) }),
+          result('d', { created_at: at(0) }),
+        ]);
         const page = await store.list();
         assert.deepEqual(ids(page.results), ['a', 'c', 'b', 'd']);
         assert.equal(page.next_cursor, null);
@@ -206,10 +209,16 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
         assert.deepEqual(exact.pages, [23], 'no empty trailing page when the rows fill the page exactly');
 
         const byLabel = await drain(store, { label: 'scratch', limit: 4 });
-        assert.deepEqual(ids(byLabel.all), expected.filter((id) => Number(id.slice(2)) % 2 === 0));
+        assert.deepEqual(
+          ids(byLabel.all),
+          expected.filter((id) => Number(id.slice(2)) % 2 === 0),
+        );
         const byVerdict = await drain(store, { verdict: 'ng', limit: 2, from: at(1) });
         const ngSince1 = new Set(rows.filter((r) => r.verdict === 'ng' && r.created_at >= at(1)).map((r) => r.request_id));
-        assert.deepEqual(ids(byVerdict.all), expected.filter((id) => ngSince1.has(id)));
+        assert.deepEqual(
+          ids(byVerdict.all),
+          expected.filter((id) => ngSince1.has(id)),
+        );
       });
     });
 

@@ -59,7 +59,10 @@ test('sqlite: every list filter walks an index in page order (no table scan, no 
     const { sql, parameters } = pageQuery(db, listFilter(query)).compile();
     const plan = (raw.prepare(`explain query plan ${sql}`).all(...parameters) as { detail: string }[]).map((p) => p.detail);
     const where = `${JSON.stringify(query)}: ${plan.join(' | ')}`;
-    assert.ok(plan.every((step) => /USING (COVERING )?INDEX/.test(step)), where);
+    assert.ok(
+      plan.every((step) => /USING (COVERING )?INDEX/.test(step)),
+      where,
+    );
     assert.ok(!plan.some((step) => step.includes('TEMP B-TREE')), where);
     if (query.label) assert.match(plan[0]!, /result_labels_label_created_idx/, where);
   }

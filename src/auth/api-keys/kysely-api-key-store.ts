@@ -84,9 +84,11 @@ export class KyselyApiKeyStore implements ApiKeyStore {
   }
 
   async create(name: string, roles: readonly Role[]): Promise<CreatedApiKey> {
-    if (!KEY_NAME_PATTERN.test(name)) throw new RangeError(`API key name ${JSON.stringify(name)}: 1–64 characters of A–Z a–z 0–9 . _ - @ :, starting with a letter or digit`);
+    if (!KEY_NAME_PATTERN.test(name))
+      throw new RangeError(`API key name ${JSON.stringify(name)}: 1–64 characters of A–Z a–z 0–9 . _ - @ :, starting with a letter or digit`);
     const unknown = roles.filter((r) => !(ROLES as readonly string[]).includes(r));
-    if (roles.length === 0 || unknown.length > 0) throw new RangeError(`API key roles must be one or more of ${ROLES.join(', ')}${unknown.length ? ` (not ${unknown.join(', ')})` : ''}`);
+    if (roles.length === 0 || unknown.length > 0)
+      throw new RangeError(`API key roles must be one or more of ${ROLES.join(', ')}${unknown.length ? ` (not ${unknown.join(', ')})` : ''}`);
     const sorted = ROLES.filter((r) => roles.includes(r));
     const { id, secret, key } = newKey();
     const createdAt = Date.now();
@@ -136,7 +138,13 @@ export class KyselyApiKeyStore implements ApiKeyStore {
     const revokedAt = Date.now();
     // Each UPDATE … RETURNING is atomic on its own; an id wins over a name that happens to look like one.
     const revokeBy = (column: 'id' | 'name') =>
-      this.#db.updateTable('api_keys').set({ revoked_at: revokedAt }).where(column, '=', idOrName).where('revoked_at', 'is', null).returningAll().executeTakeFirst();
+      this.#db
+        .updateTable('api_keys')
+        .set({ revoked_at: revokedAt })
+        .where(column, '=', idOrName)
+        .where('revoked_at', 'is', null)
+        .returningAll()
+        .executeTakeFirst();
     const row = await this.#write(async () => (await revokeBy('id')) ?? (await revokeBy('name')));
     return row && info(row);
   }

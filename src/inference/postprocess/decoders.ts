@@ -103,11 +103,7 @@ export function formatsMatchingShape(dims: readonly number[], numClasses: number
  * Picks the output format: the declared one if the shape fits it, else the only
  * format the shape fits. Throws with a reason a user can act on.
  */
-export function resolveFormat(
-  declared: OutputFormat | undefined,
-  dims: readonly number[],
-  numClasses: number,
-): { format: OutputFormat; detected: boolean } {
+export function resolveFormat(declared: OutputFormat | undefined, dims: readonly number[], numClasses: number): { format: OutputFormat; detected: boolean } {
   const matches = formatsMatchingShape(dims, numClasses);
   const shape = `[${dims.join(', ')}]`;
   if (declared) {

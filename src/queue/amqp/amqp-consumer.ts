@@ -175,7 +175,12 @@ export class AmqpConsumer implements Consumer {
   private async bury(d: Delivery, job: Job | undefined, attemptsDone: number, reason: DeadReason, message: string): Promise<void> {
     const now = Date.now();
     try {
-      await this.host.publish(this.host.topology.deadExchange, d.msg.fields.routingKey, d.msg.content, republishOptions(d.msg, deadHeaders(attemptsDone, reason, message, now)));
+      await this.host.publish(
+        this.host.topology.deadExchange,
+        d.msg.fields.routingKey,
+        d.msg.content,
+        republishOptions(d.msg, deadHeaders(attemptsDone, reason, message, now)),
+      );
     } catch (err) {
       this.host.reportError(err);
       nack(d.ch, d.msg);

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Channel } from 'amqplib';
-import { asError, queueClosed, queueFull, QueueError, queueUnavailable } from '../errors.js';
+import { Errors } from '../../errors.js';
+import { asError, queueClosed, queueFull, queueUnavailable } from '../errors.js';
 import type {
   ConsumeOptions,
   Consumer,
@@ -141,7 +142,7 @@ export class AmqpJobQueue extends EventEmitter<JobQueueEvents> implements JobQue
     try {
       await this.conn.publish(this.topology.exchange, routingKey(job.line), job.image, jobPublishOptions(id, job, now));
     } catch (err) {
-      if (err instanceof QueueError && err.code === 'QUEUE_FULL') throw queueFull(this.opts.maxLength);
+      if (err instanceof Errors.QUEUE_FULL) throw queueFull(this.opts.maxLength);
       throw err;
     }
     await this.store.update(id, { state: 'queued', updatedAt: Date.now() }, 'pending').catch((e) => this.reportError(e));
@@ -200,7 +201,14 @@ export class AmqpJobQueue extends EventEmitter<JobQueueEvents> implements JobQue
           // Straight into the retry queue: an admin's retry should not bounce off a full jobs queue.
           await this.conn.publish('', this.topology.retry, msg.content, reviveOptions(msg));
         } catch (err) {
-          if (before) await this.record(id, { state: before.state, attempts: before.attempts, deadline: before.deadline, deadReason: before.deadReason, updatedAt: Date.now() });
+          if (before)
+            await this.record(id, {
+              state: before.state,
+              attempts: before.attempts,
+              deadline: before.deadline,
+              deadReason: before.deadReason,
+              updatedAt: Date.now(),
+            });
           throw err;
         }
       }),
@@ -286,10 +294,11 @@ export class AmqpJobQueue extends EventEmitter<JobQueueEvents> implements JobQue
       current: () => this.conn.current,
       publish: (exchange, key, content, options) => this.conn.publish(exchange, key, content, options),
       record: (id, patch) => this.record(id, patch),
-      lookup: (id) => this.store.get(id).catch((err) => {
-        this.reportError(err);
-        return undefined;
-      }),
+      lookup: (id) =>
+        this.store.get(id).catch((err) => {
+          this.reportError(err);
+          return undefined;
+        }),
       completed: (id) => this.emit('completed', id),
       retrying: (id, attempt, delay, err) => this.emit('retrying', id, attempt, delay, err),
       dead: (id, reason, message) => this.emit('dead', id, reason, message),

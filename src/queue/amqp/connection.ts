@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type ChannelModel, type ConfirmChannel, type Options } from 'amqplib';
-import { asError, queueClosed, queueFull, queueUnavailable, type QueueError } from '../errors.js';
+import { asError, queueClosed, queueFull, queueUnavailable } from '../errors.js';
 
 export interface ConnectionOptions {
   url: string;
@@ -101,7 +101,7 @@ export class AmqpConnection extends EventEmitter<ConnectionEvents> {
     const id = options.messageId ?? '';
     await new Promise<void>((resolve, reject) => {
       // Sent but never confirmed: the broker may hold the message or not.
-      const unknown = (err: QueueError) => Object.assign(err, { outcomeUnknown: true });
+      const unknown = (err: Error) => Object.assign(err, { outcomeUnknown: true });
       const timer = setTimeout(() => reject(unknown(queueUnavailable(`no publisher confirm within ${this.o.publishTimeoutMs} ms`))), this.o.publishTimeoutMs);
       const done = (err: unknown) => {
         clearTimeout(timer);

@@ -23,7 +23,13 @@ export async function browseDead(ch: Channel, queue: string, limit: number): Pro
  * to `revive` (which republishes it with a confirm) and acks it only then.
  * Every other message goes back when the caller closes the channel.
  */
-export async function takeDead(ch: Channel, queue: string, id: string, maxScan: number, revive: (msg: GetMessage) => Promise<void>): Promise<GetMessage | undefined> {
+export async function takeDead(
+  ch: Channel,
+  queue: string,
+  id: string,
+  maxScan: number,
+  revive: (msg: GetMessage) => Promise<void>,
+): Promise<GetMessage | undefined> {
   for (let i = 0; i < maxScan; i++) {
     const msg = await ch.get(queue, { noAck: false });
     if (msg === false) return undefined;

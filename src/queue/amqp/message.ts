@@ -1,5 +1,5 @@
 import type { Message, Options } from 'amqplib';
-import { PRIORITIES, type Priority } from '../../inference/batcher.js';
+import { PRIORITIES, type Priority } from '../../protocol/options.js';
 import type { DeadJob, DeadReason, Job, JobOptions } from '../job-queue.js';
 import type { ValidJob } from '../options.js';
 import { AMQP_PRIORITY } from './topology.js';
@@ -117,7 +117,8 @@ export function reviveOptions(msg: Message): Options.Publish {
 export function decodeDead(msg: Message): DeadJob {
   const h = (msg.properties.headers ?? {}) as Record<string, unknown>;
   const death = firstDeath(h);
-  const reason: DeadReason = h[H.deadReason] === 'failed' || h[H.deadReason] === 'expired' ? (h[H.deadReason] as DeadReason) : death?.reason === 'expired' ? 'expired' : 'failed';
+  const reason: DeadReason =
+    h[H.deadReason] === 'failed' || h[H.deadReason] === 'expired' ? (h[H.deadReason] as DeadReason) : death?.reason === 'expired' ? 'expired' : 'failed';
   const lastError = typeof h[H.lastError] === 'string' ? (h[H.lastError] as string) : null;
   const createdAt = num(h[H.createdAt]) ?? 0;
   return {

@@ -120,7 +120,8 @@ function prepare(db: Database) {
   return {
     byKey: p('SELECT id FROM jobs WHERE idempotency_key = ?'),
     waiting: p(`SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued'`),
-    insert: p(`INSERT INTO jobs (id, line, priority, content_type, payload, options, idempotency_key, state, attempts, available_at, deadline, created_at, updated_at)
+    insert:
+      p(`INSERT INTO jobs (id, line, priority, content_type, payload, options, idempotency_key, state, attempts, available_at, deadline, created_at, updated_at)
                VALUES (@id, @line, @priority, @contentType, @payload, @options, @key, 'queued', 0, @now, @deadline, @now, @now)`),
     get: p('SELECT * FROM jobs WHERE id = ?'),
     expire: p(`UPDATE jobs SET state = 'dead', dead_reason = 'expired', last_error = '${EXPIRED_MESSAGE}', updated_at = @now
@@ -137,12 +138,14 @@ function prepare(db: Database) {
     renew: p(`UPDATE jobs SET lease_until = @until WHERE id = @id AND lease_token = @token AND state = 'running'`),
     complete: p(`UPDATE jobs SET state = 'done', payload = NULL, lease_until = NULL, lease_token = NULL, updated_at = @now
                  WHERE id = @id AND lease_token = @token AND state = 'running'`),
-    retry: p(`UPDATE jobs SET state = 'queued', available_at = @at, last_error = @error, lease_until = NULL, lease_token = NULL, worker_id = NULL, updated_at = @now
+    retry:
+      p(`UPDATE jobs SET state = 'queued', available_at = @at, last_error = @error, lease_until = NULL, lease_token = NULL, worker_id = NULL, updated_at = @now
               WHERE id = @id AND lease_token = @token AND state = 'running'`),
     bury: p(`UPDATE jobs SET state = 'dead', dead_reason = 'failed', last_error = @error, lease_until = NULL, lease_token = NULL, worker_id = NULL, updated_at = @now
              WHERE id = @id AND lease_token = @token AND state = 'running'`),
     // A job given back unfinished did not really get its attempt: undo the claim's count.
-    release: p(`UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), available_at = @now, lease_until = NULL, lease_token = NULL, worker_id = NULL, updated_at = @now
+    release:
+      p(`UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), available_at = @now, lease_until = NULL, lease_token = NULL, worker_id = NULL, updated_at = @now
                 WHERE id = @id AND lease_token = @token AND state = 'running'`),
     nextDue: p(`SELECT MIN(available_at) AS at FROM jobs WHERE state = 'queued'`),
     ready: p(`SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued' AND available_at <= ?`),

@@ -1,5 +1,5 @@
 import type { Database } from 'better-sqlite3';
-import type { Priority } from '../../inference/batcher.js';
+import type { Priority } from '../../protocol/options.js';
 import type { DeadJob, DeadReason, JobInfo, JobState } from '../job-queue.js';
 
 /**

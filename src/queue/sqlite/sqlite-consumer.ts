@@ -98,13 +98,16 @@ export class SqliteConsumer implements Consumer {
     };
     this.held.track(job.id, job, token, async (held) => {
       // Renew well before expiry so that only a dead (or frozen) worker loses its lease.
-      const heartbeat = setInterval(() => {
-        try {
-          this.host.renew(job.id, token);
-        } catch (err) {
-          this.host.reportError(err);
-        }
-      }, Math.max(1, Math.floor(this.host.visibilityTimeoutMs / 3)));
+      const heartbeat = setInterval(
+        () => {
+          try {
+            this.host.renew(job.id, token);
+          } catch (err) {
+            this.host.reportError(err);
+          }
+        },
+        Math.max(1, Math.floor(this.host.visibilityTimeoutMs / 3)),
+      );
       heartbeat.unref();
       held.controller.signal.addEventListener('abort', () => clearInterval(heartbeat), { once: true });
       const outcome = await runHandler(this.handler, job, held.controller.signal);

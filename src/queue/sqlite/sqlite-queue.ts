@@ -15,7 +15,16 @@ import type {
   JobQueueEvents,
   QueueStats,
 } from '../job-queue.js';
-import { deadListLimit, defaultWorkerId, newJobId, resolveQueueOptions, retryDelayMs, validateEnqueue, type QueueOptions, type ResolvedQueueOptions } from '../options.js';
+import {
+  deadListLimit,
+  defaultWorkerId,
+  newJobId,
+  resolveQueueOptions,
+  retryDelayMs,
+  validateEnqueue,
+  type QueueOptions,
+  type ResolvedQueueOptions,
+} from '../options.js';
 import { EXPIRED_MESSAGE, JobTable } from './job-table.js';
 import { migrate, rowToDead, rowToInfo } from './schema.js';
 import { SqliteConsumer, type SqliteConsumerHost } from './sqlite-consumer.js';

@@ -1,10 +1,11 @@
 import type { Kysely } from 'kysely';
-import type { Priority } from '../../inference/batcher.js';
+import type { Priority } from '../../protocol/options.js';
 import type { DeadReason, JobInfo, JobState } from '../job-queue.js';
 import type { JobStatePatch, JobStateStore } from './job-state-store.js';
 
 export interface KyselyJobStateStoreOptions {
   /** Borrowed (e.g. the result store's): used, never destroyed. */
+  // biome-ignore lint/suspicious/noExplicitAny: the table's name is chosen at run time, so no schema type describes it.
   db: Kysely<any>;
   kind: 'sqlite' | 'postgres';
   /** Default `job_states`. */
@@ -37,6 +38,7 @@ const IDENT = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
  * read the holder.
  */
 export class KyselyJobStateStore implements JobStateStore {
+  // biome-ignore lint/suspicious/noExplicitAny: the table's name is chosen at run time, so no schema type describes it.
   private readonly db: Kysely<any>;
   private readonly table: string;
 
@@ -108,11 +110,7 @@ export class KyselyJobStateStore implements JobStateStore {
 
   /** Deletes done and dead records last changed before `before` (epoch ms); returns how many. */
   async prune(before: number): Promise<number> {
-    const result = await this.db
-      .deleteFrom(this.table)
-      .where('state', 'in', ['done', 'dead'])
-      .where('updated_at', '<', before)
-      .executeTakeFirst();
+    const result = await this.db.deleteFrom(this.table).where('state', 'in', ['done', 'dead']).where('updated_at', '<', before).executeTakeFirst();
     return Number(result.numDeletedRows);
   }
 }
@@ -149,4 +147,3 @@ function fromRow(r: Row): JobInfo {
     updatedAt: Number(r.updated_at),
   };
 }
-

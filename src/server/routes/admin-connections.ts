@@ -2,8 +2,9 @@ import type { FastifyInstance } from 'fastify';
 import type { Socket } from 'node:net';
 import { Type, type Static } from '@sinclair/typebox';
 import { Errors } from '../../errors.js';
+import { ConnectionListSchema, emptyResponse, errorResponse } from '../api-schemas.js';
 import { CLIENT_KINDS, TRANSPORTS } from '../../connections/index.js';
-import { LINE_PATTERN } from './detect.js';
+import { LINE_PATTERN } from '../../protocol/options.js';
 
 export const DEFAULT_CONNECTIONS_PAGE = 100;
 export const MAX_CONNECTIONS_PAGE = 10_000;
@@ -39,8 +40,18 @@ export async function adminConnectionRoutes(app: FastifyInstance): Promise<void>
 
   app.get<{ Querystring: ListQuery }>(
     '/v1/admin/connections',
-    { config: { role: 'admin' }, schema: { querystring: ListQuerySchema } },
-    async (request) => {
+    {
+      config: { role: 'admin' },
+      schema: {
+        summary: 'List open connections',
+        description:
+          'Open HTTP sockets and WebSocket sessions with who and what, filtered, oldest first, `limit` per page (default 100), with counts over all of them and the limits in force.',
+        tags: ['admin'],
+        querystring: ListQuerySchema,
+        response: { 200: ConnectionListSchema },
+      },
+    },
+    async function listConnections(request) {
       const { limit = DEFAULT_CONNECTIONS_PAGE, ...filter } = request.query;
       const { connections, matched } = registry.list(filter, limit);
       return {
@@ -62,8 +73,18 @@ export async function adminConnectionRoutes(app: FastifyInstance): Promise<void>
 
   app.delete<{ Params: IdParams }>(
     '/v1/admin/connections/:id',
-    { config: { role: 'admin' }, schema: { params: IdParamsSchema, querystring: NoQuery } },
-    async (request, reply) => {
+    {
+      config: { role: 'admin' },
+      schema: {
+        summary: 'Close a connection',
+        description: 'Closes an HTTP socket (after the answer in flight) or a WebSocket session (close code 4000).',
+        tags: ['admin'],
+        params: IdParamsSchema,
+        querystring: NoQuery,
+        response: { 204: emptyResponse('Closed'), 404: errorResponse('CONNECTION_NOT_FOUND: no open connection has this id') },
+      },
+    },
+    async function closeConnection(request, reply) {
       if (!registry.kick(request.params.id, request.raw.socket as Socket | undefined)) {
         throw new Errors.CONNECTION_NOT_FOUND(JSON.stringify(request.params.id));
       }

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { createAlertEngine, type AlertEngine, type AlertState } from '../../ops/alerts/index.js';
+import { createAlertEngine, type AlertEngine, type AlertState } from '../../alerts/index.js';
+import { AlertListSchema } from '../api-schemas.js';
 
 export interface AlertRoutesOptions {
   /**
@@ -27,14 +28,18 @@ export async function alertRoutes(app: FastifyInstance, opts: AlertRoutesOptions
     {
       config: { role: 'viewer' },
       schema: {
+        summary: 'List alerts',
+        description: 'Every alert rule with its state (inactive, pending, firing), last value and threshold; `state` filters (docs/alerts.md).',
+        tags: ['monitoring'],
         querystring: {
           type: 'object',
           properties: { state: { type: 'string', enum: [...STATES] } },
           additionalProperties: false,
         },
+        response: { 200: AlertListSchema },
       },
     },
-    async (request) => {
+    async function listAlerts(request) {
       const list = alerts.list();
       const state = request.query.state;
       return {

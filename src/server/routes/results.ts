@@ -1,10 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { Errors } from '../../errors.js';
+import { errorResponse, LineStatsSchema, ResultPageSchema, StoredResultSchema } from '../api-schemas.js';
 import { MAX_LIST_LIMIT } from '../../store/index.js';
-import { LINE_PATTERN } from './detect.js';
+import { LINE_PATTERN } from '../../protocol/options.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
+const StoreDown = errorResponse('STORE_UNAVAILABLE: the result store cannot be reached (Retry-After)');
 
 const ResultsQuery = Type.Object(
   {
@@ -35,22 +37,60 @@ const date = (iso: string | undefined) => (iso === undefined ? undefined : new D
 export async function resultRoutes(app: FastifyInstance): Promise<void> {
   const { store } = app.sightline;
 
-  app.get<{ Querystring: Static<typeof ResultsQuery> }>('/v1/results', { config: { role: 'viewer' }, schema: { querystring: ResultsQuery } }, async (request) => {
-    const q = request.query;
-    return store.list({ line: q.line, from: date(q.from), to: date(q.to), verdict: q.verdict, label: q.label, limit: q.limit, cursor: q.cursor });
-  });
+  app.get<{ Querystring: Static<typeof ResultsQuery> }>(
+    '/v1/results',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        summary: 'List stored results',
+        description:
+          'Newest first, filtered by line, time range (from ≤ created_at < to), verdict and label; pages of `limit` (default 50), the next one at `cursor` = next_cursor.',
+        tags: ['results'],
+        querystring: ResultsQuery,
+        response: { 200: ResultPageSchema, 503: StoreDown },
+      },
+    },
+    async function listResults(request) {
+      const q = request.query;
+      return store.list({ line: q.line, from: date(q.from), to: date(q.to), verdict: q.verdict, label: q.label, limit: q.limit, cursor: q.cursor });
+    },
+  );
 
-  app.get<{ Params: Static<typeof IdParams> }>('/v1/results/:id', { config: { role: 'viewer' }, schema: { params: IdParams, querystring: NoQuery } }, async (request) => {
-    const result = await store.get(request.params.id);
-    if (!result) throw new Errors.RESULT_NOT_FOUND(JSON.stringify(request.params.id));
-    return result;
-  });
+  app.get<{ Params: Static<typeof IdParams> }>(
+    '/v1/results/:id',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        summary: 'Get a stored result',
+        description: "By request id (a job's result: by job id).",
+        tags: ['results'],
+        params: IdParams,
+        querystring: NoQuery,
+        response: { 200: StoredResultSchema, 404: errorResponse('RESULT_NOT_FOUND: no stored result with that id'), 503: StoreDown },
+      },
+    },
+    async function getResult(request) {
+      const result = await store.get(request.params.id);
+      if (!result) throw new Errors.RESULT_NOT_FOUND(JSON.stringify(request.params.id));
+      return result;
+    },
+  );
 
   // Counts by verdict and label over a window; the last 24 hours unless told otherwise.
   app.get<{ Params: Static<typeof LineParams>; Querystring: Static<typeof StatsQuery> }>(
     '/v1/lines/:line/stats',
-    { config: { role: 'viewer' }, schema: { params: LineParams, querystring: StatsQuery } },
-    async (request) => {
+    {
+      config: { role: 'viewer' },
+      schema: {
+        summary: 'Counts for a line',
+        description: 'Results by verdict and by label over a window (from ≤ created_at < to; default the last 24 hours).',
+        tags: ['results'],
+        params: LineParams,
+        querystring: StatsQuery,
+        response: { 200: LineStatsSchema, 503: StoreDown },
+      },
+    },
+    async function lineStats(request) {
       const to = date(request.query.to) ?? new Date();
       const from = date(request.query.from) ?? new Date(to.getTime() - DAY_MS);
       request.line = request.params.line;

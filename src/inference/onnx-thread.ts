@@ -1,0 +1,93 @@
+// The worker-thread side of OnnxRunner: session.run() blocks the thread that calls it
+// for the whole inference, so each model instance gets a thread of its own and
+// the event loop only routes (see docs/architecture.md).
+import { parentPort, workerData } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import ort from 'onnxruntime-node';
+import { hwcToChwFloat } from './preprocess.js';
+import type { OnnxThreadData, OnnxThreadReply, OnnxThreadRequest } from './onnx-protocol.js';
+
+const port = parentPort!;
+const { modelPath, options } = workerData as OnnxThreadData;
+
+function shapeOf(meta: ort.InferenceSession.ValueMetadata | undefined): (number | string)[] {
+  return meta?.isTensor ? [...meta.shape] : [];
+}
+
+async function main(): Promise<void> {
+  const session = await ort.InferenceSession.create(modelPath, {
+    intraOpNumThreads: options.intraOpThreads,
+    interOpNumThreads: options.interOpThreads,
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+  });
+  const inputName = options.inputName ?? session.inputNames[0];
+  const outputName = session.outputNames[0];
+  if (!inputName || !session.inputNames.includes(inputName)) {
+    throw new Error(`model has no input "${inputName ?? ''}" (inputs: ${session.inputNames.join(', ')})`);
+  }
+  if (!outputName) throw new Error('model has no outputs');
+  const inputIndex = session.inputNames.indexOf(inputName);
+  port.postMessage({
+    type: 'ready',
+    info: {
+      inputName,
+      outputName,
+      inputShape: shapeOf(session.inputMetadata[inputIndex]),
+      outputShape: shapeOf(session.outputMetadata[0]),
+    },
+  } satisfies OnnxThreadReply);
+
+  // One input buffer per batch size, reused: a fresh multi-megabyte allocation per
+  // run fragments the heap and keeps resident memory growing under load.
+  // The batcher sends one batch at a time; a caller that overlaps runs gets fresh buffers.
+  const inputs = new Map<number, Float32Array>();
+  let running = 0;
+  const inputBuffer = (length: number) => {
+    if (running > 1) return new Float32Array(length);
+    let buffer = inputs.get(length);
+    if (!buffer) inputs.set(length, (buffer = new Float32Array(length)));
+    return buffer;
+  };
+
+  port.on('message', async (msg: OnnxThreadRequest) => {
+    if (msg.type === 'close') {
+      await session.release().catch(() => undefined);
+      // ONNX Runtime's thread pool keeps the thread alive after release; in a
+      // worker, process.exit ends only this thread.
+      process.exit(0);
+    }
+    running++;
+    try {
+      const t0 = performance.now();
+      const plane = msg.width * msg.height * 3;
+      const input = inputBuffer(plane * msg.images.length);
+      for (const [i, pixels] of msg.images.entries()) hwcToChwFloat(pixels, msg.width, msg.height, input, i * plane);
+      const tensor = new ort.Tensor('float32', input, [msg.images.length, 3, msg.height, msg.width]);
+      const t1 = performance.now();
+      const result = await session.run({ [inputName]: tensor }, [outputName]);
+      const t2 = performance.now();
+      const out = result[outputName] as ort.Tensor;
+      if (out.type !== 'float32') throw new Error(`output "${outputName}" is ${out.type}, expected float32`);
+      // Copy into a buffer we own so it can be transferred rather than cloned.
+      const data = new Float32Array(out.data as Float32Array);
+      const reply: OnnxThreadReply = {
+        type: 'result',
+        id: msg.id,
+        output: data,
+        dims: out.dims.map(Number),
+        preprocessMs: t1 - t0,
+        inferMs: t2 - t1,
+      };
+      port.postMessage(reply, [data.buffer]);
+    } catch (err) {
+      port.postMessage({ type: 'error', id: msg.id, message: (err as Error).message } satisfies OnnxThreadReply);
+    } finally {
+      running--;
+    }
+  });
+}
+
+main().catch((err: Error) => {
+  port.postMessage({ type: 'failed', message: err.message } satisfies OnnxThreadReply);
+});

@@ -1,0 +1,121 @@
+import type { BaseLogger } from 'pino';
+import type { Config } from '../config/schema.js';
+import { detect, STAGES } from '../inference/detector.js';
+import type { ModelRepository } from '../inference/repository.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { ResultStore } from '../store/index.js';
+import { resultEvent, type EventBus } from '../events/index.js';
+import type { InferenceOptions } from '../protocol/options.js';
+import type { DetectionResult, ResultSource } from '../protocol/results.js';
+
+/** What an inspection needs, handed in by whoever built it (the server, the worker, a test). */
+export interface InspectionDeps {
+  config: Pick<Config, 'max_image_pixels' | 'store_sync_results'>;
+  models: ModelRepository;
+  metrics: Metrics;
+  store: ResultStore;
+  events: EventBus;
+}
+
+/** One image to inspect, as one of the three paths received it. */
+export interface Inspection {
+  /** The path: POST /v1/detect ("sync"), a job or upload ("job"), a /v1/stream frame ("stream"). */
+  source: ResultSource;
+  /** The result's request_id: the request id, the job id, a frame's fresh id. */
+  requestId: string;
+  line: string;
+  image: Buffer;
+  options: Omit<InferenceOptions, 'line'>;
+  /** Absolute deadline in performance.now() milliseconds. */
+  deadline?: number;
+  /** A logger that already names the request (request.log, or a child with job_id / request_id). */
+  logger: Pick<BaseLogger, 'info' | 'error'>;
+  /** Further fields of the path's log line (the stream's frame_id, the job's attempt). */
+  logFields?: Record<string, unknown>;
+}
+
+export interface Inspected {
+  result: DetectionResult;
+  /** Jobs: false when a redelivered job's result was already stored. Others: undefined (stored in the background, if at all). */
+  stored?: boolean;
+}
+
+/**
+ * How each path treats its result. They differ on purpose:
+ * - sync and stream answer the caller whatever happens to the store: storing is
+ *   optional (store_sync_results) and runs in the background, a failure is logged
+ *   and counted, never turned into a failed detection;
+ * - a job has no caller waiting: its result is stored first (a failure fails the
+ *   job, which the queue retries), and published only when newly stored, so that
+ *   a redelivered job announces nothing twice;
+ * - the log line is the one `logs analyze` reads per path: `detection_result`,
+ *   or `job_done` with `duplicate`.
+ * The remaining flags keep each path's metrics and log fields as they were
+ * before the paths met here (jobs never fed the stage histogram; only the
+ * stream's detection_result carried duration_ms).
+ */
+const PATHS: Record<ResultSource, { storeFirst: boolean; stageDurations: boolean; logDuration: boolean }> = {
+  sync: { storeFirst: false, stageDurations: true, logDuration: false },
+  stream: { storeFirst: false, stageDurations: true, logDuration: true },
+  job: { storeFirst: true, stageDurations: false, logDuration: true },
+};
+
+/**
+ * The one inspection path: detection, metrics (stage durations, verdicts,
+ * detections), result, store, result event, log. POST /v1/detect, the job
+ * processor and the stream session call it and keep only their way of answering.
+ */
+export async function inspect(deps: InspectionDeps, inspection: Inspection): Promise<Inspected> {
+  const { config, models, metrics, store, events } = deps;
+  const { source, requestId, line, options, logger } = inspection;
+  const path = PATHS[source];
+  const model = models.findReady(options.model);
+  const outcome = await detect(model, inspection.image, {
+    conf: options.conf,
+    iou: options.iou,
+    maxDetections: options.max_det,
+    agnostic: options.agnostic,
+    maxPixels: config.max_image_pixels,
+    priority: options.priority,
+    deadline: inspection.deadline,
+  });
+  if (path.stageDurations) {
+    for (const stage of STAGES) metrics.stageDuration.observe({ model: model.name, stage }, outcome.timings_ms[stage] / 1000);
+  }
+  const result: DetectionResult = { request_id: requestId, line, model: { name: model.name, version: model.version }, ...outcome };
+
+  let stored: boolean | undefined;
+  if (path.storeFirst) {
+    stored = await store.save({ ...result, source });
+  } else if (config.store_sync_results) {
+    store.save({ ...result, source }).catch((err: Error) => {
+      metrics.rejected.inc({ reason: 'store_write_failed' });
+      logger.error({ event: 'result_store_failed', err }, 'could not store the result');
+    });
+  }
+  metrics.verdicts.inc({ line, verdict: outcome.verdict });
+  for (const d of outcome.detections) metrics.detections.inc({ line, label: d.label });
+  // Published even when the caller has gone (a closed stream): the result is real for every subscriber.
+  if (stored !== false) events.publish(resultEvent(source, result));
+
+  const duration = path.logDuration ? { duration_ms: outcome.timings_ms.total } : {};
+  if (source === 'job') {
+    logger.info({ event: 'job_done', line, ...inspection.logFields, verdict: outcome.verdict, duplicate: !stored, ...duration }, 'job done');
+  } else {
+    logger.info(
+      {
+        event: 'detection_result',
+        ...inspection.logFields,
+        line,
+        model: model.name,
+        version: model.version,
+        verdict: outcome.verdict,
+        detections: outcome.detections.length,
+        labels: outcome.detections.map((d) => d.label),
+        ...duration,
+      },
+      'detection result',
+    );
+  }
+  return { result, stored };
+}

@@ -1,0 +1,227 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Buckets from 0.5 ms to 10 s: fine at the low end where decode and
+ * post-processing live, wide enough for CPU inference of large models.
+ */
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** prom-client default metrics left out of /metrics (see createMetrics). */
+export const REDUNDANT_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+/** Sightline's Prometheus metrics, one registry per server instance (names in docs/metrics.md). */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  // prom-client's *_total gauges break Prometheus naming (promtool check metrics: a
+  // non-counter must not end in _total). The per-type gauges without the suffix
+  // (nodejs_active_handles{type} …) stay; their sum is the same total.
+  for (const name of REDUNDANT_DEFAULT_METRICS) registry.removeSingleMetric(name);
+  const registers = [registry];
+  return {
+    registry,
+    requests: new Counter({
+      name: 'sightline_requests_total',
+      help: 'HTTP requests answered, by route, production line and status code.',
+      labelNames: ['route', 'line', 'status'] as const,
+      registers,
+    }),
+    requestDuration: new Histogram({
+      name: 'sightline_request_duration_seconds',
+      help: 'HTTP request durations (arrival to last byte), by route; WebSocket sessions are not requests and are left out.',
+      labelNames: ['route'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    stageDuration: new Histogram({
+      name: 'sightline_stage_duration_seconds',
+      help: 'Time per pipeline stage (queue, decode, preprocess, infer, postprocess).',
+      labelNames: ['model', 'stage'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    detections: new Counter({
+      name: 'sightline_detections_total',
+      help: 'Detections returned, by line and label.',
+      labelNames: ['line', 'label'] as const,
+      registers,
+    }),
+    verdicts: new Counter({
+      name: 'sightline_verdicts_total',
+      help: 'Inspection verdicts, by line and verdict.',
+      labelNames: ['line', 'verdict'] as const,
+      registers,
+    }),
+    batchSize: new Histogram({
+      name: 'sightline_batch_size',
+      help: 'Requests per inference batch.',
+      labelNames: ['model'] as const,
+      buckets: [1, 2, 4, 8, 16, 32, 64],
+      registers,
+    }),
+    queueDepth: new Gauge({
+      name: 'sightline_queue_depth',
+      help: 'Requests admitted and not yet running (queued or decoding), per queue.',
+      labelNames: ['queue'] as const,
+      registers,
+    }),
+    rejected: new Counter({
+      name: 'sightline_rejected_total',
+      help: 'Requests refused or dropped by admission control, by reason.',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    jobs: new Counter({
+      name: 'sightline_jobs_total',
+      help: 'Async jobs by state change (enqueued, done, retrying, dead).',
+      labelNames: ['state'] as const,
+      registers,
+    }),
+    modelReady: new Gauge({
+      name: 'sightline_model_ready',
+      help: '1 when the model version is READY, else 0.',
+      labelNames: ['model', 'version'] as const,
+      registers,
+    }),
+    connections: new Gauge({
+      name: 'sightline_connections',
+      help: 'Open client connections (HTTP sockets and WebSocket sessions; refused ones left out), by transport (http, websocket) and client kind (camera, dashboard, api_script, system).',
+      labelNames: ['transport', 'client_kind'] as const,
+      registers,
+    }),
+    connectionsLimit: new Gauge({
+      name: 'sightline_connections_limit',
+      help: 'max_connections: open connections (sum of sightline_connections) beyond which new ones are refused.',
+      registers,
+    }),
+    streamFrames: new Counter({
+      name: 'sightline_stream_frames_total',
+      help: 'WebSocket stream frames by outcome: received, then processed (result sent), failed (error sent), dropped (backpressure) or abandoned (waiting when the connection closed).',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    modelInfo: new Gauge({
+      name: 'sightline_model_info',
+      help: 'Always 1 for each READY model version; labels carry its output format, input size (WxH) and number of classes.',
+      labelNames: ['model', 'version', 'format', 'input', 'classes'] as const,
+      registers,
+    }),
+    // System gauges, set by the system sampler (src/metrics/system-sampler.ts) every system_sample_interval_ms.
+    cpuUtilization: new Gauge({
+      name: 'sightline_cpu_utilization_ratio',
+      help: 'CPU time of this process over the last sampling interval, divided by wall time and by the CPUs available to it (0..1).',
+      registers,
+    }),
+    systemCpuUtilization: new Gauge({
+      name: 'sightline_system_cpu_utilization_ratio',
+      help: 'Busy share of all CPUs of the machine over the last sampling interval (0..1).',
+      registers,
+    }),
+    memoryRss: new Gauge({
+      name: 'sightline_memory_rss_bytes',
+      help: 'Resident set size of this process.',
+      registers,
+    }),
+    systemMemoryUsed: new Gauge({
+      name: 'sightline_system_memory_used_bytes',
+      help: 'Memory in use on the machine (total minus available).',
+      registers,
+    }),
+    systemMemoryTotal: new Gauge({
+      name: 'sightline_system_memory_total_bytes',
+      help: 'Total memory of the machine.',
+      registers,
+    }),
+    eventLoopLag: new Gauge({
+      name: 'sightline_event_loop_lag_seconds',
+      help: 'p99 event-loop lag over the last sampling interval (timer delay beyond its resolution).',
+      registers,
+    }),
+    // GPU gauges, from nvidia-smi (src/metrics/gpu-sampler.ts); absent without a GPU.
+    gpuInfo: new Gauge({
+      name: 'sightline_gpu_info',
+      help: 'Always 1 for each GPU nvidia-smi reports; labels carry its index, name and UUID.',
+      labelNames: ['gpu', 'name', 'uuid'] as const,
+      registers,
+    }),
+    gpuUtilization: new Gauge({
+      name: 'sightline_gpu_utilization_ratio',
+      help: 'GPU utilization (share of the last sample period a kernel ran), 0..1, by GPU index.',
+      labelNames: ['gpu'] as const,
+      registers,
+    }),
+    gpuMemoryUsed: new Gauge({
+      name: 'sightline_gpu_memory_used_bytes',
+      help: 'GPU memory in use, by GPU index.',
+      labelNames: ['gpu'] as const,
+      registers,
+    }),
+    gpuMemoryTotal: new Gauge({
+      name: 'sightline_gpu_memory_total_bytes',
+      help: 'Total GPU memory, by GPU index.',
+      labelNames: ['gpu'] as const,
+      registers,
+    }),
+    gpuTemperature: new Gauge({
+      name: 'sightline_gpu_temperature_celsius',
+      help: 'GPU core temperature, by GPU index.',
+      labelNames: ['gpu'] as const,
+      registers,
+    }),
+    gpuPower: new Gauge({
+      name: 'sightline_gpu_power_watts',
+      help: 'GPU power draw, by GPU index.',
+      labelNames: ['gpu'] as const,
+      registers,
+    }),
+    streamEvents: new Counter({
+      name: 'sightline_stream_events_total',
+      help: 'Subscribed events for WebSocket stream clients: sent, or skipped because the client was not reading (send buffer over its bound).',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** What sightline_model_info needs of a model version (a ModelEntry fits). */
+export interface ModelInfoSource {
+  name: string;
+  version: string;
+  state: string;
+  format?: string;
+  inputWidth?: number;
+  inputHeight?: number;
+  manifest?: { labels: readonly string[] };
+}
+
+type ModelInfoLabels = { model: string; version: string; format: string; input: string; classes: string };
+/** The label set last written per model version, so that it can be removed again. */
+const modelInfoSeries = new WeakMap<Metrics['modelInfo'], Map<string, ModelInfoLabels>>();
+
+/**
+ * Keeps sightline_model_info in step with a model version's state: one series
+ * (value 1) while it is READY, none otherwise. Call it on every state change.
+ */
+export function recordModelInfo(metrics: Pick<Metrics, 'modelInfo'>, entry: ModelInfoSource): void {
+  const gauge = metrics.modelInfo;
+  let series = modelInfoSeries.get(gauge);
+  if (!series) modelInfoSeries.set(gauge, (series = new Map()));
+  const key = `${entry.name}\u0000${entry.version}`;
+  const previous = series.get(key);
+  if (previous) {
+    gauge.remove(previous);
+    series.delete(key);
+  }
+  if (entry.state !== 'READY') return;
+  const labels: ModelInfoLabels = {
+    model: entry.name,
+    version: entry.version,
+    format: entry.format ?? 'unknown',
+    input: entry.inputWidth && entry.inputHeight ? `${entry.inputWidth}x${entry.inputHeight}` : 'unknown',
+    classes: String(entry.manifest?.labels.length ?? 0),
+  };
+  gauge.set(labels, 1);
+  series.set(key, labels);
+}

@@ -1,0 +1,69 @@
+/**
+ * The wire contract of request options: what a caller may put in the query of
+ * POST /v1/detect and POST /v1/jobs, in a stream frame's header and in a tus
+ * upload's metadata, and the rules each value must follow. Routes, the stream,
+ * uploads and the queue read these from here, so one change reaches them all.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+
+/** A line name: what results, metrics and subscriptions are grouped by. */
+export const LINE_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
+/** `name` or `name:version`. */
+export const MODEL_REF_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$';
+/** The line of a request that names none. */
+export const DEFAULT_LINE = 'default';
+
+/** Admission order, first to last: under overload lower priorities wait or are refused first. */
+export const PRIORITIES = ['high', 'normal', 'low'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
+/** Detection options, as the query of /v1/detect and /v1/jobs (and the keys of a frame header or upload metadata). */
+export function detectQuerySchema(maxDetectionsLimit: number) {
+  return Type.Object(
+    {
+      line: Type.Optional(Type.String({ pattern: LINE_PATTERN })),
+      model: Type.Optional(Type.String({ pattern: MODEL_REF_PATTERN })),
+      conf: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+      iou: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+      max_det: Type.Optional(Type.Integer({ minimum: 1, maximum: maxDetectionsLimit })),
+      agnostic: Type.Optional(Type.Boolean()),
+      priority: Type.Optional(Type.Union(PRIORITIES.map((p) => Type.Literal(p)))),
+    },
+    { additionalProperties: false },
+  );
+}
+export type DetectQuery = Static<ReturnType<typeof detectQuerySchema>>;
+
+/**
+ * The inference options of POST /v1/detect, POST /v1/jobs, uploads and stream frames,
+ * spelled as on the wire (the query parameters): detectQuerySchema's fields, documented.
+ */
+export interface InferenceOptions {
+  /** Production line id (1–64 of `A–Z a–z 0–9 . _ -`); default `default`. */
+  line?: string;
+  /** `name` or `name:version`; default: the server's default model. */
+  model?: string;
+  /** Lowest score kept, in [0, 1]; default: the model's. */
+  conf?: number;
+  /** NMS IoU threshold, in [0, 1]; default: the model's. */
+  iou?: number;
+  /** At most this many detections (up to the server's `max_detections_limit`). */
+  max_det?: number;
+  /** Class-agnostic NMS. */
+  agnostic?: boolean;
+  /** Admission order under load; default `normal`. */
+  priority?: Priority;
+}
+
+type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+type Assert<T extends true> = T;
+/** Compile-time check: the schema and the documented interface name the same fields with the same types (the build fails when they drift). */
+export type InferenceOptionsMatchSchema = Assert<Same<DetectQuery, InferenceOptions>>;
+
+/** Upper bound of a request's own deadline (X-Request-Timeout-Ms, a frame's timeout_ms). */
+export const MAX_REQUEST_TIMEOUT_MS = 3_600_000;
+/** Headers are open (clients send many); only the deadline header is checked. */
+export const DetectHeadersSchema = Type.Object({
+  'x-request-timeout-ms': Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_REQUEST_TIMEOUT_MS })),
+});
+export type DetectHeaders = Static<typeof DetectHeadersSchema>;

@@ -1,0 +1,47 @@
+/**
+ * The detection result on the wire: what POST /v1/detect answers, what a done
+ * job, a stream frame and a result event carry. Defined here, not derived from
+ * the store's row, so that the SDK and the server share one shape and the store
+ * is free to keep more (StoredResult adds `source` and `created_at`).
+ */
+
+/** A box in original image pixels (top-left x1,y1; bottom-right x2,y2). */
+export interface Box {
+  x1: number;
+  y1: number;
+  x2: number;
+  y2: number;
+}
+
+export interface Detection {
+  label: string;
+  class_id: number;
+  /** In [0, 1], 4 decimals. */
+  score: number;
+  box: Box;
+}
+
+export const VERDICTS = ['ok', 'ng'] as const;
+/** `ng` when a detection of a label named in the model's verdict rule reaches its threshold. */
+export type Verdict = (typeof VERDICTS)[number];
+
+/** The pipeline's stages, in order; `timings_ms` has one key per stage plus `total`. */
+export const STAGES = ['queue', 'decode', 'preprocess', 'infer', 'postprocess'] as const;
+export type Stage = (typeof STAGES)[number];
+/** Milliseconds per stage and in all. */
+export type StageTimings = Record<Stage | 'total', number>;
+
+export interface DetectionResult {
+  /** The request's X-Request-Id; a job's result carries its job id, a stream frame's its connection and frame id. */
+  request_id: string;
+  line: string;
+  model: { name: string; version: string };
+  image: { width: number; height: number };
+  detections: Detection[];
+  verdict: Verdict;
+  timings_ms: StageTimings;
+}
+
+export const RESULT_SOURCES = ['sync', 'job', 'stream'] as const;
+/** How a result came in: POST /v1/detect, a job (or upload), a /v1/stream frame. */
+export type ResultSource = (typeof RESULT_SOURCES)[number];

@@ -1,0 +1,178 @@
+import type { Logger } from 'pino';
+import type { Config } from './config/schema.js';
+import { storeUrl } from './config/locations.js';
+import { createMetrics, recordModelInfo, type Metrics } from './metrics/metrics.js';
+import { startSystemSampler } from './metrics/system-sampler.js';
+import { ModelRepository, type ModelEntry, type RepositoryOptions } from './inference/repository.js';
+import { repositoryOptions } from './inference/from-config.js';
+import { createResultStore, type ResultStore } from './store/index.js';
+import type { JobQueue } from './queue/index.js';
+import { eventBusFromConfig, type EventBus } from './events/index.js';
+import { queueFromConfig } from './jobs/queue-from-config.js';
+import { jobProcessor } from './jobs/processor.js';
+import { startJobRunner, type JobRunner } from './jobs/job-runner.js';
+import { LiveStats, RecordingEventBus } from './stream/live-stats.js';
+import { DependencyMonitor } from './health/dependency-monitor.js';
+import { dependenciesOf } from './health/dependencies.js';
+import { TestInference } from './health/test-inference.js';
+import { dependencyGauge } from './health/gauge.js';
+
+/**
+ * What a Sightline process runs on, built from the config in one place for
+ * `sightline serve` (buildApp) and `sightline worker`, and closed in one order.
+ */
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  models: ModelRepository;
+  store: ResultStore;
+  queue: JobQueue;
+  /** Live result and status events by line (in-process or RabbitMQ). */
+  events: EventBus;
+  /** The job consumer: always in a worker, in a server when `worker` is on. */
+  jobRunner: JobRunner | undefined;
+  /**
+   * Stops taking jobs (those in hand finish, or go back to the queue after
+   * shutdown_timeout_ms, while their models still run), then closes the queue,
+   * the models, the store and the event bus, in that order.
+   */
+  close(): Promise<void>;
+}
+
+/** A server's runtime: also what /readyz, /metrics and the stream's status report. */
+export interface ServerRuntime extends Runtime {
+  /** Sliding window of this process's results (all sources): throughput and latency for live status. */
+  live: LiveStats;
+  /** Dependency states for /readyz (store, queue, broker, disk) and the models' periodic test inference. */
+  health: { monitor: DependencyMonitor; testInference: TestInference };
+}
+
+export interface RuntimeOptions {
+  logger: Logger;
+  /** Passed to the model repository (e.g. another runner back end). */
+  createRunner?: RepositoryOptions['createRunner'];
+}
+
+type Parts = Omit<Runtime, 'jobRunner' | 'close'> & { closeQueue: () => Promise<void> };
+
+/**
+ * The shared parts: metrics, models, result store, job queue, event bus. Nothing
+ * here waits for a dependency: the process starts at once and each part retries
+ * on its own.
+ */
+async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (bus: EventBus) => EventBus): Promise<Parts> {
+  const { logger } = options;
+  const metrics = createMetrics();
+  const queueLabel = (entry: ModelEntry) => ({ queue: `infer:${entry.name}:${entry.version}` });
+  const models = new ModelRepository(
+    repositoryOptions(config, logger, {
+      createRunner: options.createRunner,
+      onStateChange: (entry) => {
+        metrics.modelReady.set({ model: entry.name, version: entry.version }, entry.state === 'READY' ? 1 : 0);
+        recordModelInfo(metrics, entry);
+      },
+      batching: {
+        onBatch: (entry, size) => metrics.batchSize.observe({ model: entry.name }, size),
+        onExpired: () => metrics.rejected.inc({ reason: 'deadline_exceeded' }),
+        onShed: (_entry, reason) => metrics.rejected.inc({ reason }),
+        onDepthChange: (entry, depth) => metrics.queueDepth.set(queueLabel(entry), depth),
+      },
+    }),
+  );
+  const store = createResultStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {});
+  const { queue, close: closeQueue } = await queueFromConfig(config);
+  // A lost broker connection is logged, never fatal: the queue reconnects by itself.
+  queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
+  const events = wrapEvents(await eventBusFromConfig(config, logger));
+  return { config, logger, metrics, models, store, queue, events, closeQueue };
+}
+
+/** Starts consuming jobs when `runJobs`, last, once everything a job touches is in place. */
+function withJobRunner(parts: Parts, runJobs: boolean): Runtime {
+  const { closeQueue, ...shared } = parts;
+  const { config, logger, metrics, models, store, events, queue } = shared;
+  const jobRunner = runJobs
+    ? startJobRunner(
+        queue,
+        jobProcessor({ config, models, store, metrics, logger, events }),
+        config.worker_concurrency > 0 ? config.worker_concurrency : 2 * Math.max(1, models.instances),
+        logger,
+        models.loadAll(),
+      )
+    : undefined;
+  return {
+    ...shared,
+    jobRunner,
+    async close() {
+      // Jobs in hand finish first (or go back to the queue) while their models still run.
+      await jobRunner?.stop(config.shutdown_timeout_ms);
+      await closeQueue();
+      await models.close();
+      await store.close();
+      await events.close();
+    },
+  };
+}
+
+/** `sightline worker`: consumes jobs; no HTTP, so none of what a server reports. */
+export async function startWorkerRuntime(config: Config, options: RuntimeOptions): Promise<Runtime> {
+  return withJobRunner(await buildParts(config, options, (bus) => bus), true);
+}
+
+/**
+ * `sightline serve` (and buildApp in tests): the shared parts plus what the
+ * server reports (job counts, queue depth, system metrics, dependency states,
+ * test inference, live stream figures); jobs are consumed here when `worker` is on.
+ */
+export async function startServerRuntime(config: Config, options: RuntimeOptions): Promise<ServerRuntime> {
+  const { logger } = options;
+  const live = new LiveStats();
+  // Every result this process produces is published: recording there covers sync, job and stream results.
+  const parts = await buildParts(config, options, (bus) => new RecordingEventBus(bus, live));
+  const { metrics, models, store, queue, events } = parts;
+  // For /metrics, which only a server has. A standalone worker has never logged
+  // job_dead either: keeping it so is a choice to revisit, not a requirement.
+  queue.on('completed', () => metrics.jobs.inc({ state: 'done' }));
+  queue.on('retrying', () => metrics.jobs.inc({ state: 'retrying' }));
+  queue.on('dead', (id, reason, message) => {
+    metrics.jobs.inc({ state: 'dead' });
+    logger.warn({ event: 'job_dead', job_id: id, reason, error: message }, `job ${id} dead: ${reason}`);
+  });
+  // The server listens at once and answers 503 with the reason (/readyz lists what
+  // it waits for) until its dependencies are up; the monitor keeps retrying.
+  const monitor = new DependencyMonitor({
+    dependencies: dependenciesOf({ config, store, queue, events }),
+    intervalMs: config.dependency_check_interval_ms,
+    retryBaseMs: config.dependency_retry_base_ms,
+    retryMaxMs: config.dependency_retry_max_ms,
+    logger,
+  });
+  const upGauge = dependencyGauge(metrics.registry);
+  monitor.on('change', (status) => upGauge.set({ dependency: status.name }, status.state === 'up' ? 1 : 0));
+  monitor.start();
+  const testInference = new TestInference(models, { intervalMs: config.test_inference_interval_ms, maxPixels: config.max_image_pixels, logger });
+  testInference.start();
+  const depthTimer = setInterval(() => {
+    queue.depth().then(
+      (depth) => metrics.queueDepth.set({ queue: 'jobs' }, depth),
+      () => undefined,
+    );
+  }, 2000);
+  depthTimer.unref();
+  const sampler = startSystemSampler({ metrics, logger, intervalMs: config.system_sample_interval_ms, nvidiaSmiPath: config.nvidia_smi_path });
+  void queue.waitUntilReady().catch((err: Error) => logger.warn({ event: 'queue_unavailable', err }, `job queue not reachable yet: ${err.message}`));
+  const runtime = withJobRunner(parts, config.worker);
+  return {
+    ...runtime,
+    live,
+    health: { monitor, testInference },
+    async close() {
+      clearInterval(depthTimer);
+      monitor.stop();
+      testInference.stop();
+      await sampler.stop();
+      await runtime.close();
+    },
+  };
+}

@@ -1,0 +1,282 @@
+/**
+ * What the HTTP routes answer, as JSON Schema for the OpenAPI document
+ * (/openapi.json, /docs). These are documentation: the app serializes every
+ * answer with JSON.stringify (src/server/openapi.ts), so a field missing here
+ * is never removed from an answer. The wire types in src/protocol are the
+ * contract; the checks at the end fail to compile when these drift from them.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { CLIENT_KINDS, TRANSPORTS } from '../connections/index.js';
+import { ErrorResponseSchema } from '../protocol/error-response.js';
+import type { JobStatus, SubmittedJob } from '../protocol/jobs.js';
+import { PRIORITIES } from '../protocol/options.js';
+import { RESULT_SOURCES, VERDICTS, type DetectionResult } from '../protocol/results.js';
+
+/** One of fixed strings, as a plain `enum` (a union of literals would read as anyOf in the document). */
+const literals = <T extends string>(values: readonly T[]) => Type.Unsafe<T>({ type: 'string', enum: [...values] });
+const nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+const isoTime = (description?: string) => Type.String({ format: 'date-time', ...(description ? { description } : {}) });
+
+export { ErrorResponseSchema, errorResponse } from '../protocol/error-response.js';
+
+const ERROR_PROPERTIES = JSON.stringify(ErrorResponseSchema.properties);
+/** Whether a response schema is the shared error body (errorResponse). */
+export function isErrorResponse(schema: unknown): boolean {
+  const properties = (schema as { properties?: unknown } | undefined)?.properties;
+  return properties !== undefined && JSON.stringify(properties) === ERROR_PROPERTIES;
+}
+
+const BoxSchema = Type.Object(
+  { x1: Type.Number(), y1: Type.Number(), x2: Type.Number(), y2: Type.Number() },
+  { description: 'In original image pixels, clipped to the image' },
+);
+
+const DetectionSchema = Type.Object({
+  label: Type.String(),
+  class_id: Type.Integer(),
+  score: Type.Number({ minimum: 0, maximum: 1 }),
+  box: BoxSchema,
+});
+
+const StageTimingsSchema = Type.Object(
+  {
+    queue: Type.Number(),
+    decode: Type.Number(),
+    preprocess: Type.Number(),
+    infer: Type.Number(),
+    postprocess: Type.Number(),
+    total: Type.Number(),
+  },
+  { description: 'Milliseconds per pipeline stage and in all' },
+);
+
+export const DetectionResultSchema = Type.Object(
+  {
+    request_id: Type.String({ description: "The request's X-Request-Id (a job's id for job results)" }),
+    line: Type.String(),
+    model: Type.Object({ name: Type.String(), version: Type.String() }),
+    image: Type.Object({ width: Type.Integer(), height: Type.Integer() }),
+    detections: Type.Array(DetectionSchema),
+    verdict: literals(VERDICTS),
+    timings_ms: StageTimingsSchema,
+  },
+  { description: 'A detection result' },
+);
+
+export const StoredResultSchema = Type.Composite([DetectionResultSchema, Type.Object({ source: literals(RESULT_SOURCES), created_at: isoTime() })], {
+  description: 'A stored detection result',
+});
+
+export const ResultPageSchema = Type.Object(
+  {
+    results: Type.Array(StoredResultSchema),
+    next_cursor: nullable(Type.String({ description: '`cursor` of the next page; null on the last page' })),
+  },
+  { description: 'A page of stored results, newest first' },
+);
+
+const CountSchema = Type.Integer({ minimum: 0 });
+
+export const LineStatsSchema = Type.Object(
+  {
+    line: Type.String(),
+    from: nullable(isoTime()),
+    to: nullable(isoTime()),
+    total: CountSchema,
+    verdicts: Type.Object({ ok: CountSchema, ng: CountSchema }),
+    labels: Type.Object(
+      {},
+      {
+        description: 'By label: detections with it, and results with at least one',
+        additionalProperties: Type.Object({ detections: CountSchema, results: CountSchema }),
+      },
+    ),
+  },
+  { description: 'Counts by verdict and label over a window' },
+);
+
+export const SubmittedJobSchema = Type.Object(
+  {
+    job_id: Type.String(),
+    status: Type.Literal('queued'),
+    duplicate: Type.Boolean({ description: 'True when the Idempotency-Key was taken already: job_id is the first job' }),
+  },
+  { description: 'The job is durable; follow it at Location' },
+);
+
+export const JobStatusSchema = Type.Object(
+  {
+    job_id: Type.String(),
+    state: literals(['queued', 'running', 'done', 'dead'] as const),
+    line: Type.String(),
+    priority: literals(PRIORITIES),
+    attempts: CountSchema,
+    created_at: isoTime(),
+    updated_at: isoTime(),
+    last_error: Type.Optional(Type.String()),
+    dead_reason: Type.Optional(literals(['failed', 'expired'] as const)),
+    result: Type.Optional(DetectionResultSchema),
+  },
+  { description: 'A job and, once done, its result' },
+);
+
+export const DeadLettersSchema = Type.Object(
+  {
+    jobs: Type.Array(
+      Type.Object({
+        id: Type.String(),
+        line: Type.String(),
+        priority: literals(PRIORITIES),
+        attempts: CountSchema,
+        reason: literals(['failed', 'expired'] as const),
+        lastError: nullable(Type.String()),
+        createdAt: Type.Integer({ description: 'Epoch milliseconds' }),
+        diedAt: Type.Integer({ description: 'Epoch milliseconds when it was dead-lettered' }),
+      }),
+    ),
+  },
+  { description: 'Dead-lettered jobs, with their last error' },
+);
+
+export const RequeuedJobSchema = Type.Object(
+  { job_id: Type.String(), status: Type.Literal('queued') },
+  { description: 'Back in the queue; follow it at Location' },
+);
+
+export const PurgedSchema = Type.Object({ purged: CountSchema }, { description: 'How many dead letters were removed' });
+
+export const ModelListSchema = Type.Object(
+  {
+    models: Type.Array(
+      Type.Object({
+        name: Type.String(),
+        version: Type.String(),
+        state: literals(['LOADING', 'READY', 'FAILED'] as const),
+        reason: Type.Optional(Type.String({ description: 'Why it is not READY' })),
+        since: isoTime('When the state last changed'),
+        default: Type.Boolean({ description: 'The model used when a request names none' }),
+        description: Type.Optional(Type.String()),
+        format: Type.Optional(Type.String({ description: 'yolov8, yolov5 or end2end' })),
+        format_detected: Type.Optional(Type.Boolean({ description: 'True when the format came from the output shape' })),
+        input: Type.Optional(Type.Object({ width: Type.Integer(), height: Type.Integer() })),
+        labels: Type.Optional(Type.Array(Type.String())),
+        thresholds: Type.Optional(Type.Object({ conf: Type.Number(), iou: Type.Number(), max_detections: Type.Integer() })),
+        verdict: Type.Optional(
+          Type.Object({ ng: Type.Object({}, { additionalProperties: Type.Number(), description: 'Label → score that makes a result NG' }) }),
+        ),
+      }),
+    ),
+  },
+  { description: 'Every model version in the repository' },
+);
+
+export const AlertListSchema = Type.Object(
+  {
+    alerts: Type.Array(
+      Type.Object({
+        name: Type.String(),
+        severity: literals(['warning', 'critical'] as const),
+        state: literals(['inactive', 'pending', 'firing'] as const),
+        since: nullable(isoTime('When the current state began')),
+        value: nullable(Type.Number({ description: "The rule's last value" })),
+        threshold: Type.Number(),
+        unit: literals(['ratio', 'seconds', 'count', 'per_second'] as const),
+        for_ms: Type.Number(),
+        summary: Type.String(),
+        description: Type.String(),
+        evaluated_at: nullable(isoTime()),
+      }),
+    ),
+    eval_interval_ms: Type.Number(),
+  },
+  { description: 'Every alert rule with its state' },
+);
+
+export const LivenessSchema = Type.Object({ status: Type.Literal('ok') }, { description: 'The process answers' });
+
+const CheckSchema = Type.Object({
+  name: Type.String({ description: 'default_model, model:<name>:<version>, or a dependency (store, queue, broker, disk)' }),
+  status: literals(['pass', 'fail'] as const),
+  critical: Type.Boolean({ description: 'Whether this check decides readiness' }),
+  state: Type.Optional(Type.String({ description: 'Models: LOADING, READY, FAILED; dependencies: starting, up, down' })),
+  reason: Type.Optional(Type.String()),
+  detail: Type.Optional(Type.String()),
+  since: Type.Optional(isoTime()),
+  last_checked: Type.Optional(isoTime()),
+  test_inference: Type.Optional(Type.Object({ ok: Type.Boolean(), at: isoTime(), duration_ms: Type.Number(), reason: Type.Optional(Type.String()) })),
+});
+
+export const ReadinessSchema = Type.Object({
+  status: literals(['ready', 'not_ready'] as const),
+  waiting_for: Type.Optional(Type.Array(Type.String(), { description: 'The failing critical checks' })),
+  reason: Type.Optional(Type.String()),
+  checks: Type.Array(CheckSchema),
+});
+
+const ByKey = (description: string) => Type.Object({}, { additionalProperties: CountSchema, description });
+
+export const ConnectionListSchema = Type.Object(
+  {
+    connections: Type.Array(
+      Type.Object({
+        id: Type.String(),
+        transport: literals(TRANSPORTS),
+        remote_address: Type.String(),
+        remote_port: nullable(Type.Integer()),
+        user_agent: nullable(Type.String()),
+        key: nullable(Type.String({ description: 'API key name or JWT subject' })),
+        client_kind: literals(CLIENT_KINDS),
+        line: nullable(Type.String()),
+        priority: literals(['high', 'normal'] as const),
+        probe: Type.Boolean(),
+        opened_at: isoTime(),
+        last_activity_at: isoTime(),
+        idle_ms: Type.Number(),
+        requests: CountSchema,
+        in_flight: CountSchema,
+        bytes_in: CountSchema,
+        bytes_out: CountSchema,
+      }),
+    ),
+    matched: Type.Integer({ description: 'Connections that match the filters (before limit)' }),
+    counts: Type.Object({
+      total: CountSchema,
+      by_transport: ByKey('Open connections by transport'),
+      by_client_kind: ByKey('Open connections by client kind'),
+      refused: CountSchema,
+    }),
+    limits: ByKey('The connection limits as configured (max_connections, …)'),
+  },
+  { description: 'Open connections, oldest first, with counts over all of them' },
+);
+
+export const UploadStatusSchema = Type.Object(
+  {
+    upload_id: Type.String(),
+    state: literals(['uploading', 'complete', 'finished'] as const),
+    offset: CountSchema,
+    length: nullable(CountSchema),
+    metadata: Type.Object({}, { additionalProperties: nullable(Type.String()) }),
+    expires_at: Type.Optional(isoTime()),
+    job_id: Type.Optional(Type.String()),
+    job_location: Type.Optional(Type.String()),
+  },
+  { description: 'Where an upload stands' },
+);
+
+/** What POST /v1/detect and POST /v1/jobs read: one raw image (sniffed), or multipart with field `image` (test/openapi.test.ts keeps it equal to the parsers). */
+export const IMAGE_BODY_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'application/octet-stream', 'multipart/form-data'];
+
+/** A success answer without a body (204, tus answers). */
+export function emptyResponse(description: string) {
+  return { type: 'null', description } as const;
+}
+
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Assert<T extends true> = T;
+/** Compile-time: the documented shapes are the protocol's. */
+export type DocumentedShapesMatchProtocol = [
+  Assert<Same<Static<typeof DetectionResultSchema>, DetectionResult>>,
+  Assert<Same<Static<typeof SubmittedJobSchema>, SubmittedJob>>,
+  Assert<Same<Static<typeof JobStatusSchema>, JobStatus>>,
+];
