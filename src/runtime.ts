@@ -16,6 +16,7 @@ import { DependencyMonitor } from './health/dependency-monitor.js';
 import { dependenciesOf } from './health/dependencies.js';
 import { TestInference } from './health/test-inference.js';
 import { dependencyGauge } from './health/gauge.js';
+import type { InspectionObserver } from './inspection/observers.js';
 
 /**
  * What a Sightline process runs on, built from the config in one place for
@@ -30,6 +31,12 @@ export interface Runtime {
   queue: JobQueue;
   /** Live result and status events by line (in-process or RabbitMQ). */
   events: EventBus;
+  /**
+   * Told of every result of this process with its image. Parts that follow
+   * results (snapshots, the line registry, history) add themselves here while the
+   * runtime is built, before the job runner starts.
+   */
+  observers: InspectionObserver[];
   /** The job consumer: always in a worker, in a server when `worker` is on. */
   jobRunner: JobRunner | undefined;
   /**
@@ -85,17 +92,18 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
   // A lost broker connection is logged, never fatal: the queue reconnects by itself.
   queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
   const events = wrapEvents(await eventBusFromConfig(config, logger));
-  return { config, logger, metrics, models, store, queue, events, closeQueue };
+  const observers: InspectionObserver[] = [];
+  return { config, logger, metrics, models, store, queue, events, observers, closeQueue };
 }
 
 /** Starts consuming jobs when `runJobs`, last, once everything a job touches is in place. */
 function withJobRunner(parts: Parts, runJobs: boolean): Runtime {
   const { closeQueue, ...shared } = parts;
-  const { config, logger, metrics, models, store, events, queue } = shared;
+  const { config, logger, metrics, models, store, events, queue, observers } = shared;
   const jobRunner = runJobs
     ? startJobRunner(
         queue,
-        jobProcessor({ config, models, store, metrics, logger, events }),
+        jobProcessor({ config, models, store, metrics, logger, events, observers }),
         config.worker_concurrency > 0 ? config.worker_concurrency : 2 * Math.max(1, models.instances),
         logger,
         models.loadAll(),

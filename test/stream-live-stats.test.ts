@@ -59,6 +59,7 @@ test('the recording bus records every published result of this process and deleg
   const result = {
     request_id: 'r1',
     line: 'l1',
+    camera: 'default',
     model: { name: 'm', version: '1' },
     image: { width: 1, height: 1 },
     detections: [],

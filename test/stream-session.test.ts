@@ -58,7 +58,7 @@ function session(limitsOverride: Partial<StreamLimits> = {}) {
   const schemas = clientMessageSchemas(limits.max_subscriptions);
   const s = new StreamSession(
     ws as unknown as WebSocket,
-    { id: 'c1', remoteAddress: '127.0.0.1', clientKind: 'test', defaultLine: 'default', lines: ['busy'] },
+    { id: 'c1', remoteAddress: '127.0.0.1', clientKind: 'test', defaultLine: 'default', defaultCamera: 'default', lines: ['busy'] },
     {
       config,
       models: { list: () => [] } as unknown as ModelRepository,

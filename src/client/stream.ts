@@ -29,6 +29,8 @@ export interface StreamOptions {
   lines?: string[];
   /** Default line of the frames this connection sends (the connection's `line` query parameter). */
   line?: string;
+  /** Default camera of the frames this connection sends (the connection's `camera` query parameter). */
+  camera?: string;
   /** What kind of client this is, for the server's connection metrics (`client_kind`), e.g. `camera`. */
   clientKind?: string;
   /**
@@ -175,7 +177,7 @@ export class StreamConnection extends EventEmitter<StreamConnectionEvents> {
   /** @internal Created by {@link SightlineClient.stream}. */
   constructor(baseUrl: string, headers: Record<string, string>, options: StreamOptions = {}) {
     super();
-    this.url = streamUrl(baseUrl, { line: options.line, client_kind: options.clientKind });
+    this.url = streamUrl(baseUrl, { line: options.line, camera: options.camera, client_kind: options.clientKind });
     this.headers = headers;
     this.reconnect = options.reconnect === false ? null : reconnectOptions(options.reconnect);
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;

@@ -1,6 +1,6 @@
 /**
  * Where things live, derived from the config in this one place: the result
- * store, the job queue, the event bus and the upload directory. Empty settings
+ * store, the job queue, the event bus, the upload and snapshot directories. Empty settings
  * take the embedded defaults under data_dir.
  */
 import { join, resolve } from 'node:path';
@@ -26,4 +26,9 @@ export function eventsUrl(config: Config): string {
 /** Where unfinished tus uploads are kept (absolute). */
 export function uploadsDir(config: Config): string {
   return resolve(config.uploads_dir || join(config.data_dir, 'uploads'));
+}
+
+/** Where result images are kept (absolute); shared by every replica and worker that writes or serves them. */
+export function snapshotsDir(config: Config): string {
+  return resolve(config.snapshots_dir || join(config.data_dir, 'snapshots'));
 }

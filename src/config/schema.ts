@@ -125,6 +125,74 @@ export const ConfigSchema = Type.Object(
       default: '',
       description: 'Where unfinished uploads are kept; empty: `<data_dir>/uploads`.',
     }),
+    // lines and cameras, snapshots, history (issue 14)
+    camera_stale_after_ms: Type.Integer({
+      default: 5_000,
+      minimum: 100,
+      description: 'A line/camera with no frame for this long is `stale`.',
+    }),
+    camera_offline_after_ms: Type.Integer({
+      default: 60_000,
+      minimum: 100,
+      description: 'A line/camera with no frame for this long is `offline` (and fires SightlineCameraOffline).',
+    }),
+    line_registry_flush_ms: Type.Integer({
+      default: 1_000,
+      minimum: 50,
+      maximum: 60_000,
+      description: "How often a process writes its lines' and cameras' frame counts to the store and checks their states.",
+    }),
+    snapshots: Type.Boolean({
+      default: true,
+      description: 'Keep images of results (every NG, a sample of OK) for review, `/v1/results/:id/image` and export.',
+    }),
+    snapshots_dir: Type.String({
+      default: '',
+      description: 'Where snapshots are kept (a shared directory for API replicas and workers); empty: `<data_dir>/snapshots`.',
+    }),
+    snapshot_ok_sample_rate: Type.Number({
+      default: 0.01,
+      minimum: 0,
+      maximum: 1,
+      description: 'Share of OK results whose image is kept (every NG image is kept).',
+    }),
+    snapshot_max_bytes: Type.Integer({
+      default: 2 * 1024 ** 3,
+      minimum: 0,
+      description: 'Snapshots kept in all, in bytes; the oldest go first.',
+    }),
+    snapshot_retention_days: Type.Number({
+      default: 14,
+      minimum: 0,
+      maximum: 3650,
+      description: 'Snapshots older than this are deleted (their results stay).',
+    }),
+    snapshot_max_pending: Type.Integer({
+      default: 64,
+      minimum: 1,
+      maximum: 100_000,
+      description: 'Snapshot writes waiting for the disk; beyond this, new ones are skipped and counted.',
+    }),
+    history_resolution_ms: Type.Integer({
+      default: 10_000,
+      minimum: 1_000,
+      description: 'Step of the fine history series (GET /v1/stats/history).',
+    }),
+    history_retention_ms: Type.Integer({
+      default: 24 * 3_600_000,
+      minimum: 60_000,
+      description: 'How long the fine history series is kept.',
+    }),
+    history_rollup_resolution_ms: Type.Integer({
+      default: 60_000,
+      minimum: 1_000,
+      description: 'Step of the coarse history series.',
+    }),
+    history_rollup_retention_ms: Type.Integer({
+      default: 30 * 24 * 3_600_000,
+      minimum: 60_000,
+      description: 'How long the coarse history series is kept.',
+    }),
     alert_eval_interval_ms: Type.Integer({
       default: 5_000,
       minimum: 0,

@@ -7,6 +7,8 @@ import type { ResultStore } from '../store/index.js';
 import { resultEvent, type EventBus } from '../events/index.js';
 import type { InferenceOptions } from '../protocol/options.js';
 import type { DetectionResult, ResultSource } from '../protocol/results.js';
+import { DEFAULT_CAMERA } from '../protocol/options.js';
+import type { InspectionObserver } from './observers.js';
 
 /** What an inspection needs, handed in by whoever built it (the server, the worker, a test). */
 export interface InspectionDeps {
@@ -15,6 +17,8 @@ export interface InspectionDeps {
   metrics: Metrics;
   store: ResultStore;
   events: EventBus;
+  /** Told of every result with its image (snapshots, line registry, history); none when left out. */
+  observers?: readonly InspectionObserver[];
 }
 
 /** One image to inspect, as one of the three paths received it. */
@@ -24,6 +28,8 @@ export interface Inspection {
   /** The result's request_id: the request id, the job id, a frame's fresh id. */
   requestId: string;
   line: string;
+  /** The camera of that line; DEFAULT_CAMERA when left out. */
+  camera?: string;
   image: Buffer;
   options: Omit<InferenceOptions, 'line'>;
   /** Absolute deadline in performance.now() milliseconds. */
@@ -82,7 +88,8 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
   if (path.stageDurations) {
     for (const stage of STAGES) metrics.stageDuration.observe({ model: model.name, stage }, outcome.timings_ms[stage] / 1000);
   }
-  const result: DetectionResult = { request_id: requestId, line, model: { name: model.name, version: model.version }, ...outcome };
+  const camera = inspection.camera ?? DEFAULT_CAMERA;
+  const result: DetectionResult = { request_id: requestId, line, camera, model: { name: model.name, version: model.version }, ...outcome };
 
   let stored: boolean | undefined;
   if (path.storeFirst) {
@@ -93,6 +100,8 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
       logger.error({ event: 'result_store_failed', err }, 'could not store the result');
     });
   }
+  const at = Date.now();
+  for (const observer of deps.observers ?? []) observer.onInspected({ source, result, image: inspection.image, at });
   metrics.verdicts.inc({ line, verdict: outcome.verdict });
   for (const d of outcome.detections) metrics.detections.inc({ line, label: d.label });
   // Published even when the caller has gone (a closed stream): the result is real for every subscriber.
@@ -100,13 +109,14 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
 
   const duration = path.logDuration ? { duration_ms: outcome.timings_ms.total } : {};
   if (source === 'job') {
-    logger.info({ event: 'job_done', line, ...inspection.logFields, verdict: outcome.verdict, duplicate: !stored, ...duration }, 'job done');
+    logger.info({ event: 'job_done', line, camera, ...inspection.logFields, verdict: outcome.verdict, duplicate: !stored, ...duration }, 'job done');
   } else {
     logger.info(
       {
         event: 'detection_result',
         ...inspection.logFields,
         line,
+        camera,
         model: model.name,
         version: model.version,
         verdict: outcome.verdict,

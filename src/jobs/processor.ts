@@ -4,6 +4,8 @@ import { inspect, type InspectionDeps } from '../inspection/inspect.js';
 
 /** What a job carries besides its image: the query of POST /v1/jobs. */
 export interface JobOptions {
+  /** Jobs enqueued before cameras existed have none: the default camera. */
+  camera?: string;
   model?: string;
   conf?: number;
   iou?: number;
@@ -29,6 +31,7 @@ export function jobProcessor(deps: ProcessorDeps): JobHandler {
       source: 'job',
       requestId: job.id,
       line: job.line,
+      camera: options.camera,
       image: job.image,
       options: { ...options, priority: job.priority },
       deadline,

@@ -12,6 +12,10 @@ export const LINE_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$';
 export const MODEL_REF_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$';
 /** The line of a request that names none. */
 export const DEFAULT_LINE = 'default';
+/** A camera name (a line's station or sensor): the same characters as a line. */
+export const CAMERA_PATTERN = LINE_PATTERN;
+/** The camera of a request that names none. */
+export const DEFAULT_CAMERA = 'default';
 
 /** Admission order, first to last: under overload lower priorities wait or are refused first. */
 export const PRIORITIES = ['high', 'normal', 'low'] as const;
@@ -22,6 +26,7 @@ export function detectQuerySchema(maxDetectionsLimit: number) {
   return Type.Object(
     {
       line: Type.Optional(Type.String({ pattern: LINE_PATTERN })),
+      camera: Type.Optional(Type.String({ pattern: CAMERA_PATTERN })),
       model: Type.Optional(Type.String({ pattern: MODEL_REF_PATTERN })),
       conf: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
       iou: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
@@ -41,6 +46,8 @@ export type DetectQuery = Static<ReturnType<typeof detectQuerySchema>>;
 export interface InferenceOptions {
   /** Production line id (1–64 of `A–Z a–z 0–9 . _ -`); default `default`. */
   line?: string;
+  /** Camera of that line (same characters as a line); default `default`. */
+  camera?: string;
   /** `name` or `name:version`; default: the server's default model. */
   model?: string;
   /** Lowest score kept, in [0, 1]; default: the model's. */

@@ -35,6 +35,8 @@ export interface DetectionResult {
   /** The request's X-Request-Id; a job's result carries its job id, a stream frame's its connection and frame id. */
   request_id: string;
   line: string;
+  /** The camera of that line that sent the image (`default` when the request named none). */
+  camera: string;
   model: { name: string; version: string };
   image: { width: number; height: number };
   detections: Detection[];

@@ -54,6 +54,7 @@ export const DetectionResultSchema = Type.Object(
   {
     request_id: Type.String({ description: "The request's X-Request-Id (a job's id for job results)" }),
     line: Type.String(),
+    camera: Type.String({ description: 'The camera of that line (`default` when the request named none)' }),
     model: Type.Object({ name: Type.String(), version: Type.String() }),
     image: Type.Object({ width: Type.Integer(), height: Type.Integer() }),
     detections: Type.Array(DetectionSchema),

@@ -26,7 +26,7 @@ import { adminConnectionRoutes } from './routes/admin-connections.js';
 import { connectionServerOptions, connectionsPlugin } from '../connections/index.js';
 
 /** What routes and plugins reach as `app.sightline`: the server runtime's parts (src/runtime.ts). */
-export type Sightline = Pick<ServerRuntime, 'config' | 'models' | 'metrics' | 'store' | 'queue' | 'events' | 'live' | 'health'>;
+export type Sightline = Pick<ServerRuntime, 'config' | 'models' | 'metrics' | 'store' | 'queue' | 'events' | 'observers' | 'live' | 'health'>;
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -74,7 +74,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const runtime = await startServerRuntime(config, { logger, createRunner: options.createRunner });
   const { models, metrics, store, queue, events, live, health } = runtime;
   try {
-    app.decorate('sightline', { config, models, metrics, store, queue, events, live, health });
+    app.decorate('sightline', { config, models, metrics, store, queue, events, observers: runtime.observers, live, health });
 
     installErrorHandler(app, config.body_limit_bytes);
     app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: 'buffer' }, (_req, body, done) => done(null, body));

@@ -51,6 +51,22 @@ function migrations(kind: StoreKind, schema: string | undefined): Record<string,
         await s.dropTable('results').execute();
       },
     },
+    '0002_camera': {
+      async up(db) {
+        const s = builder(db);
+        // A constant default fills the rows stored before cameras existed without rewriting them.
+        await s
+          .alterTable('results')
+          .addColumn('camera', 'text', (c) => c.notNull().defaultTo('default'))
+          .execute();
+        await s.createIndex('results_line_camera_created_idx').on('results').columns(['line', 'camera', 'created_at', 'request_id']).execute();
+      },
+      async down(db) {
+        const s = builder(db);
+        await s.dropIndex('results_line_camera_created_idx').execute();
+        await s.alterTable('results').dropColumn('camera').execute();
+      },
+    },
   };
 }
 

@@ -16,6 +16,7 @@ function toResult(row: Selectable<ResultsTable>): StoredResult {
   return {
     request_id: row.request_id,
     line: row.line,
+    camera: row.camera,
     model: { name: row.model_name, version: row.model_version },
     verdict: row.verdict,
     detections: json(row.detections) as Detection[],
@@ -40,6 +41,7 @@ export async function insertResult(db: Db, r: NewResult, createdAt: number): Pro
       .values({
         request_id: r.request_id,
         line: r.line,
+        camera: r.camera,
         model_name: r.model.name,
         model_version: r.model.version,
         verdict: r.verdict,
@@ -85,6 +87,7 @@ export function pageQuery(db: Db, f: ListFilter) {
       .selectAll('r')
       .$if(f.label !== undefined, (q) => q.innerJoin('result_labels as l', (j) => j.onRef('l.request_id', '=', 'r.request_id').on('l.label', '=', f.label!)))
       .$if(f.line !== undefined, (q) => q.where(col('line'), '=', f.line!))
+      .$if(f.camera !== undefined, (q) => q.where('r.camera', '=', f.camera!))
       .$if(f.verdict !== undefined, (q) => q.where('r.verdict', '=', f.verdict as Verdict))
       .$if(f.fromMs !== undefined, (q) => q.where(col('created_at'), '>=', f.fromMs!))
       .$if(f.toMs !== undefined, (q) => q.where(col('created_at'), '<', f.toMs!))

@@ -21,6 +21,7 @@ export const MAX_LIST_LIMIT = 500;
  */
 export interface ResultQuery {
   line?: string;
+  camera?: string;
   from?: Date;
   to?: Date;
   verdict?: Verdict;

@@ -12,6 +12,8 @@ type Json = ColumnType<unknown, string, never>;
 export interface ResultsTable {
   request_id: string;
   line: string;
+  /** Added by 0002_camera; rows from before hold `default`. */
+  camera: string;
   model_name: string;
   model_version: string;
   verdict: Verdict;

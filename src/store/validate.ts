@@ -5,6 +5,7 @@ import { DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, RESULT_SOURCES, VERDICTS, type NewR
 /** A `ResultQuery` checked and reduced to what the SQL needs. */
 export interface ListFilter {
   line?: string;
+  camera?: string;
   fromMs?: number;
   toMs?: number;
   verdict?: string;
@@ -31,6 +32,7 @@ export function listFilter(query: ResultQuery): ListFilter {
   if (query.verdict !== undefined && !VERDICTS.includes(query.verdict)) throw invalid(`verdict must be one of ${VERDICTS.join(', ')}`);
   const filter: ListFilter = { ...windowMs(query), limit: Math.min(limit, MAX_LIST_LIMIT) };
   if (query.line !== undefined) filter.line = query.line;
+  if (query.camera !== undefined) filter.camera = query.camera;
   if (query.verdict !== undefined) filter.verdict = query.verdict;
   if (query.label !== undefined) filter.label = query.label;
   if (query.cursor !== undefined) filter.after = decodeCursor(query.cursor);
@@ -41,6 +43,7 @@ export function listFilter(query: ResultQuery): ListFilter {
 export function checkResult(result: NewResult): void {
   if (typeof result.request_id !== 'string' || result.request_id === '') throw invalid('request_id must be a non-empty string');
   if (typeof result.line !== 'string') throw invalid('line must be a string');
+  if (typeof result.camera !== 'string' || result.camera === '') throw invalid('camera must be a non-empty string');
   if (!VERDICTS.includes(result.verdict)) throw invalid(`verdict must be one of ${VERDICTS.join(', ')}`);
   if (!RESULT_SOURCES.includes(result.source)) throw invalid(`source must be one of ${RESULT_SOURCES.join(', ')}`);
   if (!Array.isArray(result.detections)) throw invalid('detections must be an array');

@@ -8,7 +8,7 @@ import { Errors } from '../errors.js';
 import { errorResponse } from '../protocol/error-response.js';
 import { FRAME_ID_PATTERN, type ClientMessage, type StreamLimits } from '../protocol/stream.js';
 import { CLOSE_CODES, StreamSession, type ServerFigures } from './session.js';
-import { DEFAULT_LINE, detectQuerySchema, LINE_PATTERN, MAX_REQUEST_TIMEOUT_MS, PRIORITIES } from '../protocol/options.js';
+import { CAMERA_PATTERN, DEFAULT_CAMERA, DEFAULT_LINE, detectQuerySchema, LINE_PATTERN, MAX_REQUEST_TIMEOUT_MS, PRIORITIES } from '../protocol/options.js';
 import { declaredKind, isHighPriority, keyOf, kindFromIdentity, mayClaimReserve, type ConnectionEntry, type Refusal } from '../connections/index.js';
 
 /** A line, or "*" for every line (subscriptions only). */
@@ -19,6 +19,8 @@ const SHUTDOWN_GRACE_MS = 1000;
 const StreamQuerySchema = Type.Object(
   {
     line: Type.Optional(Type.String({ pattern: LINE_PATTERN })),
+    /** The camera of the frames sent on this connection (a frame's header may name another). */
+    camera: Type.Optional(Type.String({ pattern: CAMERA_PATTERN })),
     /** Comma-separated lines (or "*") to subscribe to from the start. */
     lines: Type.Optional(Type.String({ pattern: `^(\\*|${LINE_PATTERN.slice(1, -1)})(,(\\*|${LINE_PATTERN.slice(1, -1)}))*$` })),
     /** camera, dashboard, api_script or system (the X-Client-Kind header wins); anything else: inferred from the role. */
@@ -68,7 +70,7 @@ function refuseStream(socket: WebSocket, request: FastifyRequest, refusal: Refus
 
 /** GET /v1/stream (WebSocket): see src/protocol/stream.ts. */
 export async function streamRoutes(app: FastifyInstance): Promise<void> {
-  const { config, models, metrics, store, events, live } = app.sightline;
+  const { config, models, metrics, store, events, observers, live } = app.sightline;
   const sessions = new Set<StreamSession>();
   const limits: StreamLimits = {
     max_in_flight: config.stream_max_in_flight,
@@ -177,6 +179,7 @@ export async function streamRoutes(app: FastifyInstance): Promise<void> {
           remoteAddress: request.ip,
           clientKind: connection.clientKind,
           defaultLine: query.line ?? DEFAULT_LINE,
+          defaultCamera: query.camera ?? DEFAULT_CAMERA,
           lines,
         },
         {
@@ -185,6 +188,7 @@ export async function streamRoutes(app: FastifyInstance): Promise<void> {
           metrics,
           store,
           events,
+          observers,
           logger: request.log,
           limits,
           headerCheck,

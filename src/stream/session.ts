@@ -9,6 +9,7 @@ import { Errors, toApiError } from '../errors.js';
 import type { ErrorBody } from '../protocol/errors.js';
 import { ALL_LINES, type EventBus, type SightlineEvent } from '../events/index.js';
 import { inspect } from '../inspection/inspect.js';
+import type { InspectionObserver } from '../inspection/observers.js';
 import type { ModelRepository } from '../inference/repository.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ResultStore } from '../store/index.js';
@@ -45,6 +46,7 @@ export interface SessionDeps {
   metrics: Metrics;
   store: ResultStore;
   events: EventBus;
+  observers?: readonly InspectionObserver[];
   logger: FastifyBaseLogger;
   limits: StreamLimits;
   headerCheck: TypeCheck<TSchema>;
@@ -63,6 +65,8 @@ export interface SessionInit {
   clientKind: string;
   /** The connection's `line` query parameter, else "default". */
   defaultLine: string;
+  /** The connection's `camera` query parameter, else "default". */
+  defaultCamera: string;
   /** Lines of the `lines` query parameter. */
   lines: string[];
 }
@@ -364,6 +368,7 @@ export class StreamSession {
         source: 'stream',
         requestId,
         line,
+        camera: header.camera ?? this.init.defaultCamera,
         image: frame.image,
         options: { model: header.model, conf: header.conf, iou: header.iou, max_det: header.max_det, agnostic: header.agnostic, priority: header.priority },
         deadline: frame.deadline,

@@ -3,7 +3,7 @@ import { DEFAULT_LINE, detectQuerySchema, type DetectQuery, type Priority } from
 import type { JobOptions } from '../jobs/processor.js';
 
 /** Upload-Metadata keys that carry job options; the rules are those of /v1/detect's query. */
-export const JOB_METADATA_KEYS = ['line', 'model', 'priority', 'conf', 'iou', 'max_det', 'agnostic'] as const;
+export const JOB_METADATA_KEYS = ['line', 'camera', 'model', 'priority', 'conf', 'iou', 'max_det', 'agnostic'] as const;
 /** Informative keys: kept with the upload, never used for detection. `name`, `type` and `relativePath` are what Uppy sends. */
 export const INFO_METADATA_KEYS = ['filename', 'filetype', 'name', 'type', 'relativePath'] as const;
 const MAX_INFO_LENGTH = 255;
@@ -70,7 +70,7 @@ export function jobRequestFromMetadata(metadata: Record<string, string | null> |
   return {
     line: q.line ?? DEFAULT_LINE,
     priority: q.priority ?? 'normal',
-    options: { model: q.model, conf: q.conf, iou: q.iou, max_det: q.max_det, agnostic: q.agnostic },
+    options: { camera: q.camera, model: q.model, conf: q.conf, iou: q.iou, max_det: q.max_det, agnostic: q.agnostic },
   };
 }
 

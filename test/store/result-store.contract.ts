@@ -27,6 +27,7 @@ export function result(id: string, extra: Partial<NewResult> = {}): NewResult & 
   return {
     request_id: id,
     line: 'line-1',
+    camera: 'default',
     model: { name: 'defects', version: '1' },
     verdict: 'ok',
     detections: [],

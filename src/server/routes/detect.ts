@@ -88,6 +88,7 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
         source: 'sync',
         requestId: request.id,
         line,
+        camera: query.camera,
         image,
         options: query,
         deadline,

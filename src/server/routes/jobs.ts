@@ -4,7 +4,7 @@ import { Errors } from '../../errors.js';
 import { inspectImage } from '../../inference/preprocess.js';
 import { readImage } from '../image-body.js';
 import { DeadLettersSchema, errorResponse, IMAGE_BODY_TYPES, JobStatusSchema, PurgedSchema, RequeuedJobSchema, SubmittedJobSchema } from '../api-schemas.js';
-import { DEFAULT_LINE, DetectHeadersSchema, detectQuerySchema, type DetectQuery } from '../../protocol/options.js';
+import { DEFAULT_CAMERA, DEFAULT_LINE, DetectHeadersSchema, detectQuerySchema, type DetectQuery } from '../../protocol/options.js';
 import type { JobOptions } from '../../jobs/processor.js';
 
 const JobHeaders = Type.Composite([
@@ -45,14 +45,14 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async function submitJob(request, reply) {
-      const { line = DEFAULT_LINE, priority, model, conf, iou, max_det, agnostic } = request.query;
+      const { line = DEFAULT_LINE, camera, priority, model, conf, iou, max_det, agnostic } = request.query;
       request.line = line;
       // A model that does not exist is refused now, not dead-lettered by a worker later.
       app.sightline.models.find(model);
       const image = await readImage(request);
       // Refuse what is not an image now; what fails to decode later ends in the dead letters.
       const header = await inspectImage(image, config.max_image_pixels);
-      const options: JobOptions = { model, conf, iou, max_det, agnostic };
+      const options: JobOptions = { camera, model, conf, iou, max_det, agnostic };
       const timeout = request.headers['x-request-timeout-ms'];
       const { job_id, duplicate } = await queue.enqueue({
         line,
@@ -64,7 +64,7 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         ...(timeout ? { ttlMs: timeout } : {}),
       });
       if (!duplicate) metrics.jobs.inc({ state: 'enqueued' });
-      request.log.info({ event: 'job_enqueued', job_id, line, duplicate }, 'job enqueued');
+      request.log.info({ event: 'job_enqueued', job_id, line, camera: camera ?? DEFAULT_CAMERA, duplicate }, 'job enqueued');
       return reply.status(202).header('location', `/v1/jobs/${job_id}`).send({ job_id, status: 'queued', duplicate });
     },
   );

@@ -3,7 +3,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Errors } from '../../errors.js';
 import { errorResponse, LineStatsSchema, ResultPageSchema, StoredResultSchema } from '../api-schemas.js';
 import { MAX_LIST_LIMIT } from '../../store/index.js';
-import { LINE_PATTERN } from '../../protocol/options.js';
+import { CAMERA_PATTERN, LINE_PATTERN } from '../../protocol/options.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 const StoreDown = errorResponse('STORE_UNAVAILABLE: the result store cannot be reached (Retry-After)');
@@ -11,6 +11,7 @@ const StoreDown = errorResponse('STORE_UNAVAILABLE: the result store cannot be r
 const ResultsQuery = Type.Object(
   {
     line: Type.Optional(Type.String({ pattern: LINE_PATTERN })),
+    camera: Type.Optional(Type.String({ pattern: CAMERA_PATTERN })),
     from: Type.Optional(Type.String({ format: 'date-time' })),
     to: Type.Optional(Type.String({ format: 'date-time' })),
     verdict: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('ng')])),
@@ -44,7 +45,7 @@ export async function resultRoutes(app: FastifyInstance): Promise<void> {
       schema: {
         summary: 'List stored results',
         description:
-          'Newest first, filtered by line, time range (from ≤ created_at < to), verdict and label; pages of `limit` (default 50), the next one at `cursor` = next_cursor.',
+          'Newest first, filtered by line, camera, time range (from ≤ created_at < to), verdict and label; pages of `limit` (default 50), the next one at `cursor` = next_cursor.',
         tags: ['results'],
         querystring: ResultsQuery,
         response: { 200: ResultPageSchema, 503: StoreDown },
@@ -52,7 +53,16 @@ export async function resultRoutes(app: FastifyInstance): Promise<void> {
     },
     async function listResults(request) {
       const q = request.query;
-      return store.list({ line: q.line, from: date(q.from), to: date(q.to), verdict: q.verdict, label: q.label, limit: q.limit, cursor: q.cursor });
+      return store.list({
+        line: q.line,
+        camera: q.camera,
+        from: date(q.from),
+        to: date(q.to),
+        verdict: q.verdict,
+        label: q.label,
+        limit: q.limit,
+        cursor: q.cursor,
+      });
     },
   );
 
