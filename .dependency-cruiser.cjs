@@ -29,8 +29,14 @@ const LAYERS = {
   connections: [...BASE, 'metrics', 'auth'],
   jobs: [...BASE, 'metrics', ...CORE, 'events', 'inspection'],
   uploads: [...BASE, 'metrics', ...CORE, 'jobs'],
-  stream: [...BASE, 'metrics', ...CORE, 'events', 'inspection', 'connections'],
+  // Lines and cameras: counts and states in the result store's database, changes on the event bus.
+  lines: [...BASE, 'metrics', 'store', 'events', 'inspection'],
+  stream: [...BASE, 'metrics', ...CORE, 'events', 'inspection', 'connections', 'lines'],
   health: [...BASE, ...CORE, 'events'],
+  // Snapshots: files plus an index table in the result store's database, fed by the inspection observers.
+  snapshots: [...BASE, 'metrics', 'store', 'inspection'],
+  // History: its own tables in the result store's database, fed by the inspection observers and the metrics registry.
+  history: [...BASE, 'metrics', 'store', 'inspection'],
   eval: ['inference'],
   // The client SDK ships as sightline/client without the server.
   client: ['protocol'],

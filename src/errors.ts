@@ -42,6 +42,20 @@ export const Errors = {
   // store
   STORE_UNAVAILABLE: createError('STORE_UNAVAILABLE', 'The result store is unavailable: %s', 503),
   RESULT_NOT_FOUND: createError('RESULT_NOT_FOUND', 'No stored result %s', 404),
+  LINE_NOT_FOUND: createError('LINE_NOT_FOUND', 'No frame of line %s has arrived yet', 404),
+  // snapshots (GET /v1/results/:id/image, /v1/lines/:line/latest.jpg)
+  SNAPSHOT_NOT_FOUND: createError('SNAPSHOT_NOT_FOUND', 'No image was kept of result %s', 404),
+  SNAPSHOT_GONE: createError('SNAPSHOT_GONE', 'The image of result %s was deleted (%s); the result is kept', 410),
+  LATEST_FRAME_NOT_FOUND: createError('LATEST_FRAME_NOT_FOUND', 'No frame of line %s yet', 404),
+  // reviews (POST /v1/results/:id/review)
+  INVALID_REVIEW: createError('INVALID_REVIEW', 'Invalid review: %s', 400),
+  // history (GET /v1/stats/history)
+  HISTORY_RANGE_TOO_LONG: createError('HISTORY_RANGE_TOO_LONG', 'The history range of %s is longer than the %s kept (history_rollup_retention_ms)', 400),
+  HISTORY_TOO_MANY_POINTS: createError(
+    'HISTORY_TOO_MANY_POINTS',
+    'The history answer would hold %s points, more than %s (history_max_points): use step=%s or more, or a shorter range',
+    400,
+  ),
   // identity and limits
   UNAUTHORIZED: createError('UNAUTHORIZED', 'Authentication required: %s', 401),
   FORBIDDEN: createError('FORBIDDEN', 'The %s role is needed for this route', 403),

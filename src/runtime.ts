@@ -17,6 +17,10 @@ import { dependenciesOf } from './health/dependencies.js';
 import { TestInference } from './health/test-inference.js';
 import { dependencyGauge } from './health/gauge.js';
 import type { InspectionObserver } from './inspection/observers.js';
+import { LineRegistry } from './lines/registry.js';
+import { LineStore } from './lines/line-store.js';
+import { createSnapshotService, type SnapshotService } from './snapshots/index.js';
+import { startHistory, type History } from './history/index.js';
 
 /**
  * What a Sightline process runs on, built from the config in one place for
@@ -37,6 +41,12 @@ export interface Runtime {
    * runtime is built, before the job runner starts.
    */
   observers: InspectionObserver[];
+  /** Lines and cameras: frame counts and states, shared by every process through the store. */
+  lines: LineRegistry;
+  /** Result images kept by policy (every NG, a sample of OK) and each camera's newest frame; an observer. */
+  snapshots: SnapshotService;
+  /** This process's history rows (an observer and the metrics registry) and the reader of every process's (GET /v1/stats/history). */
+  history: History;
   /** The job consumer: always in a worker, in a server when `worker` is on. */
   jobRunner: JobRunner | undefined;
   /**
@@ -92,8 +102,22 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
   // A lost broker connection is logged, never fatal: the queue reconnects by itself.
   queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
   const events = wrapEvents(await eventBusFromConfig(config, logger));
-  const observers: InspectionObserver[] = [];
-  return { config, logger, metrics, models, store, queue, events, observers, closeQueue };
+  const lines = new LineRegistry({
+    store: new LineStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {}),
+    events,
+    metrics,
+    logger,
+    thresholds: { staleAfterMs: config.camera_stale_after_ms, offlineAfterMs: config.camera_offline_after_ms },
+    flushIntervalMs: config.line_registry_flush_ms,
+    reviewCounts: (line, since) => store.reviewCounts(line, { from: since }),
+  });
+  lines.start();
+  // Both servers and workers keep snapshots of what they inspect, in the one shared directory.
+  const snapshots = createSnapshotService(config, { logger, registry: metrics.registry });
+  // History rows live beside the results too: every process writes its own, any process answers for all.
+  const history = startHistory({ config, logger, metrics });
+  const observers: InspectionObserver[] = [lines, snapshots, history.recorder];
+  return { config, logger, metrics, models, store, queue, events, observers, lines, snapshots, history, closeQueue };
 }
 
 /** Starts consuming jobs when `runJobs`, last, once everything a job touches is in place. */
@@ -117,6 +141,12 @@ function withJobRunner(parts: Parts, runJobs: boolean): Runtime {
       await jobRunner?.stop(config.shutdown_timeout_ms);
       await closeQueue();
       await models.close();
+      // Images still queued are written (their index beside the results) before the store goes.
+      await shared.snapshots.close();
+      // Its last counts go out while the store and the bus are still there.
+      await shared.lines.close();
+      // The last (partial) buckets, with every job result that finished above.
+      await shared.history.close();
       await store.close();
       await events.close();
     },
@@ -125,7 +155,22 @@ function withJobRunner(parts: Parts, runJobs: boolean): Runtime {
 
 /** `sightline worker`: consumes jobs; no HTTP, so none of what a server reports. */
 export async function startWorkerRuntime(config: Config, options: RuntimeOptions): Promise<Runtime> {
-  return withJobRunner(await buildParts(config, options, (bus) => bus), true);
+  const parts = await buildParts(config, options, (bus) => bus);
+  // No /metrics here, but the history records a worker's CPU, memory, event-loop lag and GPU too.
+  const sampler = startSystemSampler({
+    metrics: parts.metrics,
+    logger: options.logger,
+    intervalMs: config.system_sample_interval_ms,
+    nvidiaSmiPath: config.nvidia_smi_path,
+  });
+  const runtime = withJobRunner(parts, true);
+  return {
+    ...runtime,
+    async close() {
+      await sampler.stop();
+      await runtime.close();
+    },
+  };
 }
 
 /**

@@ -20,6 +20,7 @@ import {
 import { REQUEST_DURATION } from '../src/alerts/rules.js';
 import { alertRoutes } from '../src/server/routes/alerts.js';
 import { startApp } from './helpers/fixtures.js';
+import { snapshotMetrics } from '../src/snapshots/metrics.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -164,6 +165,21 @@ function scenarios(x: ReturnType<typeof metricsWithExtras>): Record<string, Scen
       },
       clear: () => new Promise((r) => setTimeout(r, 60)),
       options: { eventLoopLagMs: 150 },
+    },
+    SightlineCameraOffline: {
+      raise: () => {
+        m.cameraState.set({ line: 'line-3', camera: 'cam-2', state: 'online' }, 0);
+        m.cameraState.set({ line: 'line-3', camera: 'cam-2', state: 'offline' }, 1);
+      },
+      clear: () => {
+        m.cameraState.set({ line: 'line-3', camera: 'cam-2', state: 'offline' }, 0);
+        m.cameraState.set({ line: 'line-3', camera: 'cam-2', state: 'online' }, 1);
+      },
+    },
+    SightlineSnapshotsFailing: {
+      // Registered by the snapshot service, not createMetrics.
+      raise: () => snapshotMetrics(m.registry).skipped.inc({ reason: 'disk_full' }, 3),
+      clear: () => undefined,
     },
   };
 }

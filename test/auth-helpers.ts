@@ -50,6 +50,6 @@ export type Keys = Record<Role, string>;
 /** One key per role. */
 export async function keysPerRole(app: FastifyInstance): Promise<Keys> {
   const keys = {} as Keys;
-  for (const role of ['ingest', 'viewer', 'admin'] as const) keys[role] = (await app.apiKeys.create(`key-${role}`, [role])).key;
+  for (const role of ['ingest', 'viewer', 'reviewer', 'admin'] as const) keys[role] = (await app.apiKeys.create(`key-${role}`, [role])).key;
   return keys;
 }

@@ -6,8 +6,11 @@ import { accessControl, type Role, type RouteAccess } from '../src/auth/index.js
 import { defaultConfig } from '../src/config/load.js';
 import { authApp, bearer, hsToken, keysPerRole, sampleUrl } from './auth-helpers.js';
 
-const ROLES: Role[] = ['ingest', 'viewer', 'admin'];
+const ROLES: Role[] = ['ingest', 'viewer', 'reviewer', 'admin'];
 const needs = (access: RouteAccess): Role[] => (access === 'public' ? [] : typeof access === 'string' ? [access] : [...access]);
+/** The hierarchy as documented (docs/auth.md): admin holds every role, reviewer holds viewer. */
+const opens = (held: Role, access: RouteAccess): boolean =>
+  held === 'admin' || needs(access).includes(held) || (held === 'reviewer' && needs(access).includes('viewer'));
 
 test('every route states a role, and the app knows its routes', async (t) => {
   const { app, close } = await authApp();
@@ -24,6 +27,7 @@ test('every route states a role, and the app knows its routes', async (t) => {
   assert.equal(has('POST', '/v1/dead-letters/:id/retry')?.role, 'admin');
   assert.equal(has('DELETE', '/v1/dead-letters')?.role, 'admin');
   assert.equal(has('GET', '/v1/dead-letters')?.role, 'viewer');
+  assert.equal(has('POST', '/v1/results/:id/review')?.role, 'reviewer');
   assert.deepEqual(has('GET', '/v1/stream')?.role, ['ingest', 'viewer']);
   // The client that submitted a job follows it (job ids are random): ingest or viewer.
   assert.deepEqual(has('GET', '/v1/jobs/:id')?.role, ['ingest', 'viewer']);
@@ -65,7 +69,7 @@ test('every non-public route refuses missing and wrong credentials with 401 and 
       if (route.method !== 'HEAD') assert.equal(res.json().error.code, 'UNAUTHORIZED', where);
     }
     // Authenticated, but without the role.
-    const forbidden = [bearer(noRoles), ...ROLES.filter((r) => r !== 'admin' && !needs(route.role).includes(r)).map((r) => bearer(keys[r]))];
+    const forbidden = [bearer(noRoles), ...ROLES.filter((r) => !opens(r, route.role)).map((r) => bearer(keys[r]))];
     for (const headers of forbidden) {
       const res = await app.inject(request(headers));
       assert.equal(res.statusCode, 403, `${where} with ${JSON.stringify(headers).slice(0, 40)}: ${res.body}`);
@@ -73,7 +77,7 @@ test('every non-public route refuses missing and wrong credentials with 401 and 
       if (route.method !== 'HEAD') assert.equal(res.json().error.code, 'FORBIDDEN');
     }
     // The right role (each that will do), and admin, get past auth.
-    for (const role of [...needs(route.role), 'admin' as const]) {
+    for (const role of ROLES.filter((r) => opens(r, route.role))) {
       const res = await app.inject(request(bearer(keys[role])));
       assert.ok(res.statusCode !== 401 && res.statusCode !== 403, `${where} with a ${role} key: ${res.statusCode} ${res.body}`);
       const jwt = await app.inject(request(bearer(await hsToken({ roles: [role] }))));
@@ -116,4 +120,52 @@ test('unknown routes need credentials too, then answer 404', async (t) => {
   const res = await app.inject({ url: '/v1/nothing-here', headers: bearer(keys.ingest) });
   assert.equal(res.statusCode, 404);
   assert.equal(res.json().error.code, 'NOT_FOUND');
+});
+
+test('reviews: a viewer key reads results but gets 403 on POST review; a reviewer key (key or JWT) reviews and reads; ingest does neither', async (t) => {
+  const { app, close } = await authApp();
+  t.after(close);
+  const keys = await keysPerRole(app);
+  await app.sightline.store.save({
+    request_id: 'to-review',
+    line: 'press-1',
+    camera: 'default',
+    model: { name: 'defects', version: '1' },
+    verdict: 'ng',
+    detections: [{ label: 'scratch', class_id: 0, score: 0.9, box: { x1: 1, y1: 2, x2: 30, y2: 40 } }],
+    image: { width: 64, height: 64 },
+    timings_ms: { queue: 0, decode: 0, preprocess: 0, infer: 0, postprocess: 0, total: 0 },
+    source: 'sync',
+  });
+  const review = (headers: Record<string, string>, status = 'false_call') =>
+    app.inject({ method: 'POST', url: '/v1/results/to-review/review', headers, payload: { status } });
+  const read = async (headers: Record<string, string>) => (await app.inject({ url: '/v1/results?review=any', headers })).statusCode;
+
+  const byViewer = await review(bearer(keys.viewer));
+  assert.equal(byViewer.statusCode, 403);
+  assert.equal(byViewer.json().error.code, 'FORBIDDEN');
+  assert.equal((await review(bearer(keys.ingest))).statusCode, 403);
+  assert.equal(await read(bearer(keys.viewer)), 200);
+  assert.equal(await read(bearer(keys.ingest)), 403);
+  assert.equal((await app.inject({ url: '/v1/results/to-review', headers: bearer(keys.viewer) })).json().review, null, 'the refused review left nothing');
+
+  const byReviewer = await review(bearer(keys.reviewer));
+  assert.equal(byReviewer.statusCode, 200, byReviewer.body);
+  assert.deepEqual([byReviewer.json().review.status, byReviewer.json().review.reviewer], ['false_call', 'key-reviewer']);
+  assert.equal(await read(bearer(keys.reviewer)), 200);
+  const page = (await app.inject({ url: '/v1/results?review=false_call', headers: bearer(keys.reviewer) })).json();
+  assert.deepEqual(
+    page.results.map((r: { request_id: string }) => r.request_id),
+    ['to-review'],
+  );
+  // A reviewer is no admin and no ingest.
+  assert.equal((await app.inject({ method: 'DELETE', url: '/v1/dead-letters', headers: bearer(keys.reviewer) })).statusCode, 403);
+  assert.equal((await app.inject({ method: 'POST', url: '/v1/detect', headers: bearer(keys.reviewer) })).statusCode, 403);
+
+  // The same through a JWT role claim, and admin.
+  const jwt = await review(bearer(await hsToken({ roles: ['reviewer'] }, { sub: 'qa-lead' })), 'confirmed');
+  assert.equal(jwt.statusCode, 200, jwt.body);
+  assert.equal(jwt.json().review.reviewer, 'qa-lead');
+  assert.equal((await review(bearer(keys.admin), 'missed')).statusCode, 200);
+  assert.equal((await app.inject({ url: '/v1/results/to-review', headers: bearer(keys.viewer) })).json().review.status, 'missed');
 });

@@ -42,6 +42,18 @@ describe('SightlineClient over HTTP (built-in model)', () => {
     assert.equal((await client.detect(padded.subarray(10, 10 + ok.length))).verdict, 'ok');
   });
 
+  test('a camera named in detect() shows in the result and in lines()', async () => {
+    const result = await client.detect(ng, { line: 'sdk-line', camera: 'sdk-cam' });
+    assert.equal(result.camera, 'sdk-cam');
+    await app.sightline.lines.tick();
+    const { lines } = await client.lines();
+    const line = lines.find((l) => l.line === 'sdk-line');
+    assert.deepEqual(
+      line?.cameras.map((c) => [c.camera, c.state]),
+      [['sdk-cam', 'online']],
+    );
+  });
+
   test('a bad image fails with SightlineError (INVALID_IMAGE 400, UNSUPPORTED_MEDIA_TYPE 415) with the request id', async () => {
     // Truncated JPEG: the content is sniffed as JPEG, so this is INVALID_IMAGE.
     const truncated = await client.detect(ng.subarray(0, 200), { requestId: 'bad-1' }).catch((e: unknown) => e);

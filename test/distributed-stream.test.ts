@@ -43,8 +43,9 @@ class StreamClient {
     return client;
   }
 
+  /** Result and job events (camera state events come and go with the timing of the line registry). */
   events(): SightlineEvent[] {
-    return this.messages.flatMap((m) => (m.type === 'event' ? [m.event] : []));
+    return this.messages.flatMap((m) => (m.type === 'event' && m.event.type !== 'camera' ? [m.event] : []));
   }
 
   resultsOf(line: string): ResultEvent[] {

@@ -32,6 +32,8 @@ const ELSEWHERE = new Set([
   'sightline_gpu_memory_used_bytes',
   'sightline_gpu_temperature_celsius',
   'sightline_gpu_power_watts',
+  // The snapshot service's (src/snapshots/metrics.ts).
+  'sightline_snapshots_skipped_total',
   'ALERTS',
 ]);
 

@@ -206,6 +206,22 @@ export const ALERT_RULES: readonly AlertRule[] = [
   },
   {
     kind: 'instant',
+    name: 'SightlineCameraOffline',
+    severity: 'warning',
+    unit: 'count',
+    summary: 'A camera stopped sending',
+    describe: (v, t) => `Cameras offline (no frame for camera_offline_after_ms): ${v} (threshold ${t}).`,
+    metrics: ['sightline_camera_state'],
+    threshold: () => 0,
+    evaluate: (view) => {
+      const offline = view.series('sightline_camera_state').filter((s) => s.labels.state === 'offline' && s.value === 1);
+      return { value: offline.length, ...(offline.length ? { detail: listOf(offline, ['line', 'camera']) } : {}) };
+    },
+    // Every replica exports every camera's state (read from the shared store), so each fires alike; Alertmanager groups them.
+    promql: () => `count ${BY} (sightline_camera_state{state="offline"} == 1) > 0`,
+  },
+  {
+    kind: 'instant',
     name: 'SightlineModelNotReady',
     severity: 'critical',
     unit: 'count',
@@ -277,5 +293,20 @@ export const ALERT_RULES: readonly AlertRule[] = [
     threshold: (o) => o.eventLoopLagMs / 1000,
     evaluate: (view) => ({ value: view.max('nodejs_eventloop_lag_p99_seconds') }),
     promql: (o) => `max ${BY} (nodejs_eventloop_lag_p99_seconds) > ${num(o.eventLoopLagMs / 1000)}`,
+  },
+  // Snapshots (src/snapshots): a full or read-only snapshot directory stops them, never detection.
+  {
+    kind: 'window',
+    name: 'SightlineSnapshotsFailing',
+    severity: 'warning',
+    unit: 'count',
+    summary: 'Snapshots cannot be written',
+    describe: (v, t) =>
+      `Result images not kept because the snapshot directory is full or not writable: ${v} in the window (threshold ${t}); detection goes on without them.`,
+    metrics: ['sightline_snapshots_skipped_total'],
+    threshold: () => 0,
+    sample: (view) => [view.sum('sightline_snapshots_skipped_total', { reason: (r) => r === 'disk_full' || r === 'write_failed' })],
+    evaluate: ([failed = 0]) => ({ value: failed }),
+    promql: (o) => `sum ${BY} (increase(sightline_snapshots_skipped_total{reason=~"disk_full|write_failed"}[${promDuration(o.windowMs)}])) > 0`,
   },
 ];

@@ -4,8 +4,11 @@
  * limits and routes share one vocabulary.
  */
 
-/** Roles a credential carries. `admin` includes `viewer` and `ingest`. */
-export const ROLES = ['ingest', 'viewer', 'admin'] as const;
+/**
+ * Roles a credential carries. `admin` includes every other role; `reviewer`
+ * includes `viewer` (a reviewer reads the results it reviews).
+ */
+export const ROLES = ['ingest', 'viewer', 'reviewer', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** What a route requires: a role, or `public` (no credentials at all: /livez, /readyz). */
@@ -37,9 +40,12 @@ export interface Identity {
   expiresAt?: number;
 }
 
-/** Whether `identity` holds `role`: admin holds every role; ingest and viewer are separate. */
+/** Roles that a role holds besides itself (admin: all, see hasRole). */
+const INCLUDES: Partial<Record<Role, readonly Role[]>> = { reviewer: ['viewer'] };
+
+/** Whether `identity` holds `role`: admin holds every role, reviewer holds viewer; ingest and viewer are separate. */
 export function hasRole(identity: Pick<Identity, 'roles'>, role: Role): boolean {
-  return identity.roles.includes(role) || identity.roles.includes('admin');
+  return identity.roles.some((held) => held === role || held === 'admin' || INCLUDES[held]?.includes(role) === true);
 }
 
 /** Whether `identity` may use a route that needs `access` (any one of a list will do). */

@@ -14,7 +14,8 @@ Commands:
   list [--json] [--all]                   active keys (--all: revoked ones too)
 
 Roles: ingest (send images: detect, jobs, uploads, stream frames), viewer (read
-results, jobs, models, alerts, metrics; subscribe on the stream), admin (everything).
+results, jobs, models, alerts, metrics; subscribe on the stream), reviewer (what
+viewer does, and review results), admin (everything).
 
 Options:
   --name NAME                name of the new key: 1–64 characters of A–Z a–z 0–9 . _ - @ :

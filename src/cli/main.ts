@@ -5,6 +5,7 @@ import { runWorker } from './worker.js';
 import { runLogs } from './logs.js';
 import { runSimulate } from './simulate.js';
 import { runKeys } from './keys.js';
+import { runExport } from './export.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from './config-args.js';
@@ -18,6 +19,7 @@ Commands:
   logs      logs analyze FILE...: report and anomalies from Sightline's JSON logs
   simulate  camera simulator: N lines × F fps through the client SDK (ws, http or jobs)
   keys      API keys: keys create --name NAME --role ROLE[,ROLE], keys revoke NAME|ID, keys list
+  export    reviewed results with their images as an Ultralytics dataset (for retraining and eval)
 
 Run "sightline <command> --help" for the options of a command,
 "sightline --version" for the version.
@@ -34,6 +36,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   logs: runLogs,
   simulate: runSimulate,
   keys: runKeys,
+  export: runExport,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,7 +1,18 @@
 import { SightlineError, parseRetryAfter } from './errors.js';
 import { StreamConnection, type StreamOptions } from './stream.js';
 import { sniffImageType, tusUpload, type UploadInput, type UploadOptions, type UploadResult } from './upload.js';
-import type { CallOptions, DetectionResult, DetectOptions, InferenceOptions, JobStatus, SubmitJobOptions, SubmittedJob, WaitForJobOptions } from './types.js';
+import type {
+  CallOptions,
+  DetectionResult,
+  DetectOptions,
+  InferenceOptions,
+  JobStatus,
+  LineList,
+  SubmitJobOptions,
+  SubmittedJob,
+  WaitForJobOptions,
+} from './types.js';
+import { INFERENCE_OPTION_KEYS } from '../protocol/options.js';
 
 export interface SightlineClientOptions {
   /** The server, e.g. `http://127.0.0.1:8080` (a path prefix is kept: `https://gw/sightline`). */
@@ -24,7 +35,7 @@ interface RequestSpec extends CallOptions {
   body?: Uint8Array;
 }
 
-const QUERY_KEYS = ['line', 'model', 'conf', 'iou', 'max_det', 'agnostic', 'priority'] as const;
+const QUERY_KEYS = INFERENCE_OPTION_KEYS;
 
 function inferenceQuery(options: InferenceOptions): Record<string, string | number | boolean | undefined> {
   const query: Record<string, string | number | boolean | undefined> = {};
@@ -134,6 +145,12 @@ export class SightlineClient {
   async getJob(jobId: string, options: CallOptions = {}): Promise<JobStatus> {
     const { body } = await this.request({ method: 'GET', path: `/v1/jobs/${encodeURIComponent(jobId)}`, ...callOptions(options) });
     return body as JobStatus;
+  }
+
+  /** GET /v1/lines: every line and camera with its state (online, stale, offline) and figures. */
+  async lines(options: CallOptions = {}): Promise<LineList> {
+    const { body } = await this.request({ method: 'GET', path: '/v1/lines', ...callOptions(options) });
+    return body as LineList;
   }
 
   /**

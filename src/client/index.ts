@@ -49,6 +49,15 @@ export type {
   SightlineEvent,
   ResultEvent,
   JobStatusEvent,
+  CameraStateEvent,
+  Review,
+  ReviewBox,
+  ReviewInput,
+  ReviewStatus,
+  CameraState,
+  CameraStatus,
+  LineList,
+  LineStatus,
 } from './types.js';
 export { ALL_LINES } from '../protocol/events.js';
 export {

@@ -1,8 +1,20 @@
 import type { InferenceOptions } from '../protocol/options.js';
 
 // The wire contract (src/protocol) is the SDK's vocabulary: results, events, options and job answers.
-export type { Box, Detection, DetectionResult, ResultSource, StageTimings, Verdict } from '../protocol/results.js';
-export type { SightlineEvent, ResultEvent, JobStatusEvent } from '../protocol/events.js';
+export type {
+  Box,
+  Detection,
+  DetectionResult,
+  ResultSource,
+  StageTimings,
+  Verdict,
+  Review,
+  ReviewBox,
+  ReviewInput,
+  ReviewStatus,
+} from '../protocol/results.js';
+export type { SightlineEvent, ResultEvent, JobStatusEvent, CameraStateEvent } from '../protocol/events.js';
+export type { CameraState, CameraStatus, LineList, LineStatus } from '../protocol/lines.js';
 export type { InferenceOptions, Priority } from '../protocol/options.js';
 export type { DeadReason, JobState, JobStatus, SubmittedJob } from '../protocol/jobs.js';
 

@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import * as tus from 'tus-js-client';
 import { SightlineError } from './errors.js';
 import type { InferenceOptions } from './types.js';
+import { INFERENCE_OPTION_KEYS } from '../protocol/options.js';
 
 /** What `upload()` takes: bytes, a file path, or a readable stream. */
 export type UploadInput = Uint8Array | string | Readable;
@@ -58,7 +59,7 @@ export function sniffImageType(bytes: Uint8Array): string | undefined {
 /** The tus `Upload-Metadata` of an upload: every inference option as a string. */
 export function uploadMetadata(options: UploadOptions): Record<string, string> {
   const metadata: Record<string, string> = {};
-  const keys = ['line', 'model', 'priority', 'conf', 'iou', 'max_det', 'agnostic', 'filename', 'filetype'] as const;
+  const keys = [...INFERENCE_OPTION_KEYS, 'filename', 'filetype'] as const;
   for (const key of keys) {
     const value = options[key];
     if (value !== undefined && value !== null) metadata[key] = String(value);

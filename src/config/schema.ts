@@ -173,6 +173,12 @@ export const ConfigSchema = Type.Object(
       maximum: 100_000,
       description: 'Snapshot writes waiting for the disk; beyond this, new ones are skipped and counted.',
     }),
+    snapshot_latest_interval_ms: Type.Integer({
+      default: 1_000,
+      minimum: 0,
+      maximum: 3_600_000,
+      description: "Least time between two writes of a camera's newest frame (`latest.jpg`); a newer frame waits, replacing any waiting one.",
+    }),
     history_resolution_ms: Type.Integer({
       default: 10_000,
       minimum: 1_000,
@@ -192,6 +198,18 @@ export const ConfigSchema = Type.Object(
       default: 30 * 24 * 3_600_000,
       minimum: 60_000,
       description: 'How long the coarse history series is kept.',
+    }),
+    history_max_points: Type.Integer({
+      default: 2_000,
+      minimum: 10,
+      maximum: 100_000,
+      description: 'Most points one GET /v1/stats/history answer may hold; more is refused with HISTORY_TOO_MANY_POINTS.',
+    }),
+    history_max_lines: Type.Integer({
+      default: 100,
+      minimum: 1,
+      maximum: 10_000,
+      description: 'Lines kept apart per history bucket and process; results of further lines count under `_other`.',
     }),
     alert_eval_interval_ms: Type.Integer({
       default: 5_000,

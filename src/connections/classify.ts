@@ -37,12 +37,12 @@ export function declaredKind(...values: (string | string[] | undefined)[]): Clie
   return undefined;
 }
 
-/** The kind a caller's role suggests: ingest → camera, viewer → dashboard, admin, several or none → api_script. */
+/** The kind a caller's role suggests: ingest → camera, viewer or reviewer → dashboard, admin, several or none → api_script. */
 export function kindFromIdentity(identity: Identity | undefined): ClientKind {
   const roles = identity?.roles ?? [];
   if (roles.includes('admin')) return 'api_script';
   if (roles.includes('ingest')) return 'camera';
-  if (roles.includes('viewer')) return 'dashboard';
+  if (roles.includes('viewer') || roles.includes('reviewer')) return 'dashboard';
   return 'api_script';
 }
 

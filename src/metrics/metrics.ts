@@ -18,7 +18,7 @@ export function createMetrics() {
   // (nodejs_active_handles{type} …) stay; their sum is the same total.
   for (const name of REDUNDANT_DEFAULT_METRICS) registry.removeSingleMetric(name);
   const registers = [registry];
-  return {
+  const metrics = {
     registry,
     requests: new Counter({
       name: 'sightline_requests_total',
@@ -174,6 +174,37 @@ export function createMetrics() {
       labelNames: ['gpu'] as const,
       registers,
     }),
+    // Lines and cameras (src/lines): what arrives, is inspected and is lost, per camera.
+    framesReceived: new Counter({
+      name: 'sightline_frames_received_total',
+      help: 'Frames that arrived (requests to /v1/detect, jobs, uploads, stream frames), by line and camera.',
+      labelNames: ['line', 'camera'] as const,
+      registers,
+    }),
+    framesProcessed: new Counter({
+      name: 'sightline_frames_processed_total',
+      help: 'Frames inspected (a result was produced), by line and camera.',
+      labelNames: ['line', 'camera'] as const,
+      registers,
+    }),
+    framesDropped: new Counter({
+      name: 'sightline_frames_dropped_total',
+      help: 'Frames refused, dropped or failed, by line, camera and reason (queue_full, stream_dropped, or an error code in lower case).',
+      labelNames: ['line', 'camera', 'reason'] as const,
+      registers,
+    }),
+    cameraLastFrame: new Gauge({
+      name: 'sightline_camera_last_frame_timestamp_seconds',
+      help: 'Unix time of the last frame of a line and camera (from the shared store: the same on every replica).',
+      labelNames: ['line', 'camera'] as const,
+      registers,
+    }),
+    cameraState: new Gauge({
+      name: 'sightline_camera_state',
+      help: '1 for the state a line and camera is in (online, stale, offline), 0 for the others.',
+      labelNames: ['line', 'camera', 'state'] as const,
+      registers,
+    }),
     streamEvents: new Counter({
       name: 'sightline_stream_events_total',
       help: 'Subscribed events for WebSocket stream clients: sent, or skipped because the client was not reading (send buffer over its bound).',
@@ -181,7 +212,32 @@ export function createMetrics() {
       registers,
     }),
   };
+  // Series whose labels are known in advance start at 0, so that rate() and the
+  // alert rules work from the first event instead of from the second.
+  for (const reason of REJECTED_REASONS) metrics.rejected.inc({ reason }, 0);
+  for (const state of JOB_STATE_CHANGES) metrics.jobs.inc({ state }, 0);
+  for (const outcome of STREAM_FRAME_OUTCOMES) metrics.streamFrames.inc({ outcome }, 0);
+  for (const outcome of STREAM_EVENT_OUTCOMES) metrics.streamEvents.inc({ outcome }, 0);
+  return metrics;
 }
+
+/** Every `reason` of sightline_rejected_total. */
+export const REJECTED_REASONS = [
+  'queue_full',
+  'displaced',
+  'deadline_exceeded',
+  'event_loop_delay',
+  'memory',
+  'stream_dropped',
+  'connection_limit',
+  'request_timeout',
+  'headers_too_large',
+  'rate_limited',
+  'store_write_failed',
+] as const;
+export const JOB_STATE_CHANGES = ['enqueued', 'done', 'retrying', 'dead'] as const;
+export const STREAM_FRAME_OUTCOMES = ['received', 'processed', 'failed', 'dropped', 'abandoned'] as const;
+export const STREAM_EVENT_OUTCOMES = ['sent', 'skipped'] as const;
 
 export type Metrics = ReturnType<typeof createMetrics>;
 

@@ -1,4 +1,5 @@
 /** Events of /v1/stream subscriptions (and of the event bus between replicas). */
+import type { CameraState } from './lines.js';
 import type { DetectionResult, ResultSource } from './results.js';
 
 /** A detection result, as /v1/detect returns it, published for subscribers of its line. */
@@ -21,7 +22,22 @@ export interface JobStatusEvent {
   error?: string;
 }
 
-export type SightlineEvent = ResultEvent | JobStatusEvent;
+/**
+ * A camera of a line changed state (or appeared: `previous` null). Published once
+ * per change by whichever process saw it first, whatever the number of replicas.
+ */
+export interface CameraStateEvent {
+  type: 'camera';
+  line: string;
+  camera: string;
+  state: CameraState;
+  previous: CameraState | null;
+  at: string;
+  /** ISO time of the camera's last frame. */
+  last_frame_at: string | null;
+}
+
+export type SightlineEvent = ResultEvent | JobStatusEvent | CameraStateEvent;
 
 /** Subscribe to one line, or to every line with ALL_LINES. */
 export const ALL_LINES = '*';

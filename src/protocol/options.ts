@@ -67,6 +67,11 @@ type Assert<T extends true> = T;
 /** Compile-time check: the schema and the documented interface name the same fields with the same types (the build fails when they drift). */
 export type InferenceOptionsMatchSchema = Assert<Same<DetectQuery, InferenceOptions>>;
 
+/** Every inference option's name: what the SDK sends as query parameters and an upload as metadata keys. */
+export const INFERENCE_OPTION_KEYS = ['line', 'camera', 'model', 'conf', 'iou', 'max_det', 'agnostic', 'priority'] as const;
+/** Compile-time check: the list names every option, and only options. */
+export type InferenceOptionKeysComplete = Assert<Same<(typeof INFERENCE_OPTION_KEYS)[number], keyof InferenceOptions>>;
+
 /** Upper bound of a request's own deadline (X-Request-Timeout-Ms, a frame's timeout_ms). */
 export const MAX_REQUEST_TIMEOUT_MS = 3_600_000;
 /** Headers are open (clients send many); only the deadline header is checked. */

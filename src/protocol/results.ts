@@ -47,3 +47,43 @@ export interface DetectionResult {
 export const RESULT_SOURCES = ['sync', 'job', 'stream'] as const;
 /** How a result came in: POST /v1/detect, a job (or upload), a /v1/stream frame. */
 export type ResultSource = (typeof RESULT_SOURCES)[number];
+
+/**
+ * What a person decided about a result: `confirmed` (the detections are right),
+ * `false_call` (the model flagged something that is no defect), `missed` (the
+ * model missed a defect; `boxes` say where).
+ */
+export const REVIEW_STATUSES = ['confirmed', 'false_call', 'missed'] as const;
+export type ReviewStatus = (typeof REVIEW_STATUSES)[number];
+
+/** A box a reviewer drew or corrected: a detection without a score, in original image pixels. */
+export interface ReviewBox {
+  label: string;
+  /** The model's class index when the label is one of its labels; left out for a new label. */
+  class_id?: number;
+  box: Box;
+}
+
+/** What `POST /v1/results/:id/review` takes. */
+export interface ReviewInput {
+  status: ReviewStatus;
+  note?: string;
+  /** The right boxes, when the detections were not. */
+  boxes?: ReviewBox[];
+}
+
+/** A result's review as answered: the latest review replaces the one before. */
+export interface Review {
+  status: ReviewStatus;
+  note: string | null;
+  boxes: ReviewBox[] | null;
+  /** The reviewer's API key name or JWT subject (`loopback` / `anonymous` without credentials). */
+  reviewer: string;
+  /** ISO 8601. */
+  reviewed_at: string;
+}
+
+/** Limits of a review. */
+export const REVIEW_MAX_BOXES = 1000;
+export const REVIEW_MAX_NOTE = 2000;
+export const REVIEW_MAX_LABEL = 128;

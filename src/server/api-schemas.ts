@@ -10,7 +10,18 @@ import { CLIENT_KINDS, TRANSPORTS } from '../connections/index.js';
 import { ErrorResponseSchema } from '../protocol/error-response.js';
 import type { JobStatus, SubmittedJob } from '../protocol/jobs.js';
 import { PRIORITIES } from '../protocol/options.js';
-import { RESULT_SOURCES, VERDICTS, type DetectionResult } from '../protocol/results.js';
+import { CAMERA_STATES, type LineList } from '../protocol/lines.js';
+import {
+  RESULT_SOURCES,
+  REVIEW_MAX_BOXES,
+  REVIEW_MAX_LABEL,
+  REVIEW_MAX_NOTE,
+  REVIEW_STATUSES,
+  VERDICTS,
+  type DetectionResult,
+  type Review,
+  type ReviewInput,
+} from '../protocol/results.js';
 
 /** One of fixed strings, as a plain `enum` (a union of literals would read as anyOf in the document). */
 const literals = <T extends string>(values: readonly T[]) => Type.Unsafe<T>({ type: 'string', enum: [...values] });
@@ -64,9 +75,53 @@ export const DetectionResultSchema = Type.Object(
   { description: 'A detection result' },
 );
 
-export const StoredResultSchema = Type.Composite([DetectionResultSchema, Type.Object({ source: literals(RESULT_SOURCES), created_at: isoTime() })], {
-  description: 'A stored detection result',
-});
+const ReviewBoxSchema = Type.Object(
+  {
+    label: Type.String({ minLength: 1, maxLength: REVIEW_MAX_LABEL }),
+    class_id: Type.Optional(Type.Integer({ minimum: 0, description: "The model's class index; leave out for a new label" })),
+    box: Type.Object(
+      { x1: Type.Number(), y1: Type.Number(), x2: Type.Number(), y2: Type.Number() },
+      { description: 'In original image pixels: 0 ≤ x1 < x2 ≤ width, 0 ≤ y1 < y2 ≤ height' },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+const ReviewStatusSchema = literals(REVIEW_STATUSES);
+
+/** The body of POST /v1/results/:id/review (validated: unknown fields are refused). */
+export const ReviewInputSchema = Type.Object(
+  {
+    status: Type.Unsafe<ReviewInput['status']>({
+      ...ReviewStatusSchema,
+      description: 'confirmed: the detections are right; false_call: the model flagged no defect; missed: the model missed one (give `boxes`)',
+    }),
+    note: Type.Optional(Type.String({ maxLength: REVIEW_MAX_NOTE })),
+    boxes: Type.Optional(
+      Type.Array(ReviewBoxSchema, {
+        maxItems: REVIEW_MAX_BOXES,
+        description: 'The right boxes, when they differ from the detections (exported instead of them)',
+      }),
+    ),
+  },
+  { additionalProperties: false, description: 'A review of a stored result' },
+);
+
+export const ReviewSchema = Type.Object(
+  {
+    status: ReviewStatusSchema,
+    note: nullable(Type.String()),
+    boxes: nullable(Type.Array(ReviewBoxSchema)),
+    reviewer: Type.String({ description: 'API key name or JWT subject of the reviewer' }),
+    reviewed_at: isoTime(),
+  },
+  { description: "A result's review (the latest replaces the one before)" },
+);
+
+export const StoredResultSchema = Type.Composite(
+  [DetectionResultSchema, Type.Object({ source: literals(RESULT_SOURCES), created_at: isoTime(), review: nullable(ReviewSchema) })],
+  { description: 'A stored detection result; `review` is null until someone reviews it' },
+);
 
 export const ResultPageSchema = Type.Object(
   {
@@ -265,6 +320,58 @@ export const UploadStatusSchema = Type.Object(
   { description: 'Where an upload stands' },
 );
 
+const RatesSchema = Type.Object(
+  {
+    received: Type.Number({ minimum: 0 }),
+    processed: Type.Number({ minimum: 0 }),
+    dropped: Type.Number({ minimum: 0 }),
+  },
+  { description: 'Frames per second over the recent window (`window_s`), every process together' },
+);
+const LastHourSchema = Type.Object(
+  { ok: CountSchema, ng: CountSchema, ng_rate: nullable(Type.Number({ minimum: 0, maximum: 1 })) },
+  { description: 'Verdicts over the last hour' },
+);
+const CameraStatusSchema = Type.Object(
+  {
+    line: Type.String(),
+    camera: Type.String(),
+    state: literals(CAMERA_STATES),
+    since: isoTime(),
+    last_frame_at: nullable(isoTime()),
+    first_seen_at: isoTime(),
+    fps: RatesSchema,
+    latency_p95_ms: nullable(Type.Number({ minimum: 0 })),
+    last_hour: LastHourSchema,
+  },
+  { description: 'A camera of a line: its state and figures' },
+);
+const ReviewCountsSchema = Type.Object(
+  { confirmed: CountSchema, false_call: CountSchema, missed: CountSchema, unreviewed: CountSchema },
+  { description: "Review counts of the line's results over the last hour" },
+);
+export const LineStatusSchema = Type.Object(
+  {
+    line: Type.String(),
+    state: literals(CAMERA_STATES),
+    last_frame_at: nullable(isoTime()),
+    fps: RatesSchema,
+    latency_p95_ms: nullable(Type.Number({ minimum: 0 })),
+    last_hour: LastHourSchema,
+    reviews: nullable(ReviewCountsSchema),
+    cameras: Type.Array(CameraStatusSchema),
+  },
+  { description: 'A line (online while any of its cameras is) with its cameras' },
+);
+export const LineListSchema = Type.Object(
+  {
+    at: isoTime(),
+    window_s: Type.Number({ description: 'The window of `fps` and `latency_p95_ms`, in seconds' }),
+    lines: Type.Array(LineStatusSchema),
+  },
+  { description: 'Every line and camera the server has seen' },
+);
+
 /** What POST /v1/detect and POST /v1/jobs read: one raw image (sniffed), or multipart with field `image` (test/openapi.test.ts keeps it equal to the parsers). */
 export const IMAGE_BODY_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'application/octet-stream', 'multipart/form-data'];
 
@@ -278,6 +385,9 @@ type Assert<T extends true> = T;
 /** Compile-time: the documented shapes are the protocol's. */
 export type DocumentedShapesMatchProtocol = [
   Assert<Same<Static<typeof DetectionResultSchema>, DetectionResult>>,
+  Assert<Same<Static<typeof LineListSchema>, LineList>>,
+  Assert<Same<Static<typeof ReviewSchema>, Review>>,
+  Assert<Same<Static<typeof ReviewInputSchema>, ReviewInput>>,
   Assert<Same<Static<typeof SubmittedJobSchema>, SubmittedJob>>,
   Assert<Same<Static<typeof JobStatusSchema>, JobStatus>>,
 ];

@@ -18,6 +18,9 @@ import { modelRoutes } from './routes/models.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { resultRoutes } from './routes/results.js';
+import { lineRoutes } from './routes/lines.js';
+import { historyRoutes } from './routes/history.js';
+import { snapshotRoutes } from './routes/snapshots.js';
 import { jobRoutes } from './routes/jobs.js';
 import { streamRoutes } from '../stream/route.js';
 import { alertRoutes } from './routes/alerts.js';
@@ -26,7 +29,10 @@ import { adminConnectionRoutes } from './routes/admin-connections.js';
 import { connectionServerOptions, connectionsPlugin } from '../connections/index.js';
 
 /** What routes and plugins reach as `app.sightline`: the server runtime's parts (src/runtime.ts). */
-export type Sightline = Pick<ServerRuntime, 'config' | 'models' | 'metrics' | 'store' | 'queue' | 'events' | 'observers' | 'live' | 'health'>;
+export type Sightline = Pick<
+  ServerRuntime,
+  'config' | 'models' | 'metrics' | 'store' | 'queue' | 'events' | 'observers' | 'lines' | 'snapshots' | 'live' | 'health'
+>;
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -74,7 +80,19 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const runtime = await startServerRuntime(config, { logger, createRunner: options.createRunner });
   const { models, metrics, store, queue, events, live, health } = runtime;
   try {
-    app.decorate('sightline', { config, models, metrics, store, queue, events, observers: runtime.observers, live, health });
+    app.decorate('sightline', {
+      config,
+      models,
+      metrics,
+      store,
+      queue,
+      events,
+      observers: runtime.observers,
+      lines: runtime.lines,
+      snapshots: runtime.snapshots,
+      live,
+      health,
+    });
 
     installErrorHandler(app, config.body_limit_bytes);
     app.addContentTypeParser(IMAGE_CONTENT_TYPES, { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
@@ -107,6 +125,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(modelRoutes);
     await app.register(detectRoutes);
     await app.register(resultRoutes);
+    await app.register(lineRoutes);
+    await app.register(historyRoutes, { history: runtime.history });
+    await app.register(snapshotRoutes);
     await app.register(jobRoutes);
     await app.register(uploadRoutes);
     await app.register(streamRoutes);

@@ -18,6 +18,7 @@ const TAGS = [
   { name: 'uploads', description: 'tus 1.0 resumable uploads that become jobs' },
   { name: 'stream', description: 'The /v1/stream WebSocket: frames in, results and live events out' },
   { name: 'results', description: 'Stored results and per-line counts' },
+  { name: 'lines', description: 'Lines and cameras: states, frame rates, verdict and review counts' },
   { name: 'models', description: 'The model repository' },
   { name: 'health', description: 'Liveness and readiness probes' },
   { name: 'monitoring', description: 'Prometheus metrics and alert states' },

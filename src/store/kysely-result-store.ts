@@ -4,10 +4,22 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { retryOnLock, type LockRetry } from './lock-retry.js';
 import { StoreUnavailable, isUnavailable, storeError } from './errors.js';
 import { migrationProvider } from './migrations.js';
-import { insertResult, ping as pingQuery, selectLineStats, selectPage, selectResult } from './queries.js';
-import type { LineStats, NewResult, ResultPage, ResultQuery, ResultStore, StatsWindow, StoreKind, StoredResult } from './result-store.js';
+import { insertResult, ping as pingQuery, selectLineStats, selectPage, selectResult, selectReviewCounts, upsertReview } from './queries.js';
+import type {
+  LineStats,
+  NewResult,
+  NewReview,
+  ResultPage,
+  ResultQuery,
+  ResultStore,
+  ReviewCounts,
+  StatsWindow,
+  StoreKind,
+  StoredResult,
+  StoredReview,
+} from './result-store.js';
 import type { StoreSchema } from './schema.js';
-import { checkResult, listFilter, windowMs } from './validate.js';
+import { checkResult, checkReview, listFilter, windowMs } from './validate.js';
 
 const MIGRATION_ATTEMPTS = 5;
 
@@ -109,6 +121,17 @@ export class KyselyResultStore extends EventEmitter implements ResultStore {
       from: window.from ?? null,
       to: window.to ?? null,
     }));
+  }
+
+  async review(requestId: string, review: NewReview): Promise<StoredReview | undefined> {
+    checkReview(review);
+    const reviewedAt = review.reviewed_at?.getTime() ?? Date.now();
+    return this.#run(() => upsertReview(this.#db, requestId, review, reviewedAt));
+  }
+
+  async reviewCounts(line: string, window: StatsWindow = {}): Promise<ReviewCounts> {
+    const { fromMs, toMs } = windowMs(window);
+    return this.#run(() => selectReviewCounts(this.#db, line, fromMs, toMs));
   }
 
   ping(): Promise<void> {

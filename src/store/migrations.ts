@@ -67,6 +67,29 @@ function migrations(kind: StoreKind, schema: string | undefined): Record<string,
         await s.alterTable('results').dropColumn('camera').execute();
       },
     },
+    '0003_reviews': {
+      async up(db) {
+        const s = builder(db);
+        await s
+          .createTable('result_reviews')
+          .addColumn('request_id', 'text', (c) => c.primaryKey().references('results.request_id').onDelete('cascade'))
+          .addColumn('line', 'text', (c) => c.notNull())
+          .addColumn('created_at', epochMs, (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('note', 'text')
+          .addColumn('boxes', json)
+          .addColumn('reviewer', 'text', (c) => c.notNull())
+          .addColumn('reviewed_at', epochMs, (c) => c.notNull())
+          .execute();
+        // Page order of the review filter (a status, or any review) and per-line counts.
+        await s.createIndex('result_reviews_status_created_idx').on('result_reviews').columns(['status', 'created_at', 'request_id']).execute();
+        await s.createIndex('result_reviews_created_idx').on('result_reviews').columns(['created_at', 'request_id']).execute();
+        await s.createIndex('result_reviews_line_created_idx').on('result_reviews').columns(['line', 'created_at']).execute();
+      },
+      async down(db) {
+        await builder(db).dropTable('result_reviews').execute();
+      },
+    },
   };
 }
 

@@ -1,9 +1,19 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
-import type { Detection, StageTimings, Verdict } from '../protocol/results.js';
+import type { Detection, ReviewBox, ReviewStatus, StageTimings, Verdict } from '../protocol/results.js';
 import { encodeCursor } from './cursor.js';
-import type { LabelCounts, LineStats, NewResult, ResultPage, StoredResult } from './result-store.js';
+import {
+  REVIEW_STATUSES,
+  type LabelCounts,
+  type LineStats,
+  type NewResult,
+  type NewReview,
+  type ResultPage,
+  type ReviewCounts,
+  type StoredResult,
+  type StoredReview,
+} from './result-store.js';
 import type { ResultsTable, StoreSchema } from './schema.js';
-import type { ListFilter } from './validate.js';
+import { checkBoxesInImage, type ListFilter } from './validate.js';
 
 // The one query layer of every back end: nothing here may depend on the dialect
 // beyond what schema.ts already evens out (int8 as string, jsonb parsed).
@@ -12,7 +22,30 @@ type Db = Kysely<StoreSchema>;
 
 const json = (v: unknown): unknown => (typeof v === 'string' ? JSON.parse(v) : v);
 
-function toResult(row: Selectable<ResultsTable>): StoredResult {
+/** A results row with its review's columns (all null without one), as the left join reads it. */
+type ResultRow = Selectable<ResultsTable> & {
+  review_status: ReviewStatus | null;
+  review_note: string | null;
+  review_boxes: unknown;
+  review_reviewer: string | null;
+  review_reviewed_at: number | string | null;
+};
+
+const REVIEW_COLUMNS = [
+  'rv.status as review_status',
+  'rv.note as review_note',
+  'rv.boxes as review_boxes',
+  'rv.reviewer as review_reviewer',
+  'rv.reviewed_at as review_reviewed_at',
+] as const;
+
+function toReview(row: ResultRow): StoredReview | null {
+  if (row.review_status === null || row.review_reviewer === null || row.review_reviewed_at === null) return null;
+  const boxes = row.review_boxes === null ? null : (json(row.review_boxes) as ReviewBox[]);
+  return { status: row.review_status, note: row.review_note, boxes, reviewer: row.review_reviewer, reviewed_at: new Date(Number(row.review_reviewed_at)) };
+}
+
+function toResult(row: ResultRow): StoredResult {
   return {
     request_id: row.request_id,
     line: row.line,
@@ -24,6 +57,7 @@ function toResult(row: Selectable<ResultsTable>): StoredResult {
     timings_ms: json(row.timings) as StageTimings,
     source: row.source,
     created_at: new Date(Number(row.created_at)),
+    review: toReview(row),
   };
 }
 
@@ -70,22 +104,38 @@ export async function insertResult(db: Db, r: NewResult, createdAt: number): Pro
 }
 
 export async function selectResult(db: Db, requestId: string): Promise<StoredResult | undefined> {
-  const row = await db.selectFrom('results').selectAll().where('request_id', '=', requestId).executeTakeFirst();
-  return row && toResult(row);
+  const row = await db
+    .selectFrom('results as r')
+    .leftJoin('result_reviews as rv', 'rv.request_id', 'r.request_id')
+    .selectAll('r')
+    .select(REVIEW_COLUMNS)
+    .where('r.request_id', '=', requestId)
+    .executeTakeFirst();
+  return row && toResult(row as ResultRow);
 }
 
 /** The SQL of one page; exported so that tests can check its query plan. */
 export function pageQuery(db: Db, f: ListFilter) {
   // With a label filter the page is walked along result_labels' (label,
-  // created_at, request_id) index, which yields rows in page order; otherwise
-  // along the results indexes. `k` is the table whose keys drive the walk.
-  const k = f.label === undefined ? 'r' : 'l';
+  // created_at, request_id) index, which yields rows in page order; with a
+  // review filter that needs a review, along result_reviews' (status | -,
+  // created_at, request_id) indexes; otherwise along the results indexes. `k`
+  // is the table whose keys drive the walk. The review is always left-joined
+  // (by its primary key) to be answered; a condition on it that needs a row
+  // makes the join an inner one for the planner.
+  const reviewed = f.review !== undefined && f.review !== 'none';
+  const k = f.label !== undefined ? 'l' : reviewed ? 'rv' : 'r';
   const col = (name: 'line' | 'created_at' | 'request_id') => sql.ref(`${k}.${name}`);
   return (
     db
       .selectFrom('results as r')
+      .leftJoin('result_reviews as rv', 'rv.request_id', 'r.request_id')
       .selectAll('r')
+      .select(REVIEW_COLUMNS)
       .$if(f.label !== undefined, (q) => q.innerJoin('result_labels as l', (j) => j.onRef('l.request_id', '=', 'r.request_id').on('l.label', '=', f.label!)))
+      .$if(f.review === 'none', (q) => q.where('rv.request_id', 'is', null))
+      .$if(f.review === 'any', (q) => q.where('rv.request_id', 'is not', null))
+      .$if(reviewed && f.review !== 'any', (q) => q.where('rv.status', '=', f.review as ReviewStatus))
       .$if(f.line !== undefined, (q) => q.where(col('line'), '=', f.line!))
       .$if(f.camera !== undefined, (q) => q.where('r.camera', '=', f.camera!))
       .$if(f.verdict !== undefined, (q) => q.where('r.verdict', '=', f.verdict as Verdict))
@@ -101,7 +151,7 @@ export function pageQuery(db: Db, f: ListFilter) {
 
 export async function selectPage(db: Db, f: ListFilter): Promise<ResultPage> {
   const rows = await pageQuery(db, f).execute();
-  const results = rows.slice(0, f.limit).map(toResult);
+  const results = rows.slice(0, f.limit).map((row) => toResult(row as ResultRow));
   const last = results.at(-1);
   const next_cursor = rows.length > f.limit && last ? encodeCursor({ createdAt: last.created_at.getTime(), requestId: last.request_id }) : null;
   return { results, next_cursor };
@@ -130,6 +180,71 @@ export async function selectLineStats(db: Db, line: string, fromMs?: number, toM
   const labels: Record<string, LabelCounts> = {};
   for (const row of labelRows) labels[row.label] = { detections: Number(row.detections), results: Number(row.results) };
   return { line, total: verdicts.ok + verdicts.ng, verdicts, labels };
+}
+
+/**
+ * Sets a result's review, replacing any before it; undefined when no result has
+ * that id. The boxes are checked against the result's image in the same
+ * transaction that writes them.
+ */
+export async function upsertReview(db: Db, requestId: string, review: NewReview, reviewedAt: number): Promise<StoredReview | undefined> {
+  return db.transaction().execute(async (trx) => {
+    const result = await trx
+      .selectFrom('results')
+      .select(['line', 'created_at', 'image_width', 'image_height'])
+      .where('request_id', '=', requestId)
+      .executeTakeFirst();
+    if (!result) return undefined;
+    if (review.boxes) checkBoxesInImage(review.boxes, { width: result.image_width, height: result.image_height });
+    // Only the fields a box has: what a client sent beyond them is not kept.
+    const boxes =
+      review.boxes?.map(({ label, class_id, box }) => ({
+        label,
+        ...(class_id !== undefined ? { class_id } : {}),
+        box: { x1: box.x1, y1: box.y1, x2: box.x2, y2: box.y2 },
+      })) ?? null;
+    const row = {
+      status: review.status,
+      note: review.note ?? null,
+      boxes: boxes === null ? null : JSON.stringify(boxes),
+      reviewer: review.reviewer,
+      reviewed_at: reviewedAt,
+    };
+    await trx
+      .insertInto('result_reviews')
+      .values({ request_id: requestId, line: result.line, created_at: Number(result.created_at), ...row })
+      .onConflict((oc) => oc.column('request_id').doUpdateSet(row))
+      .execute();
+    return { status: row.status, note: row.note, boxes, reviewer: row.reviewer, reviewed_at: new Date(reviewedAt) };
+  });
+}
+
+export async function selectReviewCounts(db: Db, line: string, fromMs?: number, toMs?: number): Promise<ReviewCounts> {
+  const total = await db
+    .selectFrom('results')
+    .select((eb) => eb.fn.countAll<number | string>().as('n'))
+    .where('line', '=', line)
+    .$if(fromMs !== undefined, (q) => q.where('created_at', '>=', fromMs!))
+    .$if(toMs !== undefined, (q) => q.where('created_at', '<', toMs!))
+    .executeTakeFirstOrThrow();
+  const rows = await db
+    .selectFrom('result_reviews')
+    .select(['status', (eb) => eb.fn.countAll<number | string>().as('n')])
+    .where('line', '=', line)
+    .$if(fromMs !== undefined, (q) => q.where('created_at', '>=', fromMs!))
+    .$if(toMs !== undefined, (q) => q.where('created_at', '<', toMs!))
+    .groupBy('status')
+    .execute();
+  const counts: ReviewCounts = { confirmed: 0, false_call: 0, missed: 0, unreviewed: 0 };
+  let reviewed = 0;
+  for (const row of rows) {
+    if (!REVIEW_STATUSES.includes(row.status)) continue;
+    counts[row.status] = Number(row.n);
+    reviewed += Number(row.n);
+  }
+  // Two reads, not one snapshot: a result saved and reviewed between them must not make this negative.
+  counts.unreviewed = Math.max(0, Number(total.n) - reviewed);
+  return counts;
 }
 
 export async function ping(db: Db): Promise<void> {

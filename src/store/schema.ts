@@ -1,5 +1,5 @@
 import type { ColumnType } from 'kysely';
-import type { ResultSource, Verdict } from '../protocol/results.js';
+import type { ResultSource, ReviewStatus, Verdict } from '../protocol/results.js';
 
 // Timestamps are epoch milliseconds in an integer column on both back ends, so
 // ordering, ranges and the paging cursor are the same plain number comparisons
@@ -39,7 +39,25 @@ export interface ResultLabelsTable {
   created_at: EpochMs;
 }
 
+/**
+ * A result's review (0003_reviews): one row per result, replaced by a later
+ * review. `line` and `created_at` are the result's, copied (results are never
+ * updated) so that the review filter walks this table's indexes in page order.
+ */
+export interface ResultReviewsTable {
+  request_id: string;
+  line: string;
+  created_at: EpochMs;
+  status: ReviewStatus;
+  note: string | null;
+  /** ReviewBox[] as JSON, or null when the review gave none. */
+  boxes: ColumnType<unknown, string | null, string | null>;
+  reviewer: string;
+  reviewed_at: ColumnType<number | string, number, number>;
+}
+
 export interface StoreSchema {
   results: ResultsTable;
   result_labels: ResultLabelsTable;
+  result_reviews: ResultReviewsTable;
 }

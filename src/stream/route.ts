@@ -70,7 +70,7 @@ function refuseStream(socket: WebSocket, request: FastifyRequest, refusal: Refus
 
 /** GET /v1/stream (WebSocket): see src/protocol/stream.ts. */
 export async function streamRoutes(app: FastifyInstance): Promise<void> {
-  const { config, models, metrics, store, events, observers, live } = app.sightline;
+  const { config, models, metrics, store, events, observers, lines: lineRegistry, live } = app.sightline;
   const sessions = new Set<StreamSession>();
   const limits: StreamLimits = {
     max_in_flight: config.stream_max_in_flight,
@@ -189,6 +189,7 @@ export async function streamRoutes(app: FastifyInstance): Promise<void> {
           store,
           events,
           observers,
+          lines: lineRegistry,
           logger: request.log,
           limits,
           headerCheck,

@@ -10,6 +10,7 @@ import type { ErrorBody } from '../protocol/errors.js';
 import { ALL_LINES, type EventBus, type SightlineEvent } from '../events/index.js';
 import { inspect } from '../inspection/inspect.js';
 import type { InspectionObserver } from '../inspection/observers.js';
+import type { LineRegistry } from '../lines/registry.js';
 import type { ModelRepository } from '../inference/repository.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { ResultStore } from '../store/index.js';
@@ -47,6 +48,8 @@ export interface SessionDeps {
   store: ResultStore;
   events: EventBus;
   observers?: readonly InspectionObserver[];
+  /** Counts frames by line and camera (arrived, dropped, failed). */
+  lines?: Pick<LineRegistry, 'received' | 'dropped'>;
   logger: FastifyBaseLogger;
   limits: StreamLimits;
   headerCheck: TypeCheck<TSchema>;
@@ -74,6 +77,8 @@ export interface SessionInit {
 interface Frame {
   id: string;
   header: FrameHeader;
+  line: string;
+  camera: string;
   image: Buffer;
   /** performance.now() ms */
   deadline: number;
@@ -269,9 +274,12 @@ export class StreamSession {
     const frame: Frame = {
       id: frameHeader.id,
       header: frameHeader,
+      line: frameHeader.line ?? this.init.defaultLine,
+      camera: frameHeader.camera ?? this.init.defaultCamera,
       image,
       deadline: performance.now() + (frameHeader.timeout_ms ?? config.request_timeout_ms),
     };
+    this.deps.lines?.received(frame.line, frame.camera);
     if (this.inFlight < limits.max_in_flight) {
       this.run(frame);
     } else if (this.pending.length < limits.max_pending) {
@@ -349,13 +357,14 @@ export class StreamSession {
     this.counters.dropped++;
     metrics.streamFrames.inc({ outcome: 'dropped' });
     metrics.rejected.inc({ reason: 'stream_dropped' });
+    this.deps.lines?.dropped(frame.line, frame.camera, 'stream_dropped');
     this.send({ type: 'dropped', id: frame.id, reason: 'backpressure', policy: limits.drop_policy, dropped_total: this.counters.dropped });
   }
 
   private async process(frame: Frame): Promise<void> {
     const { metrics } = this.deps;
     const { header } = frame;
-    const line = header.line ?? this.init.defaultLine;
+    const { line, camera } = frame;
     this.deps.onLine?.(line);
     try {
       if (performance.now() >= frame.deadline) {
@@ -368,7 +377,7 @@ export class StreamSession {
         source: 'stream',
         requestId,
         line,
-        camera: header.camera ?? this.init.defaultCamera,
+        camera,
         image: frame.image,
         options: { model: header.model, conf: header.conf, iou: header.iou, max_det: header.max_det, agnostic: header.agnostic, priority: header.priority },
         deadline: frame.deadline,
@@ -380,6 +389,7 @@ export class StreamSession {
       this.send({ type: 'result', id: frame.id, result });
     } catch (err) {
       const body = errorBody(err);
+      this.deps.lines?.dropped(line, camera, body.code.toLowerCase());
       if (body.code === 'INTERNAL_ERROR') this.log.error({ event: 'frame_failure', frame_id: frame.id, line, err }, 'stream frame failed');
       else this.log.info({ event: 'frame_failure', frame_id: frame.id, line, error_code: body.code, error_message: body.message }, 'stream frame failed');
       this.frameFailed(frame.id, body);
@@ -511,6 +521,7 @@ export class StreamSession {
     clearTimeout(this.idleTimer);
     clearTimeout(this.killTimer);
     const abandoned = this.pending.length;
+    for (const frame of this.pending) this.deps.lines?.dropped(frame.line, frame.camera, 'abandoned');
     this.pending.length = 0;
     if (abandoned > 0) this.deps.metrics.streamFrames.inc({ outcome: 'abandoned' }, abandoned);
     for (const line of [...this.subscriptions.keys()]) this.unsubscribe(line);

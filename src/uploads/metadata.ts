@@ -1,9 +1,9 @@
 import { Value } from '@sinclair/typebox/value';
-import { DEFAULT_LINE, detectQuerySchema, type DetectQuery, type Priority } from '../protocol/options.js';
+import { DEFAULT_LINE, INFERENCE_OPTION_KEYS, detectQuerySchema, type DetectQuery, type Priority } from '../protocol/options.js';
 import type { JobOptions } from '../jobs/processor.js';
 
 /** Upload-Metadata keys that carry job options; the rules are those of /v1/detect's query. */
-export const JOB_METADATA_KEYS = ['line', 'camera', 'model', 'priority', 'conf', 'iou', 'max_det', 'agnostic'] as const;
+export const JOB_METADATA_KEYS = INFERENCE_OPTION_KEYS;
 /** Informative keys: kept with the upload, never used for detection. `name`, `type` and `relativePath` are what Uppy sends. */
 export const INFO_METADATA_KEYS = ['filename', 'filetype', 'name', 'type', 'relativePath'] as const;
 const MAX_INFO_LENGTH = 255;

@@ -9,6 +9,7 @@ import { EXPOSED_HEADERS, Server as TusServer, TUS_RESUMABLE, type Upload } from
 import type { Config } from '../config/schema.js';
 import { uploadsDir } from '../config/locations.js';
 import { corsOrigins, originAllowed } from '../config/cors-origins.js';
+import { DEFAULT_CAMERA } from '../protocol/options.js';
 import { Errors, toApiError, type ApiError } from '../errors.js';
 import { carriesRetryAfter } from '../protocol/errors.js';
 import { inspectImage } from '../inference/preprocess.js';
@@ -53,6 +54,8 @@ export interface UploadServiceDeps {
   logger: FastifyBaseLogger;
   /** Resolves the model a job names (throws MODEL_NOT_FOUND / NO_DEFAULT_MODEL), so a typo is refused at creation, not dead-lettered later. */
   checkModel: (model: string | undefined) => void;
+  /** Told of each job an upload becomes, by line and camera. */
+  onJob?: (line: string, camera: string) => void;
 }
 
 /** Sightline's stable error for a tus status code (tus answers in plain text); the status stays tus's. */
@@ -288,8 +291,14 @@ export class UploadService {
       logger.warn({ event: 'upload_enqueue_failed', upload_id: id, err }, `upload ${id}: no job yet: ${(err as Error).message}`);
       throw err;
     }
-    if (!duplicate) metrics.jobs.inc({ state: 'enqueued' });
-    logger.info({ event: 'job_enqueued', job_id, line: request.line, duplicate, upload_id: id }, 'job enqueued');
+    if (!duplicate) {
+      metrics.jobs.inc({ state: 'enqueued' });
+      this.deps.onJob?.(request.line, request.options.camera ?? DEFAULT_CAMERA);
+    }
+    logger.info(
+      { event: 'job_enqueued', job_id, line: request.line, camera: request.options.camera ?? DEFAULT_CAMERA, duplicate, upload_id: id },
+      'job enqueued',
+    );
     const record: FinishedUpload = { upload_id: id, job_id, size: upload.size, metadata: upload.metadata ?? {}, finished_at: new Date().toISOString() };
     // Record first, delete second: a crash in between leaves a complete upload whose
     // next finish finds the same job through the idempotency key.

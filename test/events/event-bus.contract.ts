@@ -43,7 +43,9 @@ export function jobEventFor(line: string, jobId: string = randomUUID()): JobStat
 
 /** An id that tells events apart whatever their type. */
 export function idOf(event: SightlineEvent): string {
-  return event.type === 'result' ? event.result.request_id : event.job_id;
+  if (event.type === 'result') return event.result.request_id;
+  if (event.type === 'job') return event.job_id;
+  return `${event.line}/${event.camera}/${event.state}/${event.at}`;
 }
 
 /** Collects the ids of the events a handler receives. */

@@ -121,7 +121,15 @@ export class LogCapture extends Writable {
 }
 
 export async function startApp(overrides: Partial<Config>, opts: { wait?: boolean; logs?: LogCapture } = {}): Promise<FastifyInstance> {
-  const config = defaultConfig({ log_level: 'info', intra_op_threads: 1, store_url: 'sqlite::memory:', queue_url: 'sqlite::memory:', ...overrides });
+  // Snapshots off unless a test turns them on: they would write result images under ./data.
+  const config = defaultConfig({
+    log_level: 'info',
+    intra_op_threads: 1,
+    store_url: 'sqlite::memory:',
+    queue_url: 'sqlite::memory:',
+    snapshots: false,
+    ...overrides,
+  });
   const logger = createLogger(opts.logs ? 'info' : 'silent', opts.logs);
   return buildApp(config, { logger, waitForModels: opts.wait ?? true });
 }

@@ -104,7 +104,7 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
           created_at: new Date(T0 + 123),
         });
         assert.equal(await store.save(saved), true);
-        assert.deepEqual(await store.get('req-1'), saved);
+        assert.deepEqual(await store.get('req-1'), { ...saved, review: null });
         assert.equal(await store.get('no-such-id'), undefined);
       });
     });
@@ -124,7 +124,7 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
         const first = result('dup', { verdict: 'ng', detections: [det('scratch')] });
         assert.equal(await store.save(first), true);
         assert.equal(await store.save(result('dup', { line: 'line-2', detections: [det('crack'), det('crack')] })), false);
-        assert.deepEqual(await store.get('dup'), first);
+        assert.deepEqual(await store.get('dup'), { ...first, review: null });
         assert.deepEqual(ids((await store.list()).results), ['dup']);
         const stats = await store.lineStats('line-1');
         assert.deepEqual(stats.verdicts, { ok: 0, ng: 1 });
@@ -296,6 +296,171 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
       });
     });
 
+    test('a review reads back with its result in get and list; a later review replaces it; an unknown id is undefined', async (t) => {
+      await withStore(t, async (store) => {
+        await saveAll(store, [result('rv-1', { verdict: 'ng', detections: [det('scratch')] }), result('rv-2', { created_at: at(1) })]);
+        assert.equal((await store.get('rv-1'))?.review, null);
+        const boxes = [
+          { label: 'scratch', class_id: 0, box: { x1: 0, y1: 0, x2: 1280, y2: 720 } },
+          { label: 'burr', box: { x1: 10.5, y1: 20.25, x2: 30, y2: 40 } },
+        ];
+        const first = await store.review('rv-1', { status: 'missed', note: 'two more', boxes, reviewer: 'alice', reviewed_at: at(5) });
+        const expected = { status: 'missed', note: 'two more', boxes, reviewer: 'alice', reviewed_at: at(5) };
+        assert.deepEqual(first, expected);
+        assert.deepEqual(await store.get('rv-1'), { ...result('rv-1', { verdict: 'ng', detections: [det('scratch')] }), review: expected });
+        const listed = (await store.list()).results;
+        assert.deepEqual(
+          listed.map((r) => [r.request_id, r.review?.status ?? null]),
+          [
+            ['rv-2', null],
+            ['rv-1', 'missed'],
+          ],
+        );
+        assert.deepEqual(listed[1]!.review, expected);
+        // A second review replaces the first, field for field: no note and no boxes left over.
+        const second = await store.review('rv-1', { status: 'confirmed', reviewer: 'bob', reviewed_at: at(6) });
+        assert.deepEqual(second, { status: 'confirmed', note: null, boxes: null, reviewer: 'bob', reviewed_at: at(6) });
+        assert.deepEqual((await store.get('rv-1'))?.review, second);
+        assert.deepEqual(await store.reviewCounts('line-1'), { confirmed: 1, false_call: 0, missed: 0, unreviewed: 1 });
+        // Fields beyond a box's own are not kept.
+        const extra = { label: 'dent', box: { x1: 1, y1: 1, x2: 2, y2: 2, z: 9 }, score: 0.5 } as unknown as (typeof boxes)[number];
+        await store.review('rv-2', { status: 'false_call', boxes: [extra], reviewer: 'carol' });
+        assert.deepEqual((await store.get('rv-2'))?.review?.boxes, [{ label: 'dent', box: { x1: 1, y1: 1, x2: 2, y2: 2 } }]);
+        const before = Date.now();
+        assert.ok((await store.get('rv-2'))!.review!.reviewed_at.getTime() >= before - 60_000, 'reviewed_at defaults to now');
+        assert.equal(await store.review('no-such-id', { status: 'confirmed', reviewer: 'alice' }), undefined);
+        assert.equal((await store.list()).results.length, 2);
+      });
+    });
+
+    test('the review filter: a status, none, any; combined with the other filters and paging', async (t) => {
+      await withStore(t, async (store) => {
+        // 12 results on 4 timestamps; reviews: i % 4 = 0 confirmed, 1 false_call, 2 missed, 3 none.
+        const statuses = ['confirmed', 'false_call', 'missed'] as const;
+        const rows = Array.from({ length: 12 }, (_, i) =>
+          result(`f-${String(i).padStart(2, '0')}`, {
+            line: i % 2 === 0 ? 'line-1' : 'line-2',
+            verdict: i % 3 === 0 ? 'ng' : 'ok',
+            detections: i % 3 === 0 ? [det('scratch')] : [],
+            created_at: at(i % 4),
+          }),
+        );
+        await saveAll(store, rows);
+        for (const [i, r] of rows.entries()) {
+          const status = statuses[i % 4];
+          if (status) await store.review(r.request_id, { status, reviewer: 'rev', reviewed_at: at(100 - i) });
+        }
+        const expected = [...rows].sort((a, b) => b.created_at.getTime() - a.created_at.getTime() || (a.request_id < b.request_id ? 1 : -1));
+        const want = (keep: (i: number, r: (typeof rows)[number]) => boolean) =>
+          expected.filter((r) => keep(Number(r.request_id.slice(2)), r)).map((r) => r.request_id);
+        const q = async (query: ResultQuery) => ids((await drain(store, { ...query, limit: 2 })).all);
+        assert.deepEqual(
+          await q({ review: 'confirmed' }),
+          want((i) => i % 4 === 0),
+        );
+        assert.deepEqual(
+          await q({ review: 'false_call' }),
+          want((i) => i % 4 === 1),
+        );
+        assert.deepEqual(
+          await q({ review: 'missed' }),
+          want((i) => i % 4 === 2),
+        );
+        assert.deepEqual(
+          await q({ review: 'none' }),
+          want((i) => i % 4 === 3),
+        );
+        assert.deepEqual(
+          await q({ review: 'any' }),
+          want((i) => i % 4 !== 3),
+        );
+        assert.deepEqual(
+          await q({ review: 'missed', line: 'line-1' }),
+          want((i) => i % 4 === 2 && i % 2 === 0),
+        );
+        assert.deepEqual(
+          await q({ review: 'none', verdict: 'ng' }),
+          want((i) => i % 4 === 3 && i % 3 === 0),
+        );
+        assert.deepEqual(
+          await q({ review: 'any', label: 'scratch' }),
+          want((i) => i % 4 !== 3 && i % 3 === 0),
+        );
+        assert.deepEqual(
+          await q({ review: 'confirmed', label: 'scratch', line: 'line-1' }),
+          want((i) => i % 4 === 0 && i % 3 === 0),
+        );
+        assert.deepEqual(
+          await q({ review: 'false_call', from: at(1), to: at(2) }),
+          want((i, r) => i % 4 === 1 && r.created_at.getTime() === at(1).getTime()),
+        );
+        // Filtering is by the current review: re-reviewing moves a result between filters.
+        await store.review('f-03', { status: 'confirmed', reviewer: 'rev' });
+        assert.ok((await q({ review: 'confirmed' })).includes('f-03'));
+        assert.ok(!(await q({ review: 'none' })).includes('f-03'));
+        await assert.rejects(store.list({ review: 'maybe' as 'any' }), { code: 'INVALID_REQUEST' });
+      });
+    });
+
+    test('reviewCounts: reviews by status and the unreviewed results of one line in a window of result times', async (t) => {
+      await withStore(t, async (store) => {
+        await saveAll(store, [
+          result('c0', { created_at: at(0) }),
+          result('c1', { created_at: at(1) }),
+          result('c2', { created_at: at(2) }),
+          result('c3', { created_at: at(3) }),
+          result('c4', { created_at: at(4) }),
+          result('other', { line: 'line-2', created_at: at(1) }),
+        ]);
+        await store.review('c0', { status: 'confirmed', reviewer: 'r' });
+        await store.review('c1', { status: 'false_call', reviewer: 'r' });
+        await store.review('c2', { status: 'false_call', reviewer: 'r' });
+        await store.review('c3', { status: 'missed', boxes: [{ label: 'dent', box: { x1: 1, y1: 1, x2: 5, y2: 5 } }], reviewer: 'r' });
+        await store.review('other', { status: 'missed', reviewer: 'r' });
+        assert.deepEqual(await store.reviewCounts('line-1'), { confirmed: 1, false_call: 2, missed: 1, unreviewed: 1 });
+        assert.deepEqual(await store.reviewCounts('line-1', { from: at(1), to: at(4) }), { confirmed: 0, false_call: 2, missed: 1, unreviewed: 0 });
+        assert.deepEqual(await store.reviewCounts('line-1', { from: at(4) }), { confirmed: 0, false_call: 0, missed: 0, unreviewed: 1 });
+        assert.deepEqual(await store.reviewCounts('line-2'), { confirmed: 0, false_call: 0, missed: 1, unreviewed: 0 });
+        assert.deepEqual(await store.reviewCounts('idle'), { confirmed: 0, false_call: 0, missed: 0, unreviewed: 0 });
+        // A re-review moves the count; it does not add one.
+        await store.review('c1', { status: 'confirmed', reviewer: 'r' });
+        assert.deepEqual(await store.reviewCounts('line-1'), { confirmed: 2, false_call: 1, missed: 1, unreviewed: 1 });
+        await assert.rejects(store.reviewCounts('line-1', { from: new Date(Number.NaN) }), { code: 'INVALID_REQUEST' });
+      });
+    });
+
+    test('invalid reviews are refused with INVALID_REVIEW and change nothing', async (t) => {
+      await withStore(t, async (store) => {
+        await store.save(result('bad', { image: { width: 640, height: 480 } }));
+        const box = (x1: number, y1: number, x2: number, y2: number, label = 'dent') => ({ label, box: { x1, y1, x2, y2 } });
+        const cases: [string, Parameters<ResultStore['review']>[1]][] = [
+          ['status', { status: 'maybe' as 'missed', reviewer: 'r' }],
+          ['note', { status: 'confirmed', note: 'x'.repeat(2001), reviewer: 'r' }],
+          ['reviewer', { status: 'confirmed', reviewer: '' }],
+          ['boxes not a list', { status: 'missed', boxes: 'here' as unknown as [], reviewer: 'r' }],
+          ['too many boxes', { status: 'missed', boxes: Array.from({ length: 1001 }, () => box(1, 1, 2, 2)), reviewer: 'r' }],
+          ['empty label', { status: 'missed', boxes: [box(1, 1, 2, 2, '  ')], reviewer: 'r' }],
+          ['long label', { status: 'missed', boxes: [box(1, 1, 2, 2, 'x'.repeat(129))], reviewer: 'r' }],
+          ['label with a line break', { status: 'missed', boxes: [box(1, 1, 2, 2, 'a\nb')], reviewer: 'r' }],
+          ['class_id', { status: 'missed', boxes: [{ ...box(1, 1, 2, 2), class_id: -1 }], reviewer: 'r' }],
+          ['NaN', { status: 'missed', boxes: [box(Number.NaN, 1, 2, 2)], reviewer: 'r' }],
+          ['Infinity', { status: 'missed', boxes: [box(1, 1, Number.POSITIVE_INFINITY, 2)], reviewer: 'r' }],
+          ['x1 = x2', { status: 'missed', boxes: [box(5, 1, 5, 2)], reviewer: 'r' }],
+          ['y1 > y2', { status: 'missed', boxes: [box(1, 9, 5, 2)], reviewer: 'r' }],
+          ['negative', { status: 'missed', boxes: [box(-1, 1, 5, 2)], reviewer: 'r' }],
+          ['past the width', { status: 'missed', boxes: [box(1, 1, 5, 2), box(600, 1, 641, 2)], reviewer: 'r' }],
+          ['past the height', { status: 'missed', boxes: [box(1, 1, 5, 481)], reviewer: 'r' }],
+        ];
+        for (const [why, review] of cases) {
+          await assert.rejects(async () => store.review('bad', review), { code: 'INVALID_REVIEW' }, why);
+        }
+        const edge = await store.review('bad', { status: 'missed', boxes: [box(0, 0, 640, 480)], reviewer: 'r' });
+        assert.deepEqual(edge?.boxes, [box(0, 0, 640, 480)], 'a box may reach the image edges');
+        await assert.rejects(async () => store.review('bad', { status: 'missed', boxes: [box(1, 1, 5, 481)], reviewer: 'r' }), { code: 'INVALID_REVIEW' });
+        assert.deepEqual((await store.get('bad'))?.review?.boxes, [box(0, 0, 640, 480)], 'a refused review leaves the one before');
+      });
+    });
+
     test('close is idempotent and later calls fail with STORE_UNAVAILABLE', async (t) => {
       await withStore(t, async (store) => {
         let closes = 0;
@@ -317,7 +482,7 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
         const reopened = open();
         await reopened.waitUntilReady();
         assert.deepEqual(ids((await reopened.list()).results), ['keep-2', 'keep-1']);
-        assert.deepEqual(await reopened.get('keep-1'), result('keep-1', { detections: [det('dent')] }));
+        assert.deepEqual(await reopened.get('keep-1'), { ...result('keep-1', { detections: [det('dent')] }), review: null });
         assert.equal(await reopened.save(result('keep-1')), false);
       });
     });

@@ -54,6 +54,12 @@ test('sqlite: every list filter walks an index in page order (no table scan, no 
     { label: 'scratch', line: 'a', verdict: 'ng' },
     { line: 'a', from: new Date(0), to: new Date(9), cursor },
     { label: 'scratch', from: new Date(0), cursor },
+    { review: 'false_call' },
+    { review: 'missed', from: new Date(0), to: new Date(9), cursor },
+    { review: 'any' },
+    { review: 'none' },
+    { review: 'none', line: 'a' },
+    { review: 'confirmed', label: 'scratch' },
   ];
   for (const query of queries) {
     const { sql, parameters } = pageQuery(db, listFilter(query)).compile();
@@ -65,6 +71,8 @@ test('sqlite: every list filter walks an index in page order (no table scan, no 
     );
     assert.ok(!plan.some((step) => step.includes('TEMP B-TREE')), where);
     if (query.label) assert.match(plan[0]!, /result_labels_label_created_idx/, where);
+    else if (query.review === 'any') assert.match(plan[0]!, /result_reviews_created_idx/, where);
+    else if (query.review && query.review !== 'none') assert.match(plan[0]!, /result_reviews_status_created_idx/, where);
   }
 });
 

@@ -6,7 +6,9 @@ import { performance } from 'node:perf_hooks';
 import underPressure from '@fastify/under-pressure';
 import { totalmem } from 'node:os';
 import { inspect } from '../../inspection/inspect.js';
+import { dropReason } from '../../lines/drop-reason.js';
 import {
+  DEFAULT_CAMERA,
   DEFAULT_LINE,
   DetectHeadersSchema,
   detectQuerySchema,
@@ -19,7 +21,7 @@ import {
 const LINE_REGEX = new RegExp(LINE_PATTERN);
 
 export async function detectRoutes(app: FastifyInstance): Promise<void> {
-  const { config, models, metrics } = app.sightline;
+  const { config, models, metrics, lines } = app.sightline;
 
   // Scoped to the inference routes: /livez, /readyz and /metrics keep answering under pressure.
   await app.register(underPressure, {
@@ -34,7 +36,7 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
   // A full model queue is answered before the body is read: under overload the
   // server must not spend its CPU receiving images it is going to refuse.
   app.addHook('onRequest', async function refuseWhenQueueFull(request) {
-    const query = request.query as { model?: unknown; priority?: unknown; line?: unknown };
+    const query = request.query as { model?: unknown; priority?: unknown; line?: unknown; camera?: unknown };
     // Early answers still count under their line in the metrics.
     if (typeof query.line === 'string' && LINE_REGEX.test(query.line)) request.line = query.line;
     const priority = PRIORITIES.find((p) => p === query.priority) ?? 'normal';
@@ -46,6 +48,10 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
     }
     if (entry.batcher && !entry.batcher.hasRoomFor(priority)) {
       metrics.rejected.inc({ reason: 'queue_full' });
+      // A refused frame still tells that its camera is sending.
+      const camera = typeof query.camera === 'string' && LINE_REGEX.test(query.camera) ? query.camera : DEFAULT_CAMERA;
+      lines.received(request.line ?? DEFAULT_LINE, camera);
+      lines.dropped(request.line ?? DEFAULT_LINE, camera, 'queue_full');
       throw new Errors.OVERLOADED(`the inference queue of ${entry.name}:${entry.version} is full`);
     }
   });
@@ -82,19 +88,26 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
       const timeoutMs = request.headers['x-request-timeout-ms'] ?? config.request_timeout_ms;
       const deadline = performance.now() - reply.elapsedTime + timeoutMs;
       const line = query.line ?? DEFAULT_LINE;
+      const camera = query.camera ?? DEFAULT_CAMERA;
       request.line = line;
-      const image = await readImage(request);
-      const { result } = await inspect(app.sightline, {
-        source: 'sync',
-        requestId: request.id,
-        line,
-        camera: query.camera,
-        image,
-        options: query,
-        deadline,
-        logger: request.log,
-      });
-      return result;
+      lines.received(line, camera);
+      try {
+        const image = await readImage(request);
+        const { result } = await inspect(app.sightline, {
+          source: 'sync',
+          requestId: request.id,
+          line,
+          camera,
+          image,
+          options: query,
+          deadline,
+          logger: request.log,
+        });
+        return result;
+      } catch (err) {
+        lines.dropped(line, camera, dropReason(err));
+        throw err;
+      }
     },
   );
 }

@@ -63,7 +63,10 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
         idempotencyKey: request.headers['idempotency-key'],
         ...(timeout ? { ttlMs: timeout } : {}),
       });
-      if (!duplicate) metrics.jobs.inc({ state: 'enqueued' });
+      if (!duplicate) {
+        metrics.jobs.inc({ state: 'enqueued' });
+        app.sightline.lines.received(line, camera ?? DEFAULT_CAMERA);
+      }
       request.log.info({ event: 'job_enqueued', job_id, line, camera: camera ?? DEFAULT_CAMERA, duplicate }, 'job enqueued');
       return reply.status(202).header('location', `/v1/jobs/${job_id}`).send({ job_id, status: 'queued', duplicate });
     },

@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { Errors } from '../../errors.js';
-import { errorResponse, LineStatsSchema, ResultPageSchema, StoredResultSchema } from '../api-schemas.js';
-import { MAX_LIST_LIMIT } from '../../store/index.js';
+import { errorResponse, LineStatsSchema, ResultPageSchema, ReviewInputSchema, StoredResultSchema } from '../api-schemas.js';
+import { MAX_LIST_LIMIT, REVIEW_FILTERS } from '../../store/index.js';
+import type { ReviewInput } from '../../protocol/results.js';
 import { CAMERA_PATTERN, LINE_PATTERN } from '../../protocol/options.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -17,6 +18,13 @@ const ResultsQuery = Type.Object(
     verdict: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('ng')])),
     // Any text but control characters; a %XX left in the value is an escape that was not valid UTF-8.
     label: Type.Optional(Type.String({ pattern: '^(?!.*%[0-9A-Fa-f]{2})[^\\u0000-\\u001f\\u007f]{1,128}$' })),
+    review: Type.Optional(
+      Type.Unsafe<(typeof REVIEW_FILTERS)[number]>({
+        type: 'string',
+        enum: [...REVIEW_FILTERS],
+        description: 'A review status, `none` (not reviewed) or `any` (reviewed)',
+      }),
+    ),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_LIST_LIMIT })),
     cursor: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,512}$' })),
   },
@@ -45,7 +53,7 @@ export async function resultRoutes(app: FastifyInstance): Promise<void> {
       schema: {
         summary: 'List stored results',
         description:
-          'Newest first, filtered by line, camera, time range (from ≤ created_at < to), verdict and label; pages of `limit` (default 50), the next one at `cursor` = next_cursor.',
+          'Newest first, filtered by line, camera, time range (from ≤ created_at < to), verdict, label and review; pages of `limit` (default 50), the next one at `cursor` = next_cursor.',
         tags: ['results'],
         querystring: ResultsQuery,
         response: { 200: ResultPageSchema, 503: StoreDown },
@@ -60,6 +68,7 @@ export async function resultRoutes(app: FastifyInstance): Promise<void> {
         to: date(q.to),
         verdict: q.verdict,
         label: q.label,
+        review: q.review,
         limit: q.limit,
         cursor: q.cursor,
       });
@@ -82,6 +91,54 @@ export async function resultRoutes(app: FastifyInstance): Promise<void> {
     async function getResult(request) {
       const result = await store.get(request.params.id);
       if (!result) throw new Errors.RESULT_NOT_FOUND(JSON.stringify(request.params.id));
+      return result;
+    },
+  );
+
+  app.post<{ Params: Static<typeof IdParams>; Body: ReviewInput }>(
+    '/v1/results/:id/review',
+    {
+      // reviewer holds viewer (it reads what it reviews); admin holds every role.
+      config: { role: 'reviewer' },
+      schema: {
+        summary: 'Review a stored result',
+        description:
+          "Sets the result's review: `confirmed`, `false_call` or `missed`, with an optional note and the right boxes (original image pixels, inside the image). A later review replaces it. Answers the result with its review.",
+        tags: ['results'],
+        params: IdParams,
+        querystring: NoQuery,
+        body: ReviewInputSchema,
+        response: {
+          200: StoredResultSchema,
+          400: errorResponse(
+            'INVALID_REQUEST: the body is not {status, note?, boxes?} (an unknown status or field, a missing coordinate, a note or label too long); INVALID_REVIEW: a box reaches outside the image, has x1 ≥ x2 or y1 ≥ y2, or a label of control characters or spaces only',
+          ),
+          404: errorResponse('RESULT_NOT_FOUND: no stored result with that id'),
+          415: errorResponse('UNSUPPORTED_MEDIA_TYPE: the body is not application/json'),
+          503: StoreDown,
+        },
+      },
+    },
+    async function reviewResult(request) {
+      const { id } = request.params;
+      const identity = request.identity;
+      const review = await store.review(id, { ...request.body, reviewer: identity?.name ?? 'anonymous' });
+      if (!review) throw new Errors.RESULT_NOT_FOUND(JSON.stringify(id));
+      const result = await store.get(id);
+      if (!result) throw new Errors.RESULT_NOT_FOUND(JSON.stringify(id));
+      request.line = result.line;
+      request.log.info(
+        {
+          event: 'result_reviewed',
+          result_id: id,
+          line: result.line,
+          camera: result.camera,
+          status: review.status,
+          boxes: review.boxes?.length ?? null,
+          reviewer: review.reviewer,
+        },
+        'result reviewed',
+      );
       return result;
     },
   );

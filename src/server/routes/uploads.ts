@@ -34,7 +34,14 @@ const JobHeaders = {
  */
 export async function uploadRoutes(app: FastifyInstance): Promise<void> {
   const { config, queue, metrics, models } = app.sightline;
-  const service = new UploadService({ config, queue, metrics, logger: app.log, checkModel: (model) => void models.find(model) });
+  const service = new UploadService({
+    config,
+    queue,
+    metrics,
+    logger: app.log,
+    checkModel: (model) => void models.find(model),
+    onJob: (line, camera) => app.sightline.lines.received(line, camera),
+  });
   service.start();
   app.addHook('onClose', async () => service.close());
 

@@ -1,0 +1,318 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { Migrator, sql, type ColumnType, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import type { CameraState } from '../protocol/lines.js';
+import { openDatabase, type OpenDatabase } from '../store/open-database.js';
+import { retryOnLock } from '../store/lock-retry.js';
+import { storeError } from '../store/errors.js';
+
+// Epoch milliseconds; pg hands int8 back as a string.
+type EpochMs = ColumnType<number | string, number, number>;
+
+/** One row per line/camera pair ever seen: what survives a restart and what every replica reads. */
+interface CamerasTable {
+  line: string;
+  camera: string;
+  first_seen_at: EpochMs;
+  last_frame_at: EpochMs;
+  state: CameraState;
+  state_changed_at: EpochMs;
+}
+
+/**
+ * Each process's counts per camera and 10 s bucket. A process writes only its own
+ * rows (absolute values, so a repeated flush is harmless); readers add the rows of
+ * every process, which is how replicas agree without talking to each other.
+ */
+interface ActivityTable {
+  bucket_start: EpochMs;
+  process_id: string;
+  line: string;
+  camera: string;
+  received: number;
+  processed: number;
+  dropped: number;
+  ok: number;
+  ng: number;
+  /** JSON array of latency counts over LATENCY_BOUNDS_MS. */
+  latency: string;
+}
+
+interface LinesSchema {
+  line_cameras: CamerasTable;
+  line_camera_activity: ActivityTable;
+}
+
+export interface CameraRow {
+  line: string;
+  camera: string;
+  firstSeenAt: number;
+  lastFrameAt: number;
+  state: CameraState;
+  stateChangedAt: number;
+}
+
+export interface ActivityRow {
+  bucketStart: number;
+  processId: string;
+  line: string;
+  camera: string;
+  received: number;
+  processed: number;
+  dropped: number;
+  ok: number;
+  ng: number;
+  latency: number[];
+}
+
+function migrations(kind: 'sqlite' | 'postgres', schema: string | undefined): Record<string, Migration> {
+  // biome-ignore lint/suspicious/noExplicitAny: a migration sees the tables as they were then.
+  const builder = (db: Kysely<any>) => (schema ? db.schema.withSchema(schema) : db.schema);
+  const epochMs = kind === 'postgres' ? 'bigint' : 'integer';
+  return {
+    '0001_lines': {
+      async up(db) {
+        const s = builder(db);
+        await s
+          .createTable('line_cameras')
+          .addColumn('line', 'text', (c) => c.notNull())
+          .addColumn('camera', 'text', (c) => c.notNull())
+          .addColumn('first_seen_at', epochMs, (c) => c.notNull())
+          .addColumn('last_frame_at', epochMs, (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('state_changed_at', epochMs, (c) => c.notNull())
+          .addPrimaryKeyConstraint('line_cameras_pk', ['line', 'camera'])
+          .execute();
+        await s
+          .createTable('line_camera_activity')
+          .addColumn('bucket_start', epochMs, (c) => c.notNull())
+          .addColumn('process_id', 'text', (c) => c.notNull())
+          .addColumn('line', 'text', (c) => c.notNull())
+          .addColumn('camera', 'text', (c) => c.notNull())
+          .addColumn('received', 'integer', (c) => c.notNull())
+          .addColumn('processed', 'integer', (c) => c.notNull())
+          .addColumn('dropped', 'integer', (c) => c.notNull())
+          .addColumn('ok', 'integer', (c) => c.notNull())
+          .addColumn('ng', 'integer', (c) => c.notNull())
+          .addColumn('latency', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('line_camera_activity_pk', ['bucket_start', 'process_id', 'line', 'camera'])
+          .execute();
+      },
+      async down(db) {
+        const s = builder(db);
+        await s.dropTable('line_camera_activity').execute();
+        await s.dropTable('line_cameras').execute();
+      },
+    },
+  };
+}
+
+const provider = (kind: 'sqlite' | 'postgres', schema?: string): MigrationProvider => ({ getMigrations: async () => migrations(kind, schema) });
+const MIGRATION_ATTEMPTS = 5;
+
+/**
+ * The line registry's tables, in the result store's database (every replica and
+ * worker shares it). Kept apart from the result store's own migrations.
+ */
+export class LineStore {
+  readonly #open: OpenDatabase<LinesSchema>;
+  readonly #db: Kysely<LinesSchema>;
+  #ready: Promise<void> | undefined;
+
+  constructor(url: string, options: { schema?: string } = {}) {
+    this.#open = openDatabase<LinesSchema>(url, { ...options, poolSize: 2 });
+    this.#db = this.#open.schema ? this.#open.db.withSchema(this.#open.schema) : this.#open.db;
+  }
+
+  waitUntilReady(): Promise<void> {
+    this.#ready ??= this.#migrate().catch((err: unknown) => {
+      this.#ready = undefined; // the next call tries again
+      throw err;
+    });
+    return this.#ready;
+  }
+
+  async #migrate(): Promise<void> {
+    const { kind, schema, db } = this.#open;
+    const migrator = new Migrator({
+      db,
+      provider: provider(kind, schema),
+      ...(schema ? { migrationTableSchema: schema } : {}),
+      migrationTableName: 'sightline_lines_migration',
+      migrationLockTableName: 'sightline_lines_migration_lock',
+    });
+    // Processes starting together on new data race to migrate; the loser finds nothing left to do.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await retryOnLock(async () => {
+          const { error } = await migrator.migrateToLatest();
+          if (error) throw error;
+        }, this.#open.lockRetry);
+      } catch (err) {
+        if (attempt >= MIGRATION_ATTEMPTS) throw err;
+        await delay(25 * attempt);
+      }
+    }
+  }
+
+  async #run<T>(fn: (db: Kysely<LinesSchema>) => Promise<T>): Promise<T> {
+    try {
+      await this.waitUntilReady();
+      return await retryOnLock(() => fn(this.#db), this.#open.lockRetry);
+    } catch (err) {
+      // Out of reach is STORE_UNAVAILABLE (503, Retry-After) like every store; anything else is a bug to see.
+      throw storeError(err);
+    }
+  }
+
+  /**
+   * Notes the newest frame of each camera; returns the cameras seen for the first
+   * time (by any process: the insert that wins is the one that reports it).
+   */
+  async recordFrames(frames: readonly { line: string; camera: string; lastFrameAt: number }[]): Promise<CameraRow[]> {
+    if (frames.length === 0) return [];
+    return this.#run((db) =>
+      db.transaction().execute(async (trx) => {
+        const created: CameraRow[] = [];
+        for (const f of frames) {
+          const row = {
+            line: f.line,
+            camera: f.camera,
+            first_seen_at: f.lastFrameAt,
+            last_frame_at: f.lastFrameAt,
+            state: 'online' as const,
+            state_changed_at: f.lastFrameAt,
+          };
+          const inserted = await trx
+            .insertInto('line_cameras')
+            .values(row)
+            .onConflict((oc) => oc.columns(['line', 'camera']).doNothing())
+            .executeTakeFirst();
+          if (inserted.numInsertedOrUpdatedRows) {
+            created.push(toCamera(row));
+            continue;
+          }
+          // Frames of one camera may reach several processes: the newest wins.
+          await trx
+            .updateTable('line_cameras')
+            .set({ last_frame_at: f.lastFrameAt })
+            .where('line', '=', f.line)
+            .where('camera', '=', f.camera)
+            .where('last_frame_at', '<', f.lastFrameAt)
+            .execute();
+        }
+        return created;
+      }),
+    );
+  }
+
+  /** Writes this process's rows (absolute values: the same bucket written again replaces them). */
+  async writeActivity(rows: readonly ActivityRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.#run((db) =>
+      db.transaction().execute(async (trx) => {
+        for (const r of rows) {
+          const values = { received: r.received, processed: r.processed, dropped: r.dropped, ok: r.ok, ng: r.ng, latency: JSON.stringify(r.latency) };
+          await trx
+            .insertInto('line_camera_activity')
+            .values({ bucket_start: r.bucketStart, process_id: r.processId, line: r.line, camera: r.camera, ...values })
+            .onConflict((oc) => oc.columns(['bucket_start', 'process_id', 'line', 'camera']).doUpdateSet(values))
+            .execute();
+        }
+      }),
+    );
+  }
+
+  async cameras(line?: string): Promise<CameraRow[]> {
+    const rows = await this.#run((db) =>
+      db
+        .selectFrom('line_cameras')
+        .selectAll()
+        .$if(line !== undefined, (q) => q.where('line', '=', line!))
+        .orderBy('line')
+        .orderBy('camera')
+        .execute(),
+    );
+    return rows.map(toCamera);
+  }
+
+  /**
+   * Moves a camera from `from` to `to` unless someone did already: true for the one
+   * process whose update took, so that a change is announced once across replicas.
+   */
+  async transition(line: string, camera: string, from: CameraState, to: CameraState, at: number): Promise<boolean> {
+    const result = await this.#run((db) =>
+      db
+        .updateTable('line_cameras')
+        .set({ state: to, state_changed_at: at })
+        .where('line', '=', line)
+        .where('camera', '=', camera)
+        .where('state', '=', from)
+        .executeTakeFirst(),
+    );
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  async activitySince(fromMs: number, line?: string): Promise<ActivityRow[]> {
+    const rows = await this.#run((db) =>
+      db
+        .selectFrom('line_camera_activity')
+        .selectAll()
+        .where('bucket_start', '>=', fromMs)
+        .$if(line !== undefined, (q) => q.where('line', '=', line!))
+        .execute(),
+    );
+    return rows.map((r) => ({
+      bucketStart: Number(r.bucket_start),
+      processId: r.process_id,
+      line: r.line,
+      camera: r.camera,
+      received: Number(r.received),
+      processed: Number(r.processed),
+      dropped: Number(r.dropped),
+      ok: Number(r.ok),
+      ng: Number(r.ng),
+      latency: parseCounts(r.latency),
+    }));
+  }
+
+  /** Deletes activity older than `beforeMs`; the cameras themselves are kept. */
+  async prune(beforeMs: number): Promise<number> {
+    const result = await this.#run((db) => db.deleteFrom('line_camera_activity').where('bucket_start', '<', beforeMs).executeTakeFirst());
+    return Number(result.numDeletedRows);
+  }
+
+  async ping(): Promise<void> {
+    await this.#run((db) => sql`select 1`.execute(db));
+  }
+
+  async close(): Promise<void> {
+    await this.#open.db.destroy();
+  }
+}
+
+function toCamera(row: {
+  line: string;
+  camera: string;
+  first_seen_at: number | string;
+  last_frame_at: number | string;
+  state: string;
+  state_changed_at: number | string;
+}): CameraRow {
+  return {
+    line: row.line,
+    camera: row.camera,
+    firstSeenAt: Number(row.first_seen_at),
+    lastFrameAt: Number(row.last_frame_at),
+    state: row.state as CameraState,
+    stateChangedAt: Number(row.state_changed_at),
+  };
+}
+
+function parseCounts(text: string): number[] {
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return Array.isArray(parsed) ? parsed.map((n) => Number(n) || 0) : [];
+  } catch {
+    return [];
+  }
+}
