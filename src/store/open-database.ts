@@ -118,6 +118,11 @@ export function openPostgres<DB>(options: OpenDatabaseOptions & { connectionStri
   // would crash the process if nobody listened; the pool drops that client itself.
   const onPoolError = options.onPoolError;
   owned?.on('error', (err) => onPoolError?.(err));
+  // A client checked out of the pool (a transaction between two statements, a
+  // migration holding its lock) that loses its connection emits 'error' on itself,
+  // where the pool does not listen: unheard, it would end the process. The failed
+  // operation still fails, and the pool discards the client when it comes back.
+  owned?.on('connect', (client) => client.on('error', (err) => onPoolError?.(err)));
   // Kysely ends the pool it was given on destroy; a borrowed pool gets a
   // stand-in whose end() leaves the caller's pool alone.
   const pool: PostgresPool = borrowed ? { connect: () => borrowed.connect(), end: async () => {} } : owned!;
