@@ -14,9 +14,12 @@ interface CamerasTable {
   camera: string;
   first_seen_at: EpochMs;
   last_frame_at: EpochMs;
-  state: CameraState;
+  state: CameraState | typeof NEW_CAMERA;
   state_changed_at: EpochMs;
 }
+
+/** The state of a camera row inserted by its first frame and not yet announced. */
+export const NEW_CAMERA = 'new' as const;
 
 /**
  * Each process's counts per camera and 10 s bucket. A process writes only its own
@@ -47,7 +50,7 @@ export interface CameraRow {
   camera: string;
   firstSeenAt: number;
   lastFrameAt: number;
-  state: CameraState;
+  state: CameraState | typeof NEW_CAMERA;
   stateChangedAt: number;
 }
 
@@ -165,60 +168,68 @@ export class LineStore {
   }
 
   /**
-   * Notes the newest frame of each camera; returns the cameras seen for the first
-   * time (by any process: the insert that wins is the one that reports it).
+   * Notes the newest frame of each camera. A camera seen for the first time is
+   * inserted as NEW_CAMERA, which the next state check turns into its state and
+   * announces (once, by compare-and-set, like every change).
+   *
+   * One statement per call, not a transaction: on SQLite a transaction spanning
+   * several awaited statements holds the write lock across event-loop turns, and
+   * the result store's writes on other connections would wait for it.
    */
-  async recordFrames(frames: readonly { line: string; camera: string; lastFrameAt: number }[]): Promise<CameraRow[]> {
-    if (frames.length === 0) return [];
-    return this.#run((db) =>
-      db.transaction().execute(async (trx) => {
-        const created: CameraRow[] = [];
-        for (const f of frames) {
-          const row = {
-            line: f.line,
-            camera: f.camera,
-            first_seen_at: f.lastFrameAt,
-            last_frame_at: f.lastFrameAt,
-            state: 'online' as const,
-            state_changed_at: f.lastFrameAt,
-          };
-          const inserted = await trx
-            .insertInto('line_cameras')
-            .values(row)
-            .onConflict((oc) => oc.columns(['line', 'camera']).doNothing())
-            .executeTakeFirst();
-          if (inserted.numInsertedOrUpdatedRows) {
-            created.push(toCamera(row));
-            continue;
-          }
-          // Frames of one camera may reach several processes: the newest wins.
-          await trx
-            .updateTable('line_cameras')
-            .set({ last_frame_at: f.lastFrameAt })
-            .where('line', '=', f.line)
-            .where('camera', '=', f.camera)
-            .where('last_frame_at', '<', f.lastFrameAt)
-            .execute();
-        }
-        return created;
-      }),
+  async recordFrames(frames: readonly { line: string; camera: string; lastFrameAt: number }[]): Promise<void> {
+    if (frames.length === 0) return;
+    const rows = frames.map((f) => ({
+      line: f.line,
+      camera: f.camera,
+      first_seen_at: f.lastFrameAt,
+      last_frame_at: f.lastFrameAt,
+      state: NEW_CAMERA,
+      state_changed_at: f.lastFrameAt,
+    }));
+    await this.#run((db) =>
+      db
+        .insertInto('line_cameras')
+        .values(rows)
+        // Frames of one camera may reach several processes: the newest wins.
+        .onConflict((oc) =>
+          oc.columns(['line', 'camera']).doUpdateSet({
+            last_frame_at: sql`case when excluded.last_frame_at > line_cameras.last_frame_at then excluded.last_frame_at else line_cameras.last_frame_at end`,
+          }),
+        )
+        .execute(),
     );
   }
 
-  /** Writes this process's rows (absolute values: the same bucket written again replaces them). */
+  /** Writes this process's rows (absolute values: the same bucket written again replaces them), in one statement. */
   async writeActivity(rows: readonly ActivityRow[]): Promise<void> {
     if (rows.length === 0) return;
+    const values = rows.map((r) => ({
+      bucket_start: r.bucketStart,
+      process_id: r.processId,
+      line: r.line,
+      camera: r.camera,
+      received: r.received,
+      processed: r.processed,
+      dropped: r.dropped,
+      ok: r.ok,
+      ng: r.ng,
+      latency: JSON.stringify(r.latency),
+    }));
     await this.#run((db) =>
-      db.transaction().execute(async (trx) => {
-        for (const r of rows) {
-          const values = { received: r.received, processed: r.processed, dropped: r.dropped, ok: r.ok, ng: r.ng, latency: JSON.stringify(r.latency) };
-          await trx
-            .insertInto('line_camera_activity')
-            .values({ bucket_start: r.bucketStart, process_id: r.processId, line: r.line, camera: r.camera, ...values })
-            .onConflict((oc) => oc.columns(['bucket_start', 'process_id', 'line', 'camera']).doUpdateSet(values))
-            .execute();
-        }
-      }),
+      db
+        .insertInto('line_camera_activity')
+        .values(values)
+        .onConflict((oc) =>
+          oc.columns(['bucket_start', 'process_id', 'line', 'camera']).doUpdateSet((eb) => ({
+            received: eb.ref('excluded.received'),
+            processed: eb.ref('excluded.processed'),
+            dropped: eb.ref('excluded.dropped'),
+            ok: eb.ref('excluded.ok'),
+            ng: eb.ref('excluded.ng'),
+            latency: eb.ref('excluded.latency'),
+          })),
+        )
+        .execute(),
     );
   }
 
@@ -239,7 +250,7 @@ export class LineStore {
    * Moves a camera from `from` to `to` unless someone did already: true for the one
    * process whose update took, so that a change is announced once across replicas.
    */
-  async transition(line: string, camera: string, from: CameraState, to: CameraState, at: number): Promise<boolean> {
+  async transition(line: string, camera: string, from: CameraState | typeof NEW_CAMERA, to: CameraState, at: number): Promise<boolean> {
     const result = await this.#run((db) =>
       db
         .updateTable('line_cameras')
@@ -303,7 +314,7 @@ function toCamera(row: {
     camera: row.camera,
     firstSeenAt: Number(row.first_seen_at),
     lastFrameAt: Number(row.last_frame_at),
-    state: row.state as CameraState,
+    state: row.state as CameraRow['state'],
     stateChangedAt: Number(row.state_changed_at),
   };
 }

@@ -6,7 +6,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import { CAMERA_STATES, type CameraState, type CameraStatus, type LineList, type LineStatus, type ReviewCounts } from '../protocol/lines.js';
 import { bestState, cameraStateAt, type StateThresholds } from './camera-state.js';
 import { emptyHistogram, mergeInto, observe, quantile } from './latency-histogram.js';
-import type { ActivityRow, CameraRow, LineStore } from './line-store.js';
+import { NEW_CAMERA, type ActivityRow, type CameraRow, type LineStore } from './line-store.js';
 
 /** Activity is counted in buckets of this size (each process writes one row per camera and bucket). */
 export const ACTIVITY_BUCKET_MS = 10_000;
@@ -167,12 +167,11 @@ export class LineRegistry implements InspectionObserver {
         else rows.push({ bucketStart: start, processId: this.#processId, line: p.line, camera: p.camera, ...b, latency: [...b.latency] });
       }
     }
-    const created = await this.#o.store.recordFrames(frames);
+    await this.#o.store.recordFrames(frames);
     for (const f of frames) {
       const p = this.#pending.get(key(f.line, f.camera));
       if (p && p.lastFrameAt === f.lastFrameAt) p.lastFrameAt = 0;
     }
-    for (const c of created) this.#announce(c.line, c.camera, 'online', null, c.lastFrameAt, now);
     await this.#o.store.writeActivity(rows);
     // Finished buckets are written for good; the current one is written again next time.
     for (const [k, p] of this.#pending) {
@@ -188,14 +187,12 @@ export class LineRegistry implements InspectionObserver {
   async #checkStates(): Promise<void> {
     const now = this.#now();
     for (const row of await this.#o.store.cameras()) {
-      let state = row.state;
       const due = cameraStateAt(row.lastFrameAt, now, this.#o.thresholds);
       if (due !== row.state && (await this.#o.store.transition(row.line, row.camera, row.state, due, now))) {
-        this.#announce(row.line, row.camera, due, row.state, row.lastFrameAt, now);
+        this.#announce(row.line, row.camera, due, row.state === NEW_CAMERA ? null : row.state, row.lastFrameAt, now);
       }
       // Another process may have made the change: either way the camera is now `due`.
-      if (due !== row.state) state = due;
-      this.#export(row, state);
+      this.#export(row, due);
     }
   }
 
@@ -292,7 +289,8 @@ function cameraStatus(c: CameraRow, rows: readonly ActivityRow[], windowStart: n
   return {
     line: c.line,
     camera: c.camera,
-    state: c.state,
+    // A camera whose first frame is not announced yet is what its last frame makes it.
+    state: c.state === NEW_CAMERA ? 'online' : c.state,
     since: iso(c.stateChangedAt),
     last_frame_at: iso(c.lastFrameAt),
     first_seen_at: iso(c.firstSeenAt),
