@@ -1,8 +1,7 @@
-import { Migrator, type Kysely } from 'kysely';
-import { setTimeout as delay } from 'node:timers/promises';
-import { isUnavailable, storeError, StoreUnavailable } from '../store/errors.js';
-import { retryOnLock, type LockRetry } from '../store/lock-retry.js';
+import type { Kysely } from 'kysely';
+import { retryOnLock } from '../store/lock-retry.js';
 import { openDatabase } from '../store/open-database.js';
+import { OwnTables } from '../store/own-tables.js';
 import { historyMigrations } from './migrations.js';
 
 /** A process's errors and gauges in one bucket of one resolution. */
@@ -52,7 +51,6 @@ export interface HistoryStoreOptions {
   poolSize?: number;
 }
 
-const MIGRATION_ATTEMPTS = 5;
 /** Rows per INSERT: well under SQLite's and PostgreSQL's parameter limits (9 columns each). */
 const CHUNK = 200;
 
@@ -64,55 +62,21 @@ const CHUNK = 200;
  */
 export class HistoryStore {
   readonly kind: 'sqlite' | 'postgres';
-  readonly #base: Kysely<HistoryTables>;
+  readonly #tables: OwnTables<HistoryTables>;
   readonly #db: Kysely<HistoryTables>;
-  readonly #schema: string | undefined;
-  readonly #lockRetry: LockRetry | undefined;
-  #ready: Promise<void> | undefined;
-  #closing: Promise<void> | undefined;
 
   constructor(url: string, options: HistoryStoreOptions = {}) {
-    const { kind, db, schema, lockRetry } = openDatabase<HistoryTables>(url, {
+    const open = openDatabase<HistoryTables>(url, {
       ...(options.schema ? { schema: options.schema } : {}),
       poolSize: options.poolSize ?? 2,
     });
-    this.kind = kind;
-    this.#base = db;
-    this.#db = schema ? db.withSchema(schema) : db;
-    this.#schema = schema;
-    this.#lockRetry = lockRetry;
+    this.#tables = new OwnTables(open, { name: 'sightline_history', what: 'history store', migrations: historyMigrations });
+    this.kind = this.#tables.kind;
+    this.#db = this.#tables.db;
   }
 
   waitUntilReady(): Promise<void> {
-    if (this.#closing) return Promise.reject(new StoreUnavailable('the history store is closed'));
-    this.#ready ??= this.#migrate().catch((err: unknown) => {
-      this.#ready = undefined; // the next flush or read tries again
-      throw isUnavailable(err) ? storeError(err) : err;
-    });
-    return this.#ready;
-  }
-
-  async #migrate(): Promise<void> {
-    const migrator = new Migrator({
-      db: this.#base,
-      provider: historyMigrations(this.kind, this.#schema),
-      ...(this.#schema ? { migrationTableSchema: this.#schema } : {}),
-      // Own bookkeeping, apart from the result store's and the API keys' in the same database.
-      migrationTableName: 'sightline_history_migration',
-      migrationLockTableName: 'sightline_history_migration_lock',
-    });
-    // Processes that start together on a new database race to migrate: the loser runs again and finds nothing to do.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await retryOnLock(async () => {
-          const { error } = await migrator.migrateToLatest();
-          if (error) throw error;
-        }, this.#lockRetry);
-      } catch (err) {
-        if (attempt >= MIGRATION_ATTEMPTS || isUnavailable(err)) throw err;
-        await delay(25 * attempt);
-      }
-    }
+    return this.#tables.waitUntilReady();
   }
 
   /** Writes (replaces) the rows of the given buckets; a failed write may be repeated as it is. */
@@ -222,21 +186,15 @@ export class HistoryStore {
   }
 
   close(): Promise<void> {
-    this.#closing ??= this.#base.destroy();
-    return this.#closing;
+    return this.#tables.close();
   }
 
-  async #run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#closing) throw new StoreUnavailable('the history store is closed');
-    await this.waitUntilReady();
-    try {
-      return await fn();
-    } catch (err) {
-      throw storeError(err);
-    }
+  #run<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#tables.read(fn);
   }
 
+  /** One statement of a write, again when it lost a SQLite lock race. */
   #retry<T>(fn: () => Promise<T>): Promise<T> {
-    return retryOnLock(fn, this.#lockRetry);
+    return retryOnLock(fn, this.#tables.lockRetry);
   }
 }

@@ -1,9 +1,7 @@
-import { setTimeout as delay } from 'node:timers/promises';
-import { Migrator, sql, type ColumnType, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { sql, type ColumnType, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import type { CameraState } from '../protocol/lines.js';
-import { openDatabase, type OpenDatabase } from '../store/open-database.js';
-import { retryOnLock } from '../store/lock-retry.js';
-import { storeError } from '../store/errors.js';
+import { openDatabase } from '../store/open-database.js';
+import { OwnTables } from '../store/own-tables.js';
 
 // Epoch milliseconds; pg hands int8 back as a string.
 type EpochMs = ColumnType<number | string, number, number>;
@@ -110,61 +108,28 @@ function migrations(kind: 'sqlite' | 'postgres', schema: string | undefined): Re
 }
 
 const provider = (kind: 'sqlite' | 'postgres', schema?: string): MigrationProvider => ({ getMigrations: async () => migrations(kind, schema) });
-const MIGRATION_ATTEMPTS = 5;
 
 /**
  * The line registry's tables, in the result store's database (every replica and
  * worker shares it). Kept apart from the result store's own migrations.
  */
 export class LineStore {
-  readonly #open: OpenDatabase<LinesSchema>;
-  readonly #db: Kysely<LinesSchema>;
-  #ready: Promise<void> | undefined;
+  readonly #tables: OwnTables<LinesSchema>;
 
   constructor(url: string, options: { schema?: string } = {}) {
-    this.#open = openDatabase<LinesSchema>(url, { ...options, poolSize: 2 });
-    this.#db = this.#open.schema ? this.#open.db.withSchema(this.#open.schema) : this.#open.db;
+    this.#tables = new OwnTables(openDatabase<LinesSchema>(url, { ...options, poolSize: 2 }), {
+      name: 'sightline_lines',
+      what: 'line registry',
+      migrations: provider,
+    });
   }
 
   waitUntilReady(): Promise<void> {
-    this.#ready ??= this.#migrate().catch((err: unknown) => {
-      this.#ready = undefined; // the next call tries again
-      throw err;
-    });
-    return this.#ready;
+    return this.#tables.waitUntilReady();
   }
 
-  async #migrate(): Promise<void> {
-    const { kind, schema, db } = this.#open;
-    const migrator = new Migrator({
-      db,
-      provider: provider(kind, schema),
-      ...(schema ? { migrationTableSchema: schema } : {}),
-      migrationTableName: 'sightline_lines_migration',
-      migrationLockTableName: 'sightline_lines_migration_lock',
-    });
-    // Processes starting together on new data race to migrate; the loser finds nothing left to do.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await retryOnLock(async () => {
-          const { error } = await migrator.migrateToLatest();
-          if (error) throw error;
-        }, this.#open.lockRetry);
-      } catch (err) {
-        if (attempt >= MIGRATION_ATTEMPTS) throw err;
-        await delay(25 * attempt);
-      }
-    }
-  }
-
-  async #run<T>(fn: (db: Kysely<LinesSchema>) => Promise<T>): Promise<T> {
-    try {
-      await this.waitUntilReady();
-      return await retryOnLock(() => fn(this.#db), this.#open.lockRetry);
-    } catch (err) {
-      // Out of reach is STORE_UNAVAILABLE (503, Retry-After) like every store; anything else is a bug to see.
-      throw storeError(err);
-    }
+  #run<T>(fn: (db: Kysely<LinesSchema>) => Promise<T>): Promise<T> {
+    return this.#tables.write(fn);
   }
 
   /**
@@ -296,8 +261,8 @@ export class LineStore {
     await this.#run((db) => sql`select 1`.execute(db));
   }
 
-  async close(): Promise<void> {
-    await this.#open.db.destroy();
+  close(): Promise<void> {
+    return this.#tables.close();
   }
 }
 

@@ -2,10 +2,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rename, rmdir, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { Migrator, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { DetectionResult, ResultSource } from '../protocol/results.js';
-import { isUnavailable, storeError, StoreUnavailable } from '../store/errors.js';
-import { retryOnLock, type LockRetry } from '../store/lock-retry.js';
+import type { LockRetry } from '../store/lock-retry.js';
+import { OwnTables } from '../store/own-tables.js';
 import { sniffImage } from './content-type.js';
 import type { PruneReason } from './metrics.js';
 import { snapshotMigrations } from './migrations.js';
@@ -40,7 +40,6 @@ export interface FileSnapshotStoreOptions {
   lockRetry?: LockRetry;
 }
 
-const MIGRATION_ATTEMPTS = 5;
 /** Rows marked and deleted per statement when pruning. */
 const PRUNE_CHUNK = 200;
 type Row = SnapshotsTable['snapshots'];
@@ -57,53 +56,17 @@ type Row = SnapshotsTable['snapshots'];
  */
 export class FileSnapshotStore implements SnapshotStore {
   readonly dir: string;
-  readonly #kind: 'sqlite' | 'postgres';
-  readonly #base: Kysely<SnapshotsTable>;
+  readonly #tables: OwnTables<SnapshotsTable>;
   readonly #db: Kysely<SnapshotsTable>;
-  readonly #schema: string | undefined;
-  readonly #lockRetry: LockRetry | undefined;
-  #ready: Promise<void> | undefined;
-  #closing: Promise<void> | undefined;
 
   constructor(options: FileSnapshotStoreOptions) {
     this.dir = options.dir;
-    this.#kind = options.kind;
-    this.#base = options.db;
-    this.#db = options.schema ? options.db.withSchema(options.schema) : options.db;
-    this.#schema = options.schema;
-    this.#lockRetry = options.lockRetry;
+    this.#tables = new OwnTables(options, { name: 'sightline_snapshots', what: 'snapshot index', migrations: snapshotMigrations });
+    this.#db = this.#tables.db;
   }
 
   waitUntilReady(): Promise<void> {
-    if (this.#closing) return Promise.reject(new StoreUnavailable('the snapshot index is closed'));
-    this.#ready ??= this.#migrate().catch((err: unknown) => {
-      this.#ready = undefined; // a later call (the database is back) tries again
-      throw storeError(err);
-    });
-    return this.#ready;
-  }
-
-  async #migrate(): Promise<void> {
-    const migrator = new Migrator({
-      db: this.#base,
-      provider: snapshotMigrations(this.#kind, this.#schema),
-      ...(this.#schema ? { migrationTableSchema: this.#schema } : {}),
-      // Own bookkeeping, apart from the result store's and the API keys' in the same database.
-      migrationTableName: 'sightline_snapshots_migration',
-      migrationLockTableName: 'sightline_snapshots_migration_lock',
-    });
-    // Processes that start together on new data race to migrate: the loser runs again and finds nothing to do.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await retryOnLock(async () => {
-          const { error } = await migrator.migrateToLatest();
-          if (error) throw error;
-        }, this.#lockRetry);
-      } catch (err) {
-        if (attempt >= MIGRATION_ATTEMPTS || isUnavailable(err)) throw err;
-        await delay(25 * attempt);
-      }
-    }
+    return this.#tables.waitUntilReady();
   }
 
   async put({ result, source, image, at }: NewSnapshot): Promise<boolean> {
@@ -300,22 +263,15 @@ export class FileSnapshotStore implements SnapshotStore {
   }
 
   close(): Promise<void> {
-    this.#closing ??= this.#base.destroy();
-    return this.#closing;
+    return this.#tables.close();
   }
 
-  async #run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#closing) throw new StoreUnavailable('the snapshot index is closed');
-    await this.waitUntilReady();
-    try {
-      return await fn();
-    } catch (err) {
-      throw storeError(err);
-    }
+  #run<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#tables.read(fn);
   }
 
   #write<T>(fn: () => Promise<T>): Promise<T> {
-    return this.#run(() => retryOnLock(fn, this.#lockRetry));
+    return this.#tables.write(fn);
   }
 }
 

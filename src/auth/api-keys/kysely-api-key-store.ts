@@ -1,7 +1,6 @@
-import { Migrator, type Kysely } from 'kysely';
-import { setTimeout as delay } from 'node:timers/promises';
-import { isUnavailable, storeError, StoreUnavailable } from '../../store/errors.js';
-import { retryOnLock, type LockRetry } from '../../store/lock-retry.js';
+import type { Kysely } from 'kysely';
+import type { LockRetry } from '../../store/lock-retry.js';
+import { OwnTables } from '../../store/own-tables.js';
 import { ROLES, type Identity, type Role } from '../identity.js';
 import { ApiKeyNameTaken, KEY_NAME_PATTERN, type ApiKeyInfo, type ApiKeyStore, type CreatedApiKey } from './api-key-store.js';
 import { apiKeyMigrations } from './migrations.js';
@@ -29,58 +28,22 @@ export interface KyselyApiKeyStoreOptions {
   lockRetry?: LockRetry;
 }
 
-const MIGRATION_ATTEMPTS = 5;
 type Row = ApiKeysTable['api_keys'];
 
 /** The ApiKeyStore of every back end; a back end only builds the Kysely instance. */
 export class KyselyApiKeyStore implements ApiKeyStore {
   readonly kind: 'sqlite' | 'postgres';
-  readonly #base: Kysely<ApiKeysTable>;
+  readonly #tables: OwnTables<ApiKeysTable>;
   readonly #db: Kysely<ApiKeysTable>;
-  readonly #schema: string | undefined;
-  readonly #lockRetry: LockRetry | undefined;
-  #ready: Promise<void> | undefined;
-  #closing: Promise<void> | undefined;
 
   constructor(options: KyselyApiKeyStoreOptions) {
-    this.kind = options.kind;
-    this.#base = options.db;
-    this.#db = options.schema ? options.db.withSchema(options.schema) : options.db;
-    this.#schema = options.schema;
-    this.#lockRetry = options.lockRetry;
+    this.#tables = new OwnTables(options, { name: 'sightline_api_keys', what: 'API key store', migrations: apiKeyMigrations });
+    this.kind = this.#tables.kind;
+    this.#db = this.#tables.db;
   }
 
   waitUntilReady(): Promise<void> {
-    if (this.#closing) return Promise.reject(new StoreUnavailable('the API key store is closed'));
-    this.#ready ??= this.#migrate().catch((err: unknown) => {
-      this.#ready = undefined; // a later call (the database is back) tries again
-      throw isUnavailable(err) ? storeError(err) : err;
-    });
-    return this.#ready;
-  }
-
-  async #migrate(): Promise<void> {
-    const migrator = new Migrator({
-      db: this.#base,
-      provider: apiKeyMigrations(this.kind, this.#schema),
-      ...(this.#schema ? { migrationTableSchema: this.#schema } : {}),
-      // Own bookkeeping, apart from the result store's in the same database.
-      migrationTableName: 'sightline_api_keys_migration',
-      migrationLockTableName: 'sightline_api_keys_migration_lock',
-    });
-    // Processes that start together on new data race to migrate (SQLite has no
-    // lock the migrator could hold): the loser runs again and finds nothing to do.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await retryOnLock(async () => {
-          const { error } = await migrator.migrateToLatest();
-          if (error) throw error;
-        }, this.#lockRetry);
-      } catch (err) {
-        if (attempt >= MIGRATION_ATTEMPTS || isUnavailable(err)) throw err;
-        await delay(25 * attempt);
-      }
-    }
+    return this.#tables.waitUntilReady();
   }
 
   async create(name: string, roles: readonly Role[]): Promise<CreatedApiKey> {
@@ -158,22 +121,15 @@ export class KyselyApiKeyStore implements ApiKeyStore {
   }
 
   close(): Promise<void> {
-    this.#closing ??= this.#base.destroy();
-    return this.#closing;
+    return this.#tables.close();
   }
 
-  async #run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#closing) throw new StoreUnavailable('the API key store is closed');
-    await this.waitUntilReady();
-    try {
-      return await fn();
-    } catch (err) {
-      throw storeError(err);
-    }
+  #run<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#tables.read(fn);
   }
 
   #write<T>(fn: () => Promise<T>): Promise<T> {
-    return this.#run(() => retryOnLock(fn, this.#lockRetry));
+    return this.#tables.write(fn);
   }
 }
 
