@@ -64,6 +64,12 @@ export const Errors = {
   CONNECTION_NOT_FOUND: createError('CONNECTION_NOT_FOUND', 'No open connection %s', 404),
   REQUEST_TIMEOUT: createError('REQUEST_TIMEOUT', 'The request was not received in time: %s', 408),
   HEADERS_TOO_LARGE: createError('HEADERS_TOO_LARGE', 'The request headers exceed %s bytes', 431),
+  // the dashboard (GET /)
+  DASHBOARD_NOT_BUILT: createError(
+    'DASHBOARD_NOT_BUILT',
+    'The dashboard is not built: run `npm run build` (or `npm run build:web`); it is served as soon as it is built',
+    503,
+  ),
   // server
   SHUTTING_DOWN: createError('SHUTTING_DOWN', 'The server is shutting down', 503),
   INTERNAL_ERROR: createError('INTERNAL_ERROR', 'Internal error', 500),

@@ -8,14 +8,15 @@ import { ERROR_CODES, Errors, type ErrorCode } from '../src/errors.js';
 import type { RouteAccess } from '../src/auth/index.js';
 import { IMAGE_CONTENT_TYPES } from '../src/server/app.js';
 import { IMAGE_BODY_TYPES } from '../src/server/api-schemas.js';
+import { isDashboardRoute } from '../src/server/web.js';
 import { solidImage, startApp, tempDir, writeDecoderModels } from './helpers/fixtures.js';
 
 type Method = 'get' | 'head' | 'post' | 'put' | 'patch' | 'delete' | 'options';
 const METHODS: Method[] = ['get', 'head', 'post', 'put', 'patch', 'delete', 'options'];
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
-/** The reference page, its assets and its copy of the document: served, not documented. */
-const isDocsRoute = (url: string) => url === '/openapi.json' || url === '/docs' || url.startsWith('/docs/');
+/** The reference page, its assets and its copy of the document, and the dashboard (src/server/web.ts): served, not documented. */
+const isDocsRoute = (url: string) => url === '/openapi.json' || url === '/docs' || url.startsWith('/docs/') || isDashboardRoute(url);
 /** Codes given with another status than their own: tus's answers (docs/uploads.md) and a stream GET without upgrade. */
 const OTHER_STATUS: Partial<Record<ErrorCode, number[]>> = { UPLOAD_NOT_FOUND: [410], INVALID_UPLOAD: [403, 412, 415], INVALID_REQUEST: [426] };
 

@@ -26,6 +26,7 @@ import { streamRoutes } from '../stream/route.js';
 import { alertRoutes } from './routes/alerts.js';
 import { uploadRoutes } from './routes/uploads.js';
 import { adminConnectionRoutes } from './routes/admin-connections.js';
+import { webRoutes } from './web.js';
 import { connectionServerOptions, connectionsPlugin } from '../connections/index.js';
 
 /** What routes and plugins reach as `app.sightline`: the server runtime's parts (src/runtime.ts). */
@@ -132,6 +133,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(uploadRoutes);
     await app.register(streamRoutes);
     await app.register(adminConnectionRoutes);
+    // The operator dashboard at / (dist/web, built from web/), after the API routes.
+    await app.register(webRoutes);
 
     // Responses that finish while the server closes must not leave keep-alive
     // sockets behind: server.close() would wait for them until they time out.
