@@ -240,6 +240,16 @@ test('every alert rule goes pending, fires after its for-duration and resolves; 
         new RegExp(`alertname="${rule.name}",severity="${rule.severity}"\\} 0`),
       );
 
+      // The history has the three changes, newest first.
+      assert.deepEqual(
+        engine.history().map((c) => [c.name, c.from, c.to]),
+        [
+          [rule.name, 'firing', 'inactive'],
+          [rule.name, 'pending', 'firing'],
+          [rule.name, 'inactive', 'pending'],
+        ],
+      );
+
       await receiver.waitFor(before + 2);
       await engine.stop();
       const [fired, resolved] = receiver.bodies.slice(before);
@@ -506,4 +516,40 @@ test('the app serves GET /v1/alerts from an engine on its own registry, started 
   } finally {
     await app.close();
   }
+});
+
+test('alert history keeps the last alert_history_size changes, newest first, and is served at GET /v1/alerts/history', async (t) => {
+  const m = createMetrics();
+  let now = 1_700_000_000_000;
+  const engine = new AlertEngine({ registry: m.registry, options: { forMs: 0, queueBacklog: 10 }, historySize: 4, now: () => now });
+  t.after(() => engine.stop());
+  for (let i = 0; i < 3; i++) {
+    m.queueDepth.set({ queue: 'jobs' }, 50);
+    now += 1000;
+    await engine.evaluate(); // inactive → pending → firing (for 0)
+    await engine.evaluate();
+    m.queueDepth.set({ queue: 'jobs' }, 0);
+    now += 1000;
+    await engine.evaluate(); // firing → inactive
+  }
+  const history = engine.history();
+  assert.equal(history.length, 4, 'at most historySize changes are kept');
+  assert.deepEqual(
+    history.map((c) => c.to),
+    ['inactive', 'firing', 'pending', 'inactive'],
+  );
+  assert.ok(Date.parse(history[0]!.at) > Date.parse(history[3]!.at), 'newest first');
+  assert.equal(engine.history(2).length, 2);
+
+  const app = Fastify();
+  await app.register(alertRoutes, { engine });
+  t.after(() => app.close());
+  const res = await app.inject({ url: '/v1/alerts/history?limit=1' });
+  assert.equal(res.statusCode, 200);
+  const body = res.json() as { changes: { name: string; to: string }[] };
+  assert.deepEqual(
+    body.changes.map((c) => [c.name, c.to]),
+    [['SightlineQueueBacklog', 'inactive']],
+  );
+  assert.equal((await app.inject({ url: '/v1/alerts/history?limit=0' })).statusCode, 400);
 });

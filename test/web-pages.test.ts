@@ -137,6 +137,8 @@ async function waitForData(page: Page, name: PageName, w: World): Promise<void> 
       break;
     case 'alerts':
       await page.locator(`${tid('alerts-firing')} ${tid('alert-SightlineCameraOffline')}`).waitFor();
+      // The server's history (GET /v1/alerts/history) lists how it got there.
+      await page.locator(tid('alerts-history'), { hasText: 'SightlineCameraOffline' }).waitFor();
       break;
   }
 }

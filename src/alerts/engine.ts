@@ -23,8 +23,26 @@ export interface AlertStatus {
   evaluated_at: string | null;
 }
 
+/** One change of a rule's state, as GET /v1/alerts/history lists it. */
+export interface AlertChange {
+  /** ISO 8601 time of the change. */
+  at: string;
+  name: string;
+  severity: Severity;
+  from: AlertState;
+  to: AlertState;
+  /** The rule's value at the change. */
+  value: number | null;
+  description: string;
+}
+
+/** Changes kept by default (config alert_history_size). */
+export const DEFAULT_ALERT_HISTORY_SIZE = 500;
+
 export interface AlertEngineOptions {
   registry: Registry;
+  /** How many state changes to keep for history(), newest last (default DEFAULT_ALERT_HISTORY_SIZE). */
+  historySize?: number;
   logger?: AlertLogger;
   /** Thresholds and timings; missing fields take DEFAULT_ALERT_OPTIONS. */
   options?: Partial<AlertOptions>;
@@ -90,6 +108,9 @@ export class AlertEngine {
   private readonly firingGauge: Gauge<'alertname' | 'severity'>;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  /** State changes, oldest first, at most historySize: in memory, so a restart starts it anew. */
+  private readonly changes: AlertChange[] = [];
+  private readonly historySize: number;
 
   constructor(opts: AlertEngineOptions) {
     this.options = { ...DEFAULT_ALERT_OPTIONS, ...stripUndefined(opts.options ?? {}) };
@@ -98,6 +119,7 @@ export class AlertEngine {
     this.notifier = opts.notifier;
     this.labels = opts.labels ?? {};
     this.now = opts.now ?? Date.now;
+    this.historySize = opts.historySize ?? DEFAULT_ALERT_HISTORY_SIZE;
     const rules = opts.rules ?? ALERT_RULES;
     const names = new Set(rules.map((r) => r.name));
     if (names.size !== rules.length) throw new Error('alert rule names must be unique');
@@ -195,12 +217,14 @@ export class AlertEngine {
     const { rule } = s;
     if (active) {
       if (s.state === 'inactive') {
+        this.record(s, 'pending', t);
         s.state = 'pending';
         s.activeAt = t;
         s.since = t;
         this.logger?.info({ event: 'alert_pending', alertname: rule.name, value: s.value }, `alert ${rule.name} pending`);
       }
       if (s.state === 'pending' && t - s.activeAt! >= this.options.forMs) {
+        this.record(s, 'firing', t);
         s.state = 'firing';
         s.firedAt = t;
         s.since = t;
@@ -219,11 +243,32 @@ export class AlertEngine {
       this.notify(s, 'resolved', t);
     }
     if (s.state !== 'inactive') {
+      this.record(s, 'inactive', t);
       s.state = 'inactive';
       s.since = t;
       s.activeAt = null;
       s.firedAt = null;
     }
+  }
+
+  private record(s: RuleState, to: AlertState, t: number): void {
+    if (this.historySize <= 0) return;
+    const { rule } = s;
+    this.changes.push({
+      at: new Date(t).toISOString(),
+      name: rule.name,
+      severity: rule.severity,
+      from: s.state,
+      to,
+      value: s.value,
+      description: this.description(s),
+    });
+    if (this.changes.length > this.historySize) this.changes.splice(0, this.changes.length - this.historySize);
+  }
+
+  /** The last state changes, newest first (at most `limit`). */
+  history(limit = this.historySize): AlertChange[] {
+    return this.changes.slice(-Math.max(0, limit)).reverse();
   }
 
   private description(s: RuleState): string {

@@ -69,6 +69,9 @@ export function createAlertEngine(opts: CreateAlertEngineOptions): AlertEngine {
     ...(notifier ? { notifier } : {}),
     ...(logger ? { logger } : {}),
     ...(opts.now ? { now: opts.now } : {}),
+    ...(typeof (opts.config as { alert_history_size?: unknown }).alert_history_size === 'number'
+      ? { historySize: (opts.config as { alert_history_size: number }).alert_history_size }
+      : {}),
     labels: { instance: hostname() },
   });
   if (opts.start ?? true) engine.start();

@@ -1,4 +1,4 @@
-export { AlertEngine, formatValue, type AlertEngineOptions, type AlertState, type AlertStatus } from './engine.js';
+export { AlertEngine, formatValue, type AlertEngineOptions, type AlertState, type AlertStatus, type AlertChange } from './engine.js';
 export { ALERT_RULES, DEFAULT_ALERT_OPTIONS, promDuration, type AlertOptions, type AlertRule, type Severity, type Unit } from './rules.js';
 export {
   WebhookNotifier,

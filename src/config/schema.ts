@@ -241,6 +241,12 @@ export const ConfigSchema = Type.Object(
       minimum: 0,
       description: 'Admission-control rejections per second above which SightlineRequestsRejected fires.',
     }),
+    alert_history_size: Type.Integer({
+      default: 500,
+      minimum: 0,
+      maximum: 100_000,
+      description: 'Alert state changes kept in memory for GET /v1/alerts/history (newest first; lost on restart).',
+    }),
     alert_event_loop_lag_ms: Type.Number({ default: 500, minimum: 0, description: 'Event-loop lag (p99) above which SightlineEventLoopLag fires.' }),
     // health and system sampling (issue 7)
     dependency_check_interval_ms: Type.Integer({

@@ -248,6 +248,24 @@ export const AlertListSchema = Type.Object(
   { description: 'Every alert rule with its state' },
 );
 
+const AlertStateSchema = literals(['inactive', 'pending', 'firing'] as const);
+export const AlertHistorySchema = Type.Object(
+  {
+    changes: Type.Array(
+      Type.Object({
+        at: isoTime(),
+        name: Type.String(),
+        severity: literals(['warning', 'critical'] as const),
+        from: AlertStateSchema,
+        to: AlertStateSchema,
+        value: nullable(Type.Number({ description: "The rule's value at the change" })),
+        description: Type.String(),
+      }),
+    ),
+  },
+  { description: 'State changes of the alert rules, newest first (kept in memory: alert_history_size)' },
+);
+
 export const LivenessSchema = Type.Object({ status: Type.Literal('ok') }, { description: 'The process answers' });
 
 const CheckSchema = Type.Object({

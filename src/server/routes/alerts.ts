@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { createAlertEngine, type AlertEngine, type AlertState } from '../../alerts/index.js';
-import { AlertListSchema } from '../api-schemas.js';
+import { AlertHistorySchema, AlertListSchema } from '../api-schemas.js';
 
 export interface AlertRoutesOptions {
   /**
@@ -46,6 +46,28 @@ export async function alertRoutes(app: FastifyInstance, opts: AlertRoutesOptions
         alerts: state ? list.filter((a) => a.state === state) : list,
         eval_interval_ms: alerts.options.evalIntervalMs,
       };
+    },
+  );
+
+  app.get<{ Querystring: { limit?: number } }>(
+    '/v1/alerts/history',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        summary: 'Alert history',
+        description:
+          'The last state changes of the alert rules (pending, firing, resolved back to inactive), newest first: what happened while nobody looked. Kept in memory (alert_history_size, default 500): a restart starts it anew.',
+        tags: ['monitoring'],
+        querystring: {
+          type: 'object',
+          properties: { limit: { type: 'integer', minimum: 1, maximum: 100_000 } },
+          additionalProperties: false,
+        },
+        response: { 200: AlertHistorySchema },
+      },
+    },
+    async function alertHistory(request) {
+      return { changes: alerts.history(request.query.limit) };
     },
   );
 }
