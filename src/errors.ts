@@ -68,7 +68,8 @@ export const Errors = {
   DASHBOARD_NOT_BUILT: createError(
     'DASHBOARD_NOT_BUILT',
     'The dashboard is not built: run `npm run build` (or `npm run build:web`); it is served as soon as it is built',
-    503,
+    // Not 503: waiting does not help (a 503 promises Retry-After), building does.
+    404,
   ),
   // server
   SHUTTING_DOWN: createError('SHUTTING_DOWN', 'The server is shutting down', 503),

@@ -54,13 +54,13 @@ test('the dashboard: its page (revalidated), its hashed assets (cached a year), 
   assert.ok(isDashboardRoute('/') && isDashboardRoute('/assets/*') && !isDashboardRoute('/v1/lines'));
 });
 
-test('without a build, / answers 503 DASHBOARD_NOT_BUILT and says what to run', async (t) => {
+test('without a build, / answers 404 DASHBOARD_NOT_BUILT and says what to run', async (t) => {
   const web = tempDir('sightline-web-empty-');
   t.after(web.cleanup);
   const app = await webApp(join(web.dir, 'not-there'));
   t.after(() => app.close());
   const res = await app.inject('/');
-  assert.equal(res.statusCode, 503);
+  assert.equal(res.statusCode, 404);
   assert.equal(res.json().error.code, 'DASHBOARD_NOT_BUILT');
   assert.match(res.json().error.message, /npm run build/);
 });
@@ -69,8 +69,8 @@ test('in the server the dashboard is public, under the API security headers; oth
   const app = await startApp({ auth: 'on' });
   t.after(() => app.close());
   const res = await app.inject({ url: '/', remoteAddress: '10.0.0.9' });
-  assert.ok(res.statusCode === 200 || res.statusCode === 503, `${res.statusCode}`);
-  if (res.statusCode === 503) assert.equal(res.json().error.code, 'DASHBOARD_NOT_BUILT');
+  assert.ok(res.statusCode === 200 || res.statusCode === 404, `${res.statusCode}`);
+  if (res.statusCode === 404) assert.equal(res.json().error.code, 'DASHBOARD_NOT_BUILT');
   const csp = String(res.headers['content-security-policy']);
   for (const directive of ["script-src 'self'", "connect-src 'self'", "img-src 'self' data: blob:", "object-src 'none'"])
     assert.ok(csp.includes(directive), directive);

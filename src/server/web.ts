@@ -31,7 +31,7 @@ const schema = { hide: true, querystring: { type: 'object', properties: {}, addi
  *   when asked for (@fastify/static's sendFile, confined to the build folder), so
  *   a new build is served without a restart.
  * - Not built (tests run from source, `npm run build` never ran): `/` answers
- *   `503 DASHBOARD_NOT_BUILT`, which says what to run.
+ *   `404 DASHBOARD_NOT_BUILT`, which says what to run.
  * - The security headers (src/auth/security-headers.ts) already fit it: scripts,
  *   styles, images, fonts and WebSocket/fetch from this origin only; images also
  *   from blob: URLs (frames fetched with the credential).
