@@ -37,6 +37,8 @@ const LAYERS = {
   snapshots: [...BASE, 'metrics', 'store', 'inspection'],
   // History: its own tables in the result store's database, fed by the inspection observers and the metrics registry.
   history: [...BASE, 'metrics', 'store', 'inspection'],
+  // Factory outputs: sinks of the event bus with outboxes in the result store's database.
+  outputs: [...BASE, 'metrics', 'store', 'events', 'health'],
   eval: ['inference'],
   // The client SDK ships as sightline/client without the server.
   client: ['protocol'],

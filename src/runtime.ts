@@ -21,6 +21,7 @@ import { LineRegistry } from './lines/registry.js';
 import { LineStore } from './lines/line-store.js';
 import { createSnapshotService, type SnapshotService } from './snapshots/index.js';
 import { startHistory, type History } from './history/index.js';
+import { outputsFromConfig, type OutputHub } from './outputs/index.js';
 
 /**
  * What a Sightline process runs on, built from the config in one place for
@@ -47,6 +48,8 @@ export interface Runtime {
   snapshots: SnapshotService;
   /** This process's history rows (an observer and the metrics registry) and the reader of every process's (GET /v1/stats/history). */
   history: History;
+  /** Factory outputs (MQTT, webhooks, OPC UA, Modbus): sinks of this process's events, or of the bus's. */
+  outputs: OutputHub;
   /** The job consumer: always in a worker, in a server when `worker` is on. */
   jobRunner: JobRunner | undefined;
   /**
@@ -101,7 +104,9 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
   const { queue, close: closeQueue } = await queueFromConfig(config);
   // A lost broker connection is logged, never fatal: the queue reconnects by itself.
   queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
-  const events = wrapEvents(await eventBusFromConfig(config, logger));
+  // Outputs see what this process publishes (results, camera changes) through the wrapped bus.
+  const outputs = outputsFromConfig(config, { logger, registry: metrics.registry, lines: () => lines.list() });
+  const events = outputs.wrap(wrapEvents(await eventBusFromConfig(config, logger)));
   const lines = new LineRegistry({
     store: new LineStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {}),
     events,
@@ -117,7 +122,9 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
   // History rows live beside the results too: every process writes its own, any process answers for all.
   const history = startHistory({ config, logger, metrics });
   const observers: InspectionObserver[] = [lines, snapshots, history.recorder];
-  return { config, logger, metrics, models, store, queue, events, observers, lines, snapshots, history, closeQueue };
+  // A port in use or a bad certificate stops the process here; an absent peer does not.
+  await outputs.start(events);
+  return { config, logger, metrics, models, store, queue, events, observers, lines, snapshots, history, outputs, closeQueue };
 }
 
 /** Starts consuming jobs when `runJobs`, last, once everything a job touches is in place. */
@@ -145,6 +152,8 @@ function withJobRunner(parts: Parts, runJobs: boolean): Runtime {
       await shared.snapshots.close();
       // Its last counts go out while the store and the bus are still there.
       await shared.lines.close();
+      // After every result and camera change above: what is in their outboxes waits there for the next start.
+      await shared.outputs.close();
       // The last (partial) buckets, with every job result that finished above.
       await shared.history.close();
       await store.close();
@@ -195,7 +204,7 @@ export async function startServerRuntime(config: Config, options: RuntimeOptions
   // The server listens at once and answers 503 with the reason (/readyz lists what
   // it waits for) until its dependencies are up; the monitor keeps retrying.
   const monitor = new DependencyMonitor({
-    dependencies: dependenciesOf({ config, store, queue, events }),
+    dependencies: [...dependenciesOf({ config, store, queue, events }), ...parts.outputs.dependencies()],
     intervalMs: config.dependency_check_interval_ms,
     retryBaseMs: config.dependency_retry_base_ms,
     retryMaxMs: config.dependency_retry_max_ms,

@@ -1,0 +1,7 @@
+import type { OutputContext } from '../context.js';
+import type { Output } from '../output.js';
+
+// Being built (issue 16); replaced by the real output.
+export function createOpcuaOutput(_ctx: OutputContext): Output {
+  throw new Error('the opcua output is not built yet');
+}
