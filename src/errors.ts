@@ -56,6 +56,10 @@ export const Errors = {
     'The history answer would hold %s points, more than %s (history_max_points): use step=%s or more, or a shorter range',
     400,
   ),
+  // factory outputs (GET /v1/outputs/…)
+  OUTPUT_NOT_FOUND: createError('OUTPUT_NOT_FOUND', 'No output %s is configured in this process', 404),
+  OUTPUT_HAS_NO_OUTBOX: createError('OUTPUT_HAS_NO_OUTBOX', 'The %s output keeps no outbox (it serves its state to clients): no dead letters', 404),
+  DEAD_LETTER_NOT_FOUND: createError('DEAD_LETTER_NOT_FOUND', 'No dead letter %s in the %s output', 404),
   // identity and limits
   UNAUTHORIZED: createError('UNAUTHORIZED', 'Authentication required: %s', 401),
   FORBIDDEN: createError('FORBIDDEN', 'The %s role is needed for this route', 403),

@@ -21,6 +21,7 @@ import { REQUEST_DURATION } from '../src/alerts/rules.js';
 import { alertRoutes } from '../src/server/routes/alerts.js';
 import { startApp } from './helpers/fixtures.js';
 import { snapshotMetrics } from '../src/snapshots/metrics.js';
+import { outputMetrics } from '../src/outputs/metrics.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -179,6 +180,22 @@ function scenarios(x: ReturnType<typeof metricsWithExtras>): Record<string, Scen
     SightlineSnapshotsFailing: {
       // Registered by the snapshot service, not createMetrics.
       raise: () => snapshotMetrics(m.registry).skipped.inc({ reason: 'disk_full' }, 3),
+      clear: () => undefined,
+    },
+    SightlineOutputDisconnected: {
+      // Registered by the outputs, not createMetrics; an output's /readyz check going down with it must not raise SightlineDependencyDown.
+      raise: () => {
+        outputMetrics(m.registry).connected.set({ output: 'mqtt' }, 0);
+        outputMetrics(m.registry).connected.set({ output: 'webhook' }, 1);
+        dependencyUp.set({ dependency: 'output:mqtt' }, 0);
+      },
+      clear: () => {
+        outputMetrics(m.registry).connected.set({ output: 'mqtt' }, 1);
+        dependencyUp.set({ dependency: 'output:mqtt' }, 1);
+      },
+    },
+    SightlineOutputDropping: {
+      raise: () => outputMetrics(m.registry).dropped.inc({ output: 'webhook', reason: 'outbox_full' }, 7),
       clear: () => undefined,
     },
   };

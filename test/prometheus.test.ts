@@ -34,6 +34,9 @@ const ELSEWHERE = new Set([
   'sightline_gpu_power_watts',
   // The snapshot service's (src/snapshots/metrics.ts).
   'sightline_snapshots_skipped_total',
+  // The factory outputs' (src/outputs/metrics.ts).
+  'sightline_output_connected',
+  'sightline_output_dropped_total',
   'ALERTS',
 ]);
 

@@ -113,6 +113,7 @@ function num(v: number): string {
 }
 
 const BY = 'by (job, instance)';
+const isOutput = (dependency: string) => dependency.startsWith('output:');
 const isServerError = (status: string) => /^5\d\d$/.test(status);
 /** Probes and scrapes are not traffic: a failing /readyz is SightlineModelNotReady's or SightlineDependencyDown's business. */
 export const UNCOUNTED_ROUTES = ['/livez', '/readyz', '/metrics'];
@@ -245,10 +246,11 @@ export const ALERT_RULES: readonly AlertRule[] = [
     metrics: ['sightline_dependency_up'],
     threshold: () => 0,
     evaluate: (view) => {
-      const down = view.series('sightline_dependency_up').filter((s) => s.value === 0);
+      const down = view.series('sightline_dependency_up').filter((s) => s.value === 0 && !isOutput(String(s.labels.dependency)));
       return { value: down.length, ...(down.length ? { detail: listOf(down, ['dependency']) } : {}) };
     },
-    promql: () => `count ${BY} (sightline_dependency_up == 0) > 0`,
+    // A factory output's peer (output:*) is SightlineOutputDisconnected's business: results are kept either way.
+    promql: () => `count ${BY} (sightline_dependency_up{dependency!~"output:.*"} == 0) > 0`,
   },
   {
     kind: 'instant',
@@ -308,5 +310,36 @@ export const ALERT_RULES: readonly AlertRule[] = [
     sample: (view) => [view.sum('sightline_snapshots_skipped_total', { reason: (r) => r === 'disk_full' || r === 'write_failed' })],
     evaluate: ([failed = 0]) => ({ value: failed }),
     promql: (o) => `sum ${BY} (increase(sightline_snapshots_skipped_total{reason=~"disk_full|write_failed"}[${promDuration(o.windowMs)}])) > 0`,
+  },
+  // Factory outputs (src/outputs): a peer away or an outbox overflowing never stops detection, but the line's systems miss results.
+  {
+    kind: 'instant',
+    name: 'SightlineOutputDisconnected',
+    severity: 'warning',
+    unit: 'count',
+    summary: 'A factory output lost its peer',
+    describe: (v, t) =>
+      `Outputs not connected to their broker, receiver or port (MQTT, webhooks, OPC UA, Modbus): ${v} (threshold ${t}); MQTT and webhook messages wait in their outboxes.`,
+    metrics: ['sightline_output_connected'],
+    threshold: () => 0,
+    evaluate: (view) => {
+      const down = view.series('sightline_output_connected').filter((s) => s.value === 0);
+      return { value: down.length, ...(down.length ? { detail: listOf(down, ['output']) } : {}) };
+    },
+    promql: () => `count ${BY} (sightline_output_connected == 0) > 0`,
+  },
+  {
+    kind: 'window',
+    name: 'SightlineOutputDropping',
+    severity: 'warning',
+    unit: 'count',
+    summary: 'A factory output drops messages',
+    describe: (v, t) =>
+      `Messages a factory output gave up in the window (outbox full, attempts used up, PLC buffer full): ${v} (threshold ${t}); GET /v1/outputs says which.`,
+    metrics: ['sightline_output_dropped_total'],
+    threshold: () => 0,
+    sample: (view) => [view.sum('sightline_output_dropped_total')],
+    evaluate: ([dropped = 0]) => ({ value: dropped }),
+    promql: (o) => `sum ${BY} (increase(sightline_output_dropped_total[${promDuration(o.windowMs)}])) > 0`,
   },
 ];

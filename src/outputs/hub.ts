@@ -101,7 +101,11 @@ export class OutputHub {
     await this.#unsubscribe?.().catch(() => undefined);
     await Promise.all(
       this.#outputs.map(({ output }) =>
-        output.close().catch((err: unknown) => this.#logger.warn({ event: 'output_close_failed', output: output.name, err }, `${output.name} output did not close cleanly`)),
+        output
+          .close()
+          .catch((err: unknown) =>
+            this.#logger.warn({ event: 'output_close_failed', output: output.name, err }, `${output.name} output did not close cleanly`),
+          ),
       ),
     );
   }

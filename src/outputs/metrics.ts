@@ -37,7 +37,12 @@ export function outputMetrics(registry: Registry): OutputMetrics {
   }
   const registers = [registry];
   return {
-    sent: new Counter({ name: NAMES.sent, help: 'Messages an output delivered (acknowledged by the peer where it acknowledges).', labelNames: ['output'] as const, registers }),
+    sent: new Counter({
+      name: NAMES.sent,
+      help: 'Messages an output delivered (acknowledged by the peer where it acknowledges).',
+      labelNames: ['output'] as const,
+      registers,
+    }),
     failed: new Counter({
       name: NAMES.failed,
       help: 'Delivery attempts that failed (the message stays in the outbox and is tried again).',
@@ -51,7 +56,12 @@ export function outputMetrics(registry: Registry): OutputMetrics {
       registers,
     }),
     outboxDepth: new Gauge({ name: NAMES.outboxDepth, help: "Messages waiting in an output's outbox.", labelNames: ['output'] as const, registers }),
-    connected: new Gauge({ name: NAMES.connected, help: '1 while an output is connected to its peer (or listening, for a server), else 0.', labelNames: ['output'] as const, registers }),
+    connected: new Gauge({
+      name: NAMES.connected,
+      help: '1 while an output is connected to its peer (or listening, for a server), else 0.',
+      labelNames: ['output'] as const,
+      registers,
+    }),
   };
 }
 

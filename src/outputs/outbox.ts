@@ -136,7 +136,10 @@ export class Outbox {
   /** Appends a message; resolves with how many of the oldest waiting ones were dropped to stay within `max`. */
   async push(key: string, payload: string, now = Date.now()): Promise<number> {
     return this.tables.write(async (db) => {
-      await db.insertInto('output_outbox').values({ output: this.output, key, payload, attempts: 0, due_at: now, claimed_until: 0, created_at: now, last_error: null, dead_at: null }).execute();
+      await db
+        .insertInto('output_outbox')
+        .values({ output: this.output, key, payload, attempts: 0, due_at: now, claimed_until: 0, created_at: now, last_error: null, dead_at: null })
+        .execute();
       const waiting = await this.#waiting(db);
       const excess = waiting - this.bounds.max;
       if (excess <= 0) return 0;
@@ -178,7 +181,12 @@ export class Outbox {
         .orderBy('seq')
         .limit(limit);
       if (this.tables.kind === 'postgres') due = due.forUpdate().skipLocked();
-      return db.updateTable('output_outbox').set({ claimed_until: now + leaseMs }).where('seq', 'in', due).returningAll().execute();
+      return db
+        .updateTable('output_outbox')
+        .set({ claimed_until: now + leaseMs })
+        .where('seq', 'in', due)
+        .returningAll()
+        .execute();
     });
     return rows.map(entryOf).sort((a, b) => a.seq - b.seq);
   }
@@ -224,10 +232,31 @@ export class Outbox {
     });
   }
 
+  /** Dead letters kept. */
+  async deadLetterCount(): Promise<number> {
+    const row = await this.tables.read((db) =>
+      db
+        .selectFrom('output_outbox')
+        .select((eb) => eb.fn.countAll<number | string>().as('n'))
+        .where('output', '=', this.output)
+        .where('dead_at', 'is not', null)
+        .executeTakeFirstOrThrow(),
+    );
+    return Number(row.n);
+  }
+
   /** Dead letters, newest first. */
   async deadLetters(limit: number): Promise<OutboxEntry[]> {
     const rows = await this.tables.read((db) =>
-      db.selectFrom('output_outbox').selectAll().where('output', '=', this.output).where('dead_at', 'is not', null).orderBy('dead_at', 'desc').orderBy('seq', 'desc').limit(limit).execute(),
+      db
+        .selectFrom('output_outbox')
+        .selectAll()
+        .where('output', '=', this.output)
+        .where('dead_at', 'is not', null)
+        .orderBy('dead_at', 'desc')
+        .orderBy('seq', 'desc')
+        .limit(limit)
+        .execute(),
     );
     return rows.map(entryOf);
   }

@@ -409,3 +409,34 @@ export type DocumentedShapesMatchProtocol = [
   Assert<Same<Static<typeof SubmittedJobSchema>, SubmittedJob>>,
   Assert<Same<Static<typeof JobStatusSchema>, JobStatus>>,
 ];
+
+/** GET /v1/outputs. */
+export const OutputListSchema = Type.Object({
+  outputs: Type.Array(
+    Type.Object({
+      name: Type.String({ description: '`mqtt`, `webhook`, `opcua` or `modbus`' }),
+      scope: literals(['local', 'bus'] as const),
+      connected: Type.Boolean({ description: 'Connected to its peer (or listening, for a server)' }),
+      detail: Type.String(),
+      outbox_depth: nullable(Type.Integer({ description: 'Messages waiting; null for an output without an outbox' })),
+      dead_letters: nullable(Type.Integer({ description: 'Dead letters kept (at most output_dead_letters_max); null without an outbox' })),
+    }),
+  ),
+});
+
+const DeadLetterSchema = Type.Object({
+  seq: Type.Integer({ description: 'The message number, for replaying one' }),
+  key: Type.String({ description: "The idempotency key (a result's request id)" }),
+  attempts: Type.Integer(),
+  created_at: isoTime(),
+  dead_at: isoTime(),
+  last_error: nullable(Type.String()),
+  payload: Type.Unknown({ description: 'The message as it would be sent (JSON)' }),
+});
+
+/** GET /v1/outputs/:name/dead-letters. */
+export const DeadLetterListSchema = Type.Object({ dead_letters: Type.Array(DeadLetterSchema) });
+
+/** POST /v1/outputs/:name/dead-letters/replay: one (`seq`) or all. */
+export const ReplayInputSchema = Type.Object({ seq: Type.Optional(Type.Integer({ minimum: 1 })) }, { additionalProperties: false });
+export const ReplayResultSchema = Type.Object({ replayed: Type.Integer({ description: 'Dead letters put back in the outbox' }) });

@@ -26,13 +26,14 @@ import { streamRoutes } from '../stream/route.js';
 import { alertRoutes } from './routes/alerts.js';
 import { uploadRoutes } from './routes/uploads.js';
 import { adminConnectionRoutes } from './routes/admin-connections.js';
+import { outputRoutes } from './routes/outputs.js';
 import { webRoutes } from './web.js';
 import { connectionServerOptions, connectionsPlugin } from '../connections/index.js';
 
 /** What routes and plugins reach as `app.sightline`: the server runtime's parts (src/runtime.ts). */
 export type Sightline = Pick<
   ServerRuntime,
-  'config' | 'models' | 'metrics' | 'store' | 'queue' | 'events' | 'observers' | 'lines' | 'snapshots' | 'live' | 'health'
+  'config' | 'models' | 'metrics' | 'store' | 'queue' | 'events' | 'observers' | 'lines' | 'snapshots' | 'live' | 'health' | 'outputs'
 >;
 
 declare module 'fastify' {
@@ -91,6 +92,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       observers: runtime.observers,
       lines: runtime.lines,
       snapshots: runtime.snapshots,
+      outputs: runtime.outputs,
       live,
       health,
     });
@@ -133,6 +135,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(uploadRoutes);
     await app.register(streamRoutes);
     await app.register(adminConnectionRoutes);
+    await app.register(outputRoutes);
     // The operator dashboard at / (dist/web, built from web/), after the API routes.
     await app.register(webRoutes);
 

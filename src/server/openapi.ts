@@ -22,6 +22,7 @@ const TAGS = [
   { name: 'models', description: 'The model repository' },
   { name: 'health', description: 'Liveness and readiness probes' },
   { name: 'monitoring', description: 'Prometheus metrics and alert states' },
+  { name: 'outputs', description: 'Factory outputs (MQTT, webhooks, OPC UA, Modbus): state, outboxes and dead letters' },
   { name: 'admin', description: 'Open connections' },
 ];
 
