@@ -105,7 +105,7 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
   // A lost broker connection is logged, never fatal: the queue reconnects by itself.
   queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
   // Outputs see what this process publishes (results, camera changes) through the wrapped bus.
-  const outputs = outputsFromConfig(config, { logger, registry: metrics.registry, lines: () => lines.list() });
+  const outputs = await outputsFromConfig(config, { logger, registry: metrics.registry, lines: () => lines.list() });
   const events = outputs.wrap(wrapEvents(await eventBusFromConfig(config, logger)));
   const lines = new LineRegistry({
     store: new LineStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {}),

@@ -10,7 +10,6 @@ import { OutputHub, type ConfiguredOutput } from './hub.js';
 import { outputMetrics, zeroOutputSeries } from './metrics.js';
 import { createModbusOutput } from './modbus/index.js';
 import { createMqttOutput } from './mqtt/index.js';
-import { createOpcuaOutput } from './opcua/index.js';
 import { OutboxTables } from './outbox.js';
 import { createWebhookOutput } from './webhook/index.js';
 
@@ -21,7 +20,7 @@ export interface OutputsDeps {
 }
 
 /** The outputs a config turns on (none by default), in a hub; the outbox tables are opened only when one needs them. */
-export function outputsFromConfig(config: Config, deps: OutputsDeps): OutputHub {
+export async function outputsFromConfig(config: Config, deps: OutputsDeps): Promise<OutputHub> {
   const metrics = outputMetrics(deps.registry);
   let tables: OutboxTables | undefined;
   const ctx: OutputContext = {
@@ -40,7 +39,11 @@ export function outputsFromConfig(config: Config, deps: OutputsDeps): OutputHub 
   if (config.mqtt_url) outputs.push({ output: createMqttOutput(ctx), filter: eventFilter(config.mqtt_lines, config.mqtt_verdicts) });
   if (config.webhook_urls.trim()) outputs.push({ output: createWebhookOutput(ctx), filter: eventFilter(config.webhook_lines, config.webhook_verdicts) });
   // The PLC servers show every line they know of (OPC UA) or are mapped (Modbus), whatever the verdict.
-  if (config.opcua) outputs.push({ output: createOpcuaOutput(ctx), filter: eventFilter('', all) });
+  if (config.opcua) {
+    // node-opcua takes seconds to load and prints to stdout when it does: only a process that serves OPC UA loads it.
+    const { createOpcuaOutput } = await import('./opcua/index.js');
+    outputs.push({ output: createOpcuaOutput(ctx), filter: eventFilter('', all) });
+  }
   if (config.modbus) outputs.push({ output: createModbusOutput(ctx), filter: eventFilter(config.modbus_lines, all) });
   for (const { output } of outputs) zeroOutputSeries(metrics, output.name);
   const hub = new OutputHub(outputs, { logger: deps.logger, metrics });

@@ -12,7 +12,8 @@ export interface ConfiguredOutput {
 
 /**
  * The factory outputs of a process: hands each the events it takes (its scope,
- * then its filter), keeps `sightline_output_connected` current, and reports
+ * then its filter), keeps `sightline_output_connected` and
+ * `sightline_output_outbox_depth` current (every second), and reports
  * each as a non-critical dependency in /readyz (results are stored whatever an
  * output's peer does, so an output never makes the server unready).
  */
@@ -75,8 +76,21 @@ export class OutputHub {
     if (this.#outputs.some((o) => o.output.scope === 'bus')) {
       this.#unsubscribe = await bus.subscribe(ALL_LINES, (event) => this.#dispatch('bus', event));
     }
+    let reading = false;
     const sample = () => {
       for (const { output } of this.#outputs) this.#metrics.connected.set({ output: output.name }, output.health().connected ? 1 : 0);
+      // Outbox depths are read from the database, one reading at a time: they include other replicas' messages.
+      if (reading) return;
+      reading = true;
+      void Promise.all(
+        this.#outputs.map(async ({ output }) => {
+          if (output.outbox) this.#metrics.outboxDepth.set({ output: output.name }, await output.outbox.depth());
+        }),
+      )
+        .catch(() => undefined) // the store is away: the gauge keeps its last value, /readyz says why
+        .finally(() => {
+          reading = false;
+        });
     };
     sample();
     this.#timer = setInterval(sample, 1000);
