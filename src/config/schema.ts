@@ -46,6 +46,13 @@ export const ConfigSchema = Type.Object(
       default: true,
       description: '`serve` runs a job worker in-process; false (`--no-worker`) makes an API-only replica.',
     }),
+    worker_http_port: Type.Integer({
+      default: 9464,
+      minimum: 0,
+      maximum: 65535,
+      description: '`sightline worker` serves /livez, /readyz and /metrics on this port (0 picks a free one; it is logged).',
+    }),
+    worker_http_host: Type.String({ default: '0.0.0.0', minLength: 1, description: 'Listen address of the worker HTTP port.' }),
     worker_concurrency: Type.Integer({
       default: 0,
       minimum: 0,
@@ -350,10 +357,41 @@ export const ConfigSchema = Type.Object(
       minimum: 1,
       description: 'Requests a key or address may send at once above the sustained rate (the bucket size).',
     }),
+    rate_limit_url: Type.String({
+      default: '',
+      pattern: '^(|rediss?://.+)$',
+      description:
+        'Redis (`redis://host:6379/0`) holding the rate-limit buckets, so that every API replica draws from the same bucket per key (N replicas allow the configured rate, not N times it); empty: buckets in this process.',
+    }),
     cors_origins: Type.String({
       default: '',
       pattern: '^\\s*((\\*|https?://[^\\s/,]+)\\s*(,\\s*(\\*|https?://[^\\s/,]+)\\s*)*)?$',
       description: 'Browser origins allowed to call the API (CORS), comma-separated (`https://dash.example:3000`); `*`: any origin; empty: CORS off.',
+    }),
+    // scaling signals (issue 17): sightline_desired_replicas and GET /v1/scaling
+    scaling_interval_ms: Type.Integer({ default: 15_000, minimum: 100, description: 'How often the desired replica counts are computed.' }),
+    scaling_target_queue_per_worker: Type.Number({
+      default: 20,
+      minimum: 0.1,
+      description: 'Jobs waiting per worker the desired worker count aims at (queue depth ÷ this).',
+    }),
+    scaling_target_latency_ms: Type.Number({
+      default: 1000,
+      minimum: 1,
+      description: 'p95 request latency the desired API replica count aims at; above it the count grows in proportion.',
+    }),
+    scaling_target_utilization: Type.Number({
+      default: 0.7,
+      minimum: 0.05,
+      maximum: 1,
+      description: "Share of a replica's measured throughput that the desired count plans to use (headroom for bursts).",
+    }),
+    scaling_min_replicas: Type.Integer({ default: 1, minimum: 0, maximum: 10_000, description: 'Lower bound of every desired replica count.' }),
+    scaling_max_replicas: Type.Integer({ default: 10, minimum: 1, maximum: 10_000, description: 'Upper bound of every desired replica count.' }),
+    scaling_stabilization_window_ms: Type.Integer({
+      default: 300_000,
+      minimum: 0,
+      description: 'A desired count goes down only to the highest value computed within this window (no flapping); it goes up at once.',
     }),
     // factory outputs (issue 16): every output is off until configured; see docs/outputs.md
     mqtt_url: Type.String({
