@@ -39,6 +39,10 @@ const LAYERS = {
   history: [...BASE, 'metrics', 'store', 'inspection'],
   // Factory outputs: sinks of the event bus with outboxes in the result store's database.
   outputs: [...BASE, 'metrics', 'store', 'events', 'health'],
+  // Scaling signals: desired replica counts from the queue, throughput and latency; forecasts from the history.
+  scaling: [...BASE, 'metrics', 'store', 'queue', 'history'],
+  // Backup and restore of an embedded data dir (results, jobs, keys, snapshots) or a PostgreSQL store.
+  backup: [...BASE, ...CORE, 'auth', 'snapshots', 'history', 'lines', 'outputs'],
   eval: ['inference'],
   // The client SDK ships as sightline/client without the server.
   client: ['protocol'],
