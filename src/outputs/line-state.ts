@@ -40,9 +40,10 @@ export interface PlcResult {
  *   it; the PLC lowers `resultsAck`; the next buffered result is then presented.
  *   A full buffer drops its oldest result (`dropped` counts them).
  *
- * Emits 'change' after every change, for the address space to follow.
+ * Emits 'change' after every change, for the address space to follow, and
+ * 'acknowledged' with each result the PLC took (what an output counts as sent).
  */
-export class LineState extends EventEmitter<{ change: []; trigger: [count: number]; dropped: [result: PlcResult] }> {
+export class LineState extends EventEmitter<{ change: []; trigger: [count: number]; dropped: [result: PlcResult]; acknowledged: [result: PlcResult] }> {
   last: PlcResult | undefined;
   okCount = 0;
   ngCount = 0;
@@ -137,8 +138,9 @@ export class LineState extends EventEmitter<{ change: []; trigger: [count: numbe
     if (value === this.resultsAck) return;
     this.resultsAck = value;
     if (value && this.resultsValid) {
-      this.#buffer.shift();
+      const taken = this.#buffer.shift() as PlcResult;
       this.resultsValid = false;
+      this.emit('acknowledged', taken);
     } else if (!value) {
       this.resultsValid = this.#buffer.length > 0;
     }

@@ -129,7 +129,6 @@ export class ModbusOutput implements Output {
 
   #watch(state: LineState): void {
     const { metrics } = this.#ctx;
-    let presented = state.presented;
     state.on('dropped', (lost) => {
       metrics.dropped.inc({ output: NAME, reason: 'buffer_full' });
       this.#logger.warn(
@@ -137,12 +136,9 @@ export class ModbusOutput implements Output {
         `Modbus line ${state.line}: result buffer full, oldest result dropped (the PLC is not acknowledging)`,
       );
     });
-    state.on('change', () => {
-      // A result the PLC acknowledged is delivered: that is what `sent` counts here.
-      if (presented && state.resultsAck && !state.resultsValid) metrics.sent.inc({ output: NAME });
-      presented = state.presented;
-      metrics.outboxDepth.set({ output: NAME }, this.#buffered());
-    });
+    // A result the PLC acknowledged is delivered: that is what `sent` counts here.
+    state.on('acknowledged', () => metrics.sent.inc({ output: NAME }));
+    state.on('change', () => metrics.outboxDepth.set({ output: NAME }, this.#buffered()));
     state.on('trigger', (count) => this.#logger.debug({ event: 'modbus_trigger', line: state.line, count }, `Modbus line ${state.line}: trigger ${count}`));
   }
 
