@@ -9,11 +9,15 @@ const DOCS = join(ROOT, 'docs');
 const README = join(ROOT, 'README.md');
 const README_MAX_LINES = 200;
 
-const docPages = (): string[] =>
-  readdirSync(DOCS)
-    .filter((name) => name.endsWith('.md'))
-    .sort()
-    .map((name) => join(DOCS, name));
+/** docs/*.md and the pages of its sub-folders (docs/outputs/*.md). */
+const docPages = (dir = DOCS): string[] =>
+  readdirSync(dir, { withFileTypes: true })
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .flatMap((entry) => {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) return entry.name === 'images' ? [] : docPages(path);
+      return entry.name.endsWith('.md') ? [path] : [];
+    });
 
 /** The lines of a Markdown file outside fenced code blocks, with inline code removed. */
 function proseLines(text: string): { line: string; number: number }[] {

@@ -393,7 +393,7 @@ export const ConfigSchema = Type.Object(
       minimum: 0,
       description: 'A desired count goes down only to the highest value computed within this window (no flapping); it goes up at once.',
     }),
-    // factory outputs (issue 16): every output is off until configured; see docs/outputs.md
+    // factory outputs (issue 16): every output is off until configured; see docs/outputs/README.md
     mqtt_url: Type.String({
       default: '',
       pattern: '^(|(mqtts?|wss?)://.+)$',
@@ -409,7 +409,7 @@ export const ConfigSchema = Type.Object(
     mqtt_username: Type.String({ default: '', description: 'MQTT user name; empty: none.' }),
     mqtt_password: Type.String({ default: '', description: 'MQTT password.' }),
     mqtt_ca_file: Type.String({ default: '', description: 'PEM CA certificate(s) that an `mqtts://` broker is verified against; empty: the system CAs.' }),
-    mqtt_client_id: Type.String({ default: '', maxLength: 128, description: 'MQTT client id; empty: `sightline-<host>-<pid>`.' }),
+    mqtt_client_id: Type.String({ default: '', maxLength: 128, description: 'MQTT client id (each replica needs its own); empty: `sightline-<host>-<pid>`, one per process.' }),
     mqtt_lines: Type.String({ default: '', description: 'Lines whose events the MQTT output publishes, comma-separated; empty: every line.' }),
     mqtt_verdicts: Type.String({
       default: 'ok,ng',
