@@ -48,13 +48,15 @@ VOLUME /data
 ENV SIGHTLINE_DATA_DIR=/data \
     SIGHTLINE_HOST=0.0.0.0
 USER 10001:10001
-EXPOSE 8080
+# 8080: the API (`serve`); 9464: a worker's /livez, /readyz and /metrics (`worker`).
+EXPOSE 8080 9464
 # /livez never touches a dependency: an unhealthy mark means the process itself is stuck,
 # not that the broker or database is away (that is /readyz). The start period covers
 # model loading and warm-up. fetch is built into Node 20, so no curl in the image.
+# The same image runs `serve` (8080) and `worker` (9464): either port answering is healthy.
 # A worker opens no port: Compose and Kubernetes set their own checks for it.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.SIGHTLINE_PORT||8080)+'/livez').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+  CMD ["node", "-e", "Promise.any([process.env.SIGHTLINE_PORT||8080,process.env.SIGHTLINE_WORKER_HTTP_PORT||9464].map(p=>fetch('http://127.0.0.1:'+p+'/livez').then(r=>r.ok||Promise.reject()))).then(()=>process.exit(0),()=>process.exit(1))"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--", "node", "/app/dist/cli/main.js"]
 CMD ["serve"]

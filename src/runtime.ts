@@ -3,6 +3,7 @@ import type { Config } from './config/schema.js';
 import { storeUrl } from './config/locations.js';
 import { createMetrics, recordModelInfo, type Metrics } from './metrics/metrics.js';
 import { startSystemSampler } from './metrics/system-sampler.js';
+import { effectiveLimits, type EffectiveLimits } from './metrics/cgroup.js';
 import { ModelRepository, type ModelEntry, type RepositoryOptions } from './inference/repository.js';
 import { repositoryOptions } from './inference/from-config.js';
 import { createResultStore, type ResultStore } from './store/index.js';
@@ -50,6 +51,8 @@ export interface Runtime {
   history: History;
   /** Factory outputs (MQTT, webhooks, OPC UA, Modbus): sinks of this process's events, or of the bus's. */
   outputs: OutputHub;
+  /** CPUs and memory this process may use: the container's cgroup limits where lower than the host's. Read once at start. */
+  limits: EffectiveLimits;
   /** The job consumer: always in a worker, in a server when `worker` is on. */
   jobRunner: JobRunner | undefined;
   /**
@@ -60,12 +63,22 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
+/** Dependency states for /readyz (store, queue, broker, disk) and the models' periodic test inference. */
+export interface Health {
+  monitor: DependencyMonitor;
+  testInference: TestInference;
+}
+
+/** A worker's runtime: also what its /readyz reports. */
+export interface WorkerRuntime extends Runtime {
+  health: Health;
+}
+
 /** A server's runtime: also what /readyz, /metrics and the stream's status report. */
 export interface ServerRuntime extends Runtime {
   /** Sliding window of this process's results (all sources): throughput and latency for live status. */
   live: LiveStats;
-  /** Dependency states for /readyz (store, queue, broker, disk) and the models' periodic test inference. */
-  health: { monitor: DependencyMonitor; testInference: TestInference };
+  health: Health;
 }
 
 export interface RuntimeOptions {
@@ -84,21 +97,27 @@ type Parts = Omit<Runtime, 'jobRunner' | 'close'> & { closeQueue: () => Promise<
 async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (bus: EventBus) => EventBus): Promise<Parts> {
   const { logger } = options;
   const metrics = createMetrics();
+  const limits = effectiveLimits();
   const queueLabel = (entry: ModelEntry) => ({ queue: `infer:${entry.name}:${entry.version}` });
   const models = new ModelRepository(
-    repositoryOptions(config, logger, {
-      createRunner: options.createRunner,
-      onStateChange: (entry) => {
-        metrics.modelReady.set({ model: entry.name, version: entry.version }, entry.state === 'READY' ? 1 : 0);
-        recordModelInfo(metrics, entry);
+    repositoryOptions(
+      config,
+      logger,
+      {
+        createRunner: options.createRunner,
+        onStateChange: (entry) => {
+          metrics.modelReady.set({ model: entry.name, version: entry.version }, entry.state === 'READY' ? 1 : 0);
+          recordModelInfo(metrics, entry);
+        },
+        batching: {
+          onBatch: (entry, size) => metrics.batchSize.observe({ model: entry.name }, size),
+          onExpired: () => metrics.rejected.inc({ reason: 'deadline_exceeded' }),
+          onShed: (_entry, reason) => metrics.rejected.inc({ reason }),
+          onDepthChange: (entry, depth) => metrics.queueDepth.set(queueLabel(entry), depth),
+        },
       },
-      batching: {
-        onBatch: (entry, size) => metrics.batchSize.observe({ model: entry.name }, size),
-        onExpired: () => metrics.rejected.inc({ reason: 'deadline_exceeded' }),
-        onShed: (_entry, reason) => metrics.rejected.inc({ reason }),
-        onDepthChange: (entry, depth) => metrics.queueDepth.set(queueLabel(entry), depth),
-      },
-    }),
+      limits.cpus,
+    ),
   );
   const store = createResultStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {});
   const { queue, close: closeQueue } = await queueFromConfig(config);
@@ -124,7 +143,57 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
   const observers: InspectionObserver[] = [lines, snapshots, history.recorder];
   // A port in use or a bad certificate stops the process here; an absent peer does not.
   await outputs.start(events);
-  return { config, logger, metrics, models, store, queue, events, observers, lines, snapshots, history, outputs, closeQueue };
+  return { config, logger, metrics, models, store, queue, events, observers, lines, snapshots, history, outputs, limits, closeQueue };
+}
+
+/**
+ * What /readyz reads, for servers and workers alike: the dependency monitor
+ * (with `sightline_dependency_up`) and the models' test inference, both started.
+ */
+function startHealth(parts: Parts): Health & { stop(): void } {
+  const { config, logger, metrics, models, store, queue, events } = parts;
+  // The process answers at once with 503 and the reason (/readyz lists what it
+  // waits for) until its dependencies are up; the monitor keeps retrying.
+  const monitor = new DependencyMonitor({
+    dependencies: [...dependenciesOf({ config, store, queue, events }), ...parts.outputs.dependencies()],
+    intervalMs: config.dependency_check_interval_ms,
+    retryBaseMs: config.dependency_retry_base_ms,
+    retryMaxMs: config.dependency_retry_max_ms,
+    logger,
+  });
+  const upGauge = dependencyGauge(metrics.registry);
+  monitor.on('change', (status) => upGauge.set({ dependency: status.name }, status.state === 'up' ? 1 : 0));
+  monitor.start();
+  const testInference = new TestInference(models, { intervalMs: config.test_inference_interval_ms, maxPixels: config.max_image_pixels, logger });
+  testInference.start();
+  return {
+    monitor,
+    testInference,
+    stop() {
+      monitor.stop();
+      testInference.stop();
+    },
+  };
+}
+
+/**
+ * `sightline_jobs_total` and the job_dead log line. With RabbitMQ the queue of the
+ * process that runs a job reports its outcome, so workers count their own jobs
+ * (an API replica with --no-worker counts none).
+ */
+function countJobs(parts: Parts): void {
+  const { queue, metrics, logger } = parts;
+  queue.on('completed', () => metrics.jobs.inc({ state: 'done' }));
+  queue.on('retrying', () => metrics.jobs.inc({ state: 'retrying' }));
+  queue.on('dead', (id, reason, message) => {
+    metrics.jobs.inc({ state: 'dead' });
+    logger.warn({ event: 'job_dead', job_id: id, reason, error: message }, `job ${id} dead: ${reason}`);
+  });
+}
+
+function startSampler(parts: Parts) {
+  const { config, metrics, logger, limits } = parts;
+  return startSystemSampler({ metrics, logger, intervalMs: config.system_sample_interval_ms, nvidiaSmiPath: config.nvidia_smi_path, limits });
 }
 
 /** Starts consuming jobs when `runJobs`, last, once everything a job touches is in place. */
@@ -162,22 +231,26 @@ function withJobRunner(parts: Parts, runJobs: boolean): Runtime {
   };
 }
 
-/** `sightline worker`: consumes jobs; no HTTP, so none of what a server reports. */
-export async function startWorkerRuntime(config: Config, options: RuntimeOptions): Promise<Runtime> {
+/**
+ * `sightline worker`: consumes jobs. Its small HTTP port (src/server/worker-app.ts)
+ * serves /readyz from `health` and /metrics from the registry, which the sampler
+ * keeps current (the history records them too).
+ */
+export async function startWorkerRuntime(config: Config, options: RuntimeOptions): Promise<WorkerRuntime> {
   const parts = await buildParts(config, options, (bus) => bus);
-  // No /metrics here, but the history records a worker's CPU, memory, event-loop lag and GPU too.
-  const sampler = startSystemSampler({
-    metrics: parts.metrics,
-    logger: options.logger,
-    intervalMs: config.system_sample_interval_ms,
-    nvidiaSmiPath: config.nvidia_smi_path,
-  });
+  countJobs(parts);
+  const health = startHealth(parts);
+  const sampler = startSampler(parts);
   const runtime = withJobRunner(parts, true);
   return {
     ...runtime,
+    health: { monitor: health.monitor, testInference: health.testInference },
     async close() {
-      await sampler.stop();
+      // Probing stops first, so the store and the queue closing below read as no outage;
+      // /readyz says "draining" meanwhile (worker-app), whatever the last states were.
+      health.stop();
       await runtime.close();
+      await sampler.stop();
     },
   };
 }
@@ -192,29 +265,9 @@ export async function startServerRuntime(config: Config, options: RuntimeOptions
   const live = new LiveStats();
   // Every result this process produces is published: recording there covers sync, job and stream results.
   const parts = await buildParts(config, options, (bus) => new RecordingEventBus(bus, live));
-  const { metrics, models, store, queue, events } = parts;
-  // For /metrics, which only a server has. A standalone worker has never logged
-  // job_dead either: keeping it so is a choice to revisit, not a requirement.
-  queue.on('completed', () => metrics.jobs.inc({ state: 'done' }));
-  queue.on('retrying', () => metrics.jobs.inc({ state: 'retrying' }));
-  queue.on('dead', (id, reason, message) => {
-    metrics.jobs.inc({ state: 'dead' });
-    logger.warn({ event: 'job_dead', job_id: id, reason, error: message }, `job ${id} dead: ${reason}`);
-  });
-  // The server listens at once and answers 503 with the reason (/readyz lists what
-  // it waits for) until its dependencies are up; the monitor keeps retrying.
-  const monitor = new DependencyMonitor({
-    dependencies: [...dependenciesOf({ config, store, queue, events }), ...parts.outputs.dependencies()],
-    intervalMs: config.dependency_check_interval_ms,
-    retryBaseMs: config.dependency_retry_base_ms,
-    retryMaxMs: config.dependency_retry_max_ms,
-    logger,
-  });
-  const upGauge = dependencyGauge(metrics.registry);
-  monitor.on('change', (status) => upGauge.set({ dependency: status.name }, status.state === 'up' ? 1 : 0));
-  monitor.start();
-  const testInference = new TestInference(models, { intervalMs: config.test_inference_interval_ms, maxPixels: config.max_image_pixels, logger });
-  testInference.start();
+  const { metrics, queue } = parts;
+  countJobs(parts);
+  const health = startHealth(parts);
   const depthTimer = setInterval(() => {
     queue.depth().then(
       (depth) => metrics.queueDepth.set({ queue: 'jobs' }, depth),
@@ -222,17 +275,16 @@ export async function startServerRuntime(config: Config, options: RuntimeOptions
     );
   }, 2000);
   depthTimer.unref();
-  const sampler = startSystemSampler({ metrics, logger, intervalMs: config.system_sample_interval_ms, nvidiaSmiPath: config.nvidia_smi_path });
+  const sampler = startSampler(parts);
   void queue.waitUntilReady().catch((err: Error) => logger.warn({ event: 'queue_unavailable', err }, `job queue not reachable yet: ${err.message}`));
   const runtime = withJobRunner(parts, config.worker);
   return {
     ...runtime,
     live,
-    health: { monitor, testInference },
+    health: { monitor: health.monitor, testInference: health.testInference },
     async close() {
       clearInterval(depthTimer);
-      monitor.stop();
-      testInference.stop();
+      health.stop();
       await sampler.stop();
       await runtime.close();
     },

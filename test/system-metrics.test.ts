@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { totalmem } from 'node:os';
+import { effectiveLimits } from '../src/metrics/cgroup.js';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { createMetrics } from '../src/metrics/metrics.js';
@@ -82,7 +82,7 @@ test('after traffic, /metrics carries sane system gauges, sightline_model_info, 
   const machineCpu = value(series, 'sightline_system_cpu_utilization_ratio');
   assert.ok(machineCpu >= 0 && machineCpu <= 1, `machine cpu ${machineCpu}`);
   const memTotal = value(series, 'sightline_system_memory_total_bytes');
-  assert.equal(memTotal, totalmem());
+  assert.equal(memTotal, effectiveLimits().memoryBytes);
   const memUsed = value(series, 'sightline_system_memory_used_bytes');
   assert.ok(memUsed > 0 && memUsed <= memTotal, `used ${memUsed} of ${memTotal}`);
   assert.ok(rss <= memTotal);

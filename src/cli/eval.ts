@@ -5,6 +5,7 @@ import { describePaths, parseCommandOrExit, resolvePaths } from './config-args.j
 import { createLogger } from '../logger.js';
 import { ModelRepository } from '../inference/repository.js';
 import { repositoryOptions } from '../inference/from-config.js';
+import { effectiveLimits } from '../metrics/cgroup.js';
 import { readDataset, type Dataset } from '../eval/dataset.js';
 import { evaluateModel } from '../eval/run.js';
 
@@ -123,10 +124,15 @@ export async function runEval(argv: string[]): Promise<number> {
   const [name, version] = ref.split(':', 2);
   const logger = createLogger(config.log_level === 'info' ? 'warn' : config.log_level, undefined, config.log_format);
   const models = new ModelRepository(
-    repositoryOptions(config, logger, {
-      defaultModel: '',
-      include: (n, v) => n === name && (version === undefined || v === version),
-    }),
+    repositoryOptions(
+      config,
+      logger,
+      {
+        defaultModel: '',
+        include: (n, v) => n === name && (version === undefined || v === version),
+      },
+      effectiveLimits().cpus,
+    ),
   );
   try {
     await models.loadAll();

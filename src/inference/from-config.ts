@@ -1,15 +1,21 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { BatchingOptions, RepositoryOptions } from './repository.js';
-import { threadLayout } from './thread-layout.js';
+import { layoutCores, threadLayout } from './thread-layout.js';
 
-/** Repository settings from the validated config; the server and `sightline eval` share them. */
+/**
+ * Repository settings from the validated config; the server and `sightline eval` share them.
+ * `cpus` is what the process may use: the runtime passes the container's CPU quota
+ * where it is lower than the host's CPUs (src/metrics/cgroup.ts, which this layer
+ * may not import); left out, the host's.
+ */
 export function repositoryOptions(
   config: Config,
   logger: Logger,
   extra: Partial<Omit<RepositoryOptions, 'batching'>> & { batching?: Partial<BatchingOptions> } = {},
+  cpus?: number,
 ): RepositoryOptions {
-  const layout = threadLayout(config.instances, config.intra_op_threads);
+  const layout = threadLayout(config.instances, config.intra_op_threads, layoutCores(cpus));
   const { batching, ...rest } = extra;
   return {
     dir: config.models_dir,

@@ -114,7 +114,7 @@ export function createMetrics() {
     }),
     systemCpuUtilization: new Gauge({
       name: 'sightline_system_cpu_utilization_ratio',
-      help: 'Busy share of all CPUs of the machine over the last sampling interval (0..1).',
+      help: "Busy share of the machine's CPUs, or of the container's CPU quota where it has one, over the last sampling interval (0..1).",
       registers,
     }),
     memoryRss: new Gauge({
@@ -124,12 +124,12 @@ export function createMetrics() {
     }),
     systemMemoryUsed: new Gauge({
       name: 'sightline_system_memory_used_bytes',
-      help: 'Memory in use on the machine (total minus available).',
+      help: "Memory in use on the machine (total minus available), or the container's working set where it has a memory limit.",
       registers,
     }),
     systemMemoryTotal: new Gauge({
       name: 'sightline_system_memory_total_bytes',
-      help: 'Total memory of the machine.',
+      help: "Total memory of the machine, or the container's memory limit where lower.",
       registers,
     }),
     eventLoopLag: new Gauge({

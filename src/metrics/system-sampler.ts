@@ -1,8 +1,10 @@
-import { availableParallelism, cpus, freemem, totalmem } from 'node:os';
+import { cpus, freemem } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Logger } from 'pino';
+import { Gauge, type Registry } from 'prom-client';
 import type { Metrics } from './metrics.js';
 import { GpuSampler } from './gpu-sampler.js';
+import { CGROUP_ROOT, effectiveLimits, readCgroupLimits, readCgroupUsage, type EffectiveLimits } from './cgroup.js';
 
 /** Timer resolution of the event-loop delay monitor, in ms; subtracted from its readings. */
 const LAG_RESOLUTION_MS = 10;
@@ -14,6 +16,10 @@ export interface SystemSamplerOptions {
   intervalMs: number;
   /** config.nvidia_smi_path; empty: no GPU sampling. */
   nvidiaSmiPath: string;
+  /** What the process may use (the container's limits where lower than the host's); read from cgroupRoot when left out. */
+  limits?: EffectiveLimits;
+  /** Where the cgroup files are (tests point it at fixtures). */
+  cgroupRoot?: string;
 }
 
 export interface SystemSampler {
@@ -44,15 +50,43 @@ function machineCpuTimes(): CpuTimes | undefined {
 
 const ratio = (value: number) => Math.min(1, Math.max(0, value));
 
+/** The registry's gauge of that name, or a new one: a second sampler on one registry (tests) must not throw. */
+function gauge(registry: Registry, name: string, help: string): Gauge {
+  return (registry.getSingleMetric(name) as Gauge | undefined) ?? new Gauge({ name, help, registers: [registry] });
+}
+
+/** The limits the other gauges are measured against, for dashboards (utilization × limit = CPUs in use). */
+function recordLimits(registry: Registry, limits: EffectiveLimits): void {
+  gauge(
+    registry,
+    'sightline_cpu_limit_cores',
+    "CPUs this process may use: the container's CPU quota (cgroup) where lower than the machine's CPUs, else those; fractional.",
+  ).set(limits.cpus);
+  gauge(
+    registry,
+    'sightline_memory_limit_bytes',
+    "Memory this process may use: the container's memory limit (cgroup) where lower than the machine's memory, else that.",
+  ).set(limits.memoryBytes);
+}
+
 /**
  * Samples CPU, memory and event-loop lag every intervalMs into the sightline_*
  * system gauges, and the GPUs through nvidia-smi (see GpuSampler). The first
  * sample is taken at start: its CPU figures cover the time since the process
  * started (process CPU) and since boot (machine CPU); later ones the last interval.
+ *
+ * In a container with a CPU quota or a memory limit (cgroup v1 or v2) the
+ * "system" is the container: utilization is measured against the quota and
+ * memory against the limit, with the cgroup's own usage, because the host's
+ * figures say nothing about how close the container is to being throttled or
+ * OOM-killed. Limits are read once, at start.
  */
 export function startSystemSampler(opts: SystemSamplerOptions): SystemSampler {
   const { metrics, logger, intervalMs } = opts;
-  const cores = Math.max(1, availableParallelism());
+  const cgroupRoot = opts.cgroupRoot ?? CGROUP_ROOT;
+  const limits = opts.limits ?? effectiveLimits(readCgroupLimits(cgroupRoot));
+  const cores = Math.max(0.01, limits.cpus);
+  recordLimits(metrics.registry, limits);
   const lag = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
   lag.enable();
   const gpu = opts.nvidiaSmiPath
@@ -63,6 +97,9 @@ export function startSystemSampler(opts: SystemSamplerOptions): SystemSampler {
   let lastWall = performance.now() - process.uptime() * 1000;
   let lastCpu: NodeJS.CpuUsage = { user: 0, system: 0 };
   let lastMachine: CpuTimes | undefined = { busy: 0, total: 0 };
+  // The cgroup may be older than this process: its first reading is only the baseline.
+  let lastCgroupUs: number | undefined;
+  let lastCgroupWall = lastWall;
   let stopped = false;
 
   const sampleSystem = () => {
@@ -73,17 +110,29 @@ export function startSystemSampler(opts: SystemSamplerOptions): SystemSampler {
     lastWall = now;
     lastCpu = cpu;
 
-    const machine = machineCpuTimes();
-    if (machine && lastMachine) {
-      const total = machine.total - lastMachine.total;
-      if (total > 0) metrics.systemCpuUtilization.set(ratio((machine.busy - lastMachine.busy) / total));
+    const usage = limits.cpuFromCgroup || limits.memoryFromCgroup ? readCgroupUsage(cgroupRoot) : undefined;
+    if (limits.cpuFromCgroup && usage?.cpuUsageUs !== undefined) {
+      if (lastCgroupUs !== undefined && now > lastCgroupWall) {
+        metrics.systemCpuUtilization.set(ratio((usage.cpuUsageUs - lastCgroupUs) / ((now - lastCgroupWall) * 1000) / cores));
+      }
+      lastCgroupUs = usage.cpuUsageUs;
+      lastCgroupWall = now;
+    } else {
+      const machine = machineCpuTimes();
+      if (machine && lastMachine) {
+        const total = machine.total - lastMachine.total;
+        if (total > 0) metrics.systemCpuUtilization.set(ratio((machine.busy - lastMachine.busy) / total));
+      }
+      lastMachine = machine;
     }
-    lastMachine = machine;
 
-    metrics.memoryRss.set(process.memoryUsage.rss());
-    const total = totalmem();
+    const rss = process.memoryUsage.rss();
+    metrics.memoryRss.set(rss);
+    const total = limits.memoryBytes;
     metrics.systemMemoryTotal.set(total);
-    metrics.systemMemoryUsed.set(Math.max(0, total - freemem()));
+    // Where the working set cannot be read, this process's RSS is the best lower bound the container has.
+    const used = limits.memoryFromCgroup ? (usage?.memoryWorkingSetBytes ?? rss) : total - freemem();
+    metrics.systemMemoryUsed.set(Math.min(total, Math.max(0, used)));
 
     // No tick at all in the interval leaves the last value (nothing was measured).
     // (After reset() the monitor skips its next tick, so a block in the first

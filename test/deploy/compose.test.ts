@@ -135,8 +135,8 @@ test('compose.distributed.yml: API ×2, workers ×2, RabbitMQ, PostgreSQL, Prome
   // Uploads and snapshots live under data_dir and must be shared by API replicas and workers.
   const dataMount = (name: string) => s[name]!.volumes?.find((v) => v.endsWith(`:${s[name]!.environment!.SIGHTLINE_DATA_DIR}`));
   assert.ok(dataMount('api') && dataMount('api') === dataMount('worker'), 'API and workers share one data volume');
-  // The worker opens no port before item 4 of issue 17: its check is off, not failing.
-  assert.equal(s.worker!.healthcheck?.disable, true);
+  // The worker keeps the image's health check, which asks /livez on worker_http_port too.
+  assert.notEqual(s.worker!.healthcheck?.disable, true);
   assert.equal(s.grafana!.depends_on?.prometheus?.condition, 'service_healthy');
   assert.equal(s.prometheus!.depends_on?.alertmanager?.condition, 'service_healthy');
 });

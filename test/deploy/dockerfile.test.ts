@@ -164,7 +164,7 @@ test('the runtime runs as a numeric non-root user, after every step that needs r
   );
 });
 
-test('data in a volume, listen on every address, port 8080, SIGTERM to stop', () => {
+test('data in a volume, listen on every address, ports 8080 (serve) and 9464 (worker), SIGTERM to stop', () => {
   assert.deepEqual(
     all(finalStage, 'VOLUME').map((v) => v.args),
     ['/data'],
@@ -173,7 +173,7 @@ test('data in a volume, listen on every address, port 8080, SIGTERM to stop', ()
   assert.equal(finalEnv.get('SIGHTLINE_HOST'), '0.0.0.0');
   assert.deepEqual(
     all(finalStage, 'EXPOSE').map((e) => e.args),
-    ['8080'],
+    ['8080 9464'],
   );
   assert.equal(last(finalStage, 'STOPSIGNAL')?.args, 'SIGTERM');
 });
@@ -198,17 +198,27 @@ test('the health check asks /livez with Node itself (no curl in the image)', asy
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;
-  const run = (p: number) =>
+  // A port nothing listens on (the test's server, once closed) stands for the other role's.
+  const run = (servePort: number, workerPort: number) =>
     new Promise<number | null>((resolve) => {
-      const probe = spawn(process.execPath, command.slice(1), { env: { ...process.env, SIGHTLINE_PORT: String(p) }, stdio: 'ignore' });
+      const env = { ...process.env, SIGHTLINE_PORT: String(servePort), SIGHTLINE_WORKER_HTTP_PORT: String(workerPort) };
+      const probe = spawn(process.execPath, command.slice(1), { env, stdio: 'ignore' });
       probe.once('exit', (code) => resolve(code));
     });
+  const closed = await new Promise<number>((resolve) => {
+    const spare = createServer();
+    spare.listen(0, '127.0.0.1', () => {
+      const p = (spare.address() as { port: number }).port;
+      spare.close(() => resolve(p));
+    });
+  });
   try {
-    assert.equal(await run(port), 0, 'healthy when /livez answers 200');
+    assert.equal(await run(port, closed), 0, 'a server (`serve`) is healthy when its /livez answers 200');
+    assert.equal(await run(closed, port), 0, 'a worker is healthy when /livez on worker_http_port answers 200');
   } finally {
     await new Promise((resolve) => server.close(resolve));
   }
-  assert.equal(await run(port), 1, 'unhealthy when nothing answers');
+  assert.equal(await run(port, closed), 1, 'unhealthy when nothing answers');
 });
 
 test('tini is PID 1 and the entrypoint is the sightline CLI, so `serve` and `worker` are arguments', () => {

@@ -199,10 +199,13 @@ test('distributed overlay: API and worker Deployments on external RabbitMQ and P
     const claim = d.spec.template.spec.volumes.find((v: Obj) => v.name === shared.name).persistentVolumeClaim.claimName;
     assert.equal(find(objs, 'PersistentVolumeClaim', claim).spec.accessModes[0], 'ReadWriteMany', 'uploads and snapshots are shared by every pod');
   }
-  // Until item 4 a worker has no port: no probe may point at one, and the key is not set.
+  // A worker is probed on worker_http_port (9464): starting up is not death, readiness is /readyz.
   const w = container(worker);
-  assert.equal(w.livenessProbe, undefined);
-  assert.equal(environment(objs, w).SIGHTLINE_WORKER_HTTP_PORT, undefined, 'worker_http_port is no config key yet');
+  assert.equal(w.ports.find((p: Obj) => p.name === 'http-metrics')?.containerPort, 9464);
+  assert.equal(w.startupProbe.httpGet.path, '/livez');
+  assert.ok(w.startupProbe.periodSeconds * w.startupProbe.failureThreshold >= 180, 'model loading fits in the startup probe');
+  assert.equal(w.livenessProbe.httpGet.path, '/livez');
+  assert.equal(w.readinessProbe.httpGet.path, '/readyz');
   // A scaled-in worker finishes or gives back its jobs before SIGKILL.
   const workerDrain = Number(environment(objs, w).SIGHTLINE_SHUTDOWN_TIMEOUT_MS) / 1000;
   assert.ok(workerDrain >= 30 && worker.spec.template.spec.terminationGracePeriodSeconds >= workerDrain + 15);
@@ -275,7 +278,7 @@ test('distributed overlay: the KEDA ScaledObject scales workers on ready + unack
   assert.match(host, /^https?:\/\/[^@]+@[^/]+:15672\/%2F$/, 'the management API URL with the vhost');
 });
 
-test('optional components: Ingress and (item 4) worker probes render and validate when enabled', (t) => {
+test('optional components: the Ingress renders and validates when enabled, next to the worker probes', (t) => {
   if (!requireOrSkip(t, KUBECTL, 'kubectl (kubernetes-client)')) return;
   // Uncomment the optional components in a copy of the tree, as a user would.
   const tmp = mkdtempSync(join(tmpdir(), 'sightline-kustomize-'));
@@ -294,7 +297,7 @@ test('optional components: Ingress and (item 4) worker probes render and validat
   assert.ok(service.spec.ports.some((p: Obj) => p.name === backend.port.name));
   const worker = container(find(objs, 'Deployment', 'sightline-worker'));
   const port = worker.ports.find((p: Obj) => p.name === worker.livenessProbe.httpGet.port);
-  assert.equal(port.containerPort, 9464, 'worker_http_port default (item 4)');
+  assert.equal(port.containerPort, 9464, 'worker_http_port default');
   assert.equal(worker.startupProbe.httpGet.path, '/livez');
   assert.equal(worker.livenessProbe.httpGet.path, '/livez');
   assert.equal(worker.readinessProbe.httpGet.path, '/readyz');

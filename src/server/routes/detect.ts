@@ -4,9 +4,9 @@ import { DetectionResultSchema, errorResponse, IMAGE_BODY_TYPES } from '../api-s
 import { Errors } from '../../errors.js';
 import { performance } from 'node:perf_hooks';
 import underPressure from '@fastify/under-pressure';
-import { totalmem } from 'node:os';
 import { inspect } from '../../inspection/inspect.js';
 import { dropReason } from '../../lines/drop-reason.js';
+import { defaultMaxRssBytes } from '../../metrics/cgroup.js';
 import {
   DEFAULT_CAMERA,
   DEFAULT_LINE,
@@ -26,7 +26,7 @@ export async function detectRoutes(app: FastifyInstance): Promise<void> {
   // Scoped to the inference routes: /livez, /readyz and /metrics keep answering under pressure.
   await app.register(underPressure, {
     maxEventLoopDelay: config.max_event_loop_delay_ms,
-    maxRssBytes: config.max_rss_bytes > 0 ? config.max_rss_bytes : Math.floor(totalmem() * 0.75),
+    maxRssBytes: config.max_rss_bytes > 0 ? config.max_rss_bytes : defaultMaxRssBytes(),
     pressureHandler: async function refuseUnderPressure(_request, _reply, type) {
       metrics.rejected.inc({ reason: type === 'eventLoopDelay' ? 'event_loop_delay' : 'memory' });
       throw new Errors.OVERLOADED(type === 'eventLoopDelay' ? 'event-loop delay over the limit' : 'memory over the limit');
