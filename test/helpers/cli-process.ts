@@ -49,7 +49,9 @@ export class SightlineProcess {
   ) {
     // Only flags configure it: a SIGHTLINE_* variable of the test run (SIGHTLINE_TEST_*) is no config key.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SIGHTLINE_')));
-    this.child = spawn(process.execPath, [...CLI, ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Tests run several workers at once: each takes a free port for its /livez, /readyz and /metrics unless the test names one.
+    const flags = args[0] === 'worker' && !args.some((a) => a.startsWith('--worker-http-port')) ? ['--worker-http-port', '0'] : [];
+    this.child = spawn(process.execPath, [...CLI, ...args, ...flags], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       try {
         this.events.push(JSON.parse(line) as Log);
