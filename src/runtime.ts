@@ -13,7 +13,7 @@ import { queueFromConfig } from './jobs/queue-from-config.js';
 import { jobProcessor } from './jobs/processor.js';
 import { startJobRunner, type JobRunner } from './jobs/job-runner.js';
 import { LiveStats, RecordingEventBus } from './stream/live-stats.js';
-import { DependencyMonitor } from './health/dependency-monitor.js';
+import { DependencyMonitor, type Dependency } from './health/dependency-monitor.js';
 import { dependenciesOf } from './health/dependencies.js';
 import { TestInference } from './health/test-inference.js';
 import { dependencyGauge } from './health/gauge.js';
@@ -23,6 +23,7 @@ import { LineStore } from './lines/line-store.js';
 import { createSnapshotService, type SnapshotService } from './snapshots/index.js';
 import { startHistory, type History } from './history/index.js';
 import { outputsFromConfig, type OutputHub } from './outputs/index.js';
+import { redisProbe } from './auth/rate-limit/index.js';
 
 /**
  * What a Sightline process runs on, built from the config in one place for
@@ -150,12 +151,12 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
  * What /readyz reads, for servers and workers alike: the dependency monitor
  * (with `sightline_dependency_up`) and the models' test inference, both started.
  */
-function startHealth(parts: Parts): Health & { stop(): void } {
+function startHealth(parts: Parts, extra: readonly Dependency[] = []): Health & { stop(): void } {
   const { config, logger, metrics, models, store, queue, events } = parts;
   // The process answers at once with 503 and the reason (/readyz lists what it
   // waits for) until its dependencies are up; the monitor keeps retrying.
   const monitor = new DependencyMonitor({
-    dependencies: [...dependenciesOf({ config, store, queue, events }), ...parts.outputs.dependencies()],
+    dependencies: [...dependenciesOf({ config, store, queue, events }), ...parts.outputs.dependencies(), ...extra],
     intervalMs: config.dependency_check_interval_ms,
     retryBaseMs: config.dependency_retry_base_ms,
     retryMaxMs: config.dependency_retry_max_ms,
@@ -267,7 +268,9 @@ export async function startServerRuntime(config: Config, options: RuntimeOptions
   const parts = await buildParts(config, options, (bus) => new RecordingEventBus(bus, live));
   const { metrics, queue } = parts;
   countJobs(parts);
-  const health = startHealth(parts);
+  // Shared rate-limit buckets: reported, never a reason to refuse traffic (the limiter falls back to this process's buckets).
+  const rateLimitRedis = config.rate_limit_url ? redisProbe(config.rate_limit_url) : undefined;
+  const health = startHealth(parts, rateLimitRedis ? [{ name: 'ratelimit:redis', critical: false, probe: () => rateLimitRedis.probe() }] : []);
   const depthTimer = setInterval(() => {
     queue.depth().then(
       (depth) => metrics.queueDepth.set({ queue: 'jobs' }, depth),
@@ -285,6 +288,7 @@ export async function startServerRuntime(config: Config, options: RuntimeOptions
     async close() {
       clearInterval(depthTimer);
       health.stop();
+      await rateLimitRedis?.close();
       await sampler.stop();
       await runtime.close();
     },

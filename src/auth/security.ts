@@ -25,6 +25,7 @@ async function securityPlugin(app: FastifyInstance, options: SecurityOptions): P
   await installRateLimit(app, {
     ratePerSecond: config.rate_limit_per_second,
     burst: config.rate_limit_burst,
+    url: config.rate_limit_url,
     onLimited: () => app.sightline?.metrics.rejected.inc({ reason: 'rate_limited' }),
   });
 }

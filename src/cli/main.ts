@@ -6,6 +6,7 @@ import { runLogs } from './logs.js';
 import { runSimulate } from './simulate.js';
 import { runKeys } from './keys.js';
 import { runExport } from './export.js';
+import { runBackup, runRestore } from './backup.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from './config-args.js';
@@ -20,6 +21,8 @@ Commands:
   simulate  camera simulator: N lines × F fps through the client SDK (ws, http or jobs)
   keys      API keys: keys create --name NAME --role ROLE[,ROLE], keys revoke NAME|ID, keys list
   export    reviewed results with their images as an Ultralytics dataset (for retraining and eval)
+  backup    backup --out FILE: one archive of results, jobs, keys, snapshots and the model list; safe while serving
+  restore   restore --in FILE [--force]: a backup into an empty data dir (checked before anything is written)
 
 Run "sightline <command> --help" for the options of a command,
 "sightline --version" for the version.
@@ -37,6 +40,8 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   simulate: runSimulate,
   keys: runKeys,
   export: runExport,
+  backup: runBackup,
+  restore: runRestore,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -303,7 +303,7 @@ export const ConfigSchema = Type.Object(
       maximum: 1_000_000,
       description: 'Open client connections (HTTP sockets and WebSocket sessions) beyond which new ones are refused (503 + Retry-After, WebSocket close 1013).',
     }),
-    max_connections_per_key: Type.Integer({ default: 100, minimum: 0, description: 'Open connections per API key (or JWT subject); 0: no per-key limit.' }),
+    max_connections_per_key: Type.Integer({ default: 100, minimum: 0, description: 'Open connections per API key (or JWT subject), counted in each process; 0: no per-key limit.' }),
     max_connections_per_address: Type.Integer({ default: 100, minimum: 0, description: 'Open connections per remote address; 0: no per-address limit.' }),
     connection_reserve_high: Type.Number({
       default: 0.1,

@@ -1,7 +1,10 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import rateLimit, { normalizeIP, type FastifyRateLimitStore, type FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
+import { Counter, type Registry } from 'prom-client';
 import { Errors } from '../../errors.js';
-import { TokenBuckets } from './token-bucket.js';
+import { FailOpenBuckets } from './fail-open.js';
+import { RedisTokenBuckets } from './redis-buckets.js';
+import { TokenBuckets, type Take } from './token-bucket.js';
 
 /** Probe and scrape endpoints answer whatever a client does: never rate limited. */
 export const RATE_LIMIT_EXEMPT: ReadonlySet<string> = new Set(['/livez', '/readyz', '/metrics']);
@@ -13,6 +16,19 @@ export interface RateLimitSettings {
   burst: number;
   /** Called on every refused request (metrics). */
   onLimited?: (request: FastifyRequest) => void;
+  /**
+   * Redis (`redis://host:6379/0`) holding the buckets, shared by every replica;
+   * empty: buckets in this process. Left out: the app's `rate_limit_url`.
+   */
+  url?: string;
+  /** Where `sightline_rate_limit_backend_errors_total` goes; left out: the app's metrics registry. */
+  registry?: Registry;
+}
+
+/** Whatever answers takes: this process's buckets, or Redis's with this process's as the fallback. */
+interface Buckets {
+  readonly burst: number;
+  take(key: string): Take | Promise<Take>;
 }
 
 const kRetryAfter = Symbol('sightline.retryAfter');
@@ -38,11 +54,13 @@ export function rateLimitKey(request: FastifyRequest): string {
  * the time until the bucket is full again (until the next token when refused),
  * which the plugin turns into RateLimit-Remaining/Reset and Retry-After.
  */
-function tokenBucketStore(buckets: TokenBuckets): FastifyRateLimitStoreCtor {
+function tokenBucketStore(buckets: Buckets): FastifyRateLimitStoreCtor {
+  const answer = (take: Take) => ({ current: take.allowed ? buckets.burst - take.remaining : buckets.burst + 1, ttl: take.resetMs });
   return class TokenBucketStore implements FastifyRateLimitStore {
     incr(key: string, callback: (error: Error | null, result?: { current: number; ttl: number }) => void): void {
       const take = buckets.take(key);
-      callback(null, { current: take.allowed ? buckets.burst - take.remaining : buckets.burst + 1, ttl: take.resetMs });
+      if (take instanceof Promise) take.then((t) => callback(null, answer(t)), callback);
+      else callback(null, answer(take));
     }
 
     child(): FastifyRateLimitStore {
@@ -56,11 +74,14 @@ function tokenBucketStore(buckets: TokenBuckets): FastifyRateLimitStoreCtor {
  * every caller but trusted loopback ones: 429
  * RATE_LIMITED with Retry-After and the RateLimit-Limit/Remaining/Reset headers
  * (IETF draft names). Runs as an onRequest hook after the auth hook (it needs the
- * identity). The buckets live in this process: N replicas allow N × the rate.
+ * identity). Without a Redis URL the buckets live in this process and N replicas
+ * allow N × the rate; with one, every replica draws from the same bucket per key.
  */
 export async function installRateLimit(app: FastifyInstance, settings: RateLimitSettings): Promise<void> {
   if (settings.ratePerSecond <= 0) return;
-  const buckets = new TokenBuckets(settings.ratePerSecond, settings.burst);
+  const local = new TokenBuckets(settings.ratePerSecond, settings.burst);
+  const url = settings.url ?? app.sightline?.config.rate_limit_url ?? '';
+  const buckets: Buckets = url ? sharedBuckets(app, settings, url, local) : local;
   await app.register(rateLimit, {
     global: false,
     store: tokenBucketStore(buckets),
@@ -89,4 +110,20 @@ export async function installRateLimit(app: FastifyInstance, settings: RateLimit
     const seconds = (request as Marked)[kRetryAfter];
     if (seconds !== undefined && reply.statusCode === 429) reply.header('retry-after', String(seconds));
   });
+}
+
+/** Buckets in Redis, answered by `local` while Redis is away; closed with the app. */
+function sharedBuckets(app: FastifyInstance, settings: RateLimitSettings, url: string, local: TokenBuckets): Buckets {
+  const shared = new RedisTokenBuckets(url, settings.ratePerSecond, settings.burst);
+  app.addHook('onClose', async () => shared.close());
+  const registry = settings.registry ?? app.sightline?.metrics.registry;
+  const errors = registry
+    ? new Counter({
+        name: 'sightline_rate_limit_backend_errors_total',
+        help: 'Rate-limit takes the Redis backend did not answer (refused, timed out, disconnected); each was answered by the per-process buckets.',
+        registers: [registry],
+      })
+    : undefined;
+  const failOpen = new FailOpenBuckets({ shared, local, logger: app.log, onError: () => errors?.inc() });
+  return { burst: settings.burst, take: (key) => failOpen.take(key) };
 }
