@@ -378,7 +378,7 @@ export const ConfigSchema = Type.Object(
     scaling_target_latency_ms: Type.Number({
       default: 1000,
       minimum: 1,
-      description: 'p95 request latency the desired API replica count aims at; above it the count grows in proportion.',
+      description: "p95 server time a role's desired replica count aims at; above it the count grows in proportion.",
     }),
     scaling_target_utilization: Type.Number({
       default: 0.7,

@@ -411,18 +411,21 @@ export type DocumentedShapesMatchProtocol = [
 ];
 
 /** GET /v1/outputs. */
-export const OutputListSchema = Type.Object({
-  outputs: Type.Array(
-    Type.Object({
-      name: Type.String({ description: '`mqtt`, `webhook`, `opcua` or `modbus`' }),
-      scope: literals(['local', 'bus'] as const),
-      connected: Type.Boolean({ description: 'Connected to its peer (or listening, for a server)' }),
-      detail: Type.String(),
-      outbox_depth: nullable(Type.Integer({ description: 'Messages waiting; null for an output without an outbox' })),
-      dead_letters: nullable(Type.Integer({ description: 'Dead letters kept (at most output_dead_letters_max); null without an outbox' })),
-    }),
-  ),
-});
+export const OutputListSchema = Type.Object(
+  {
+    outputs: Type.Array(
+      Type.Object({
+        name: Type.String({ description: '`mqtt`, `webhook`, `opcua` or `modbus`' }),
+        scope: literals(['local', 'bus'] as const),
+        connected: Type.Boolean({ description: 'Connected to its peer (or listening, for a server)' }),
+        detail: Type.String(),
+        outbox_depth: nullable(Type.Integer({ description: 'Messages waiting; null for an output without an outbox' })),
+        dead_letters: nullable(Type.Integer({ description: 'Dead letters kept (at most output_dead_letters_max); null without an outbox' })),
+      }),
+    ),
+  },
+  { description: 'The outputs of this process' },
+);
 
 const DeadLetterSchema = Type.Object({
   seq: Type.Integer({ description: 'The message number, for replaying one' }),
@@ -435,8 +438,8 @@ const DeadLetterSchema = Type.Object({
 });
 
 /** GET /v1/outputs/:name/dead-letters. */
-export const DeadLetterListSchema = Type.Object({ dead_letters: Type.Array(DeadLetterSchema) });
+export const DeadLetterListSchema = Type.Object({ dead_letters: Type.Array(DeadLetterSchema) }, { description: 'Dead letters, newest first' });
 
 /** POST /v1/outputs/:name/dead-letters/replay: one (`seq`) or all. */
 export const ReplayInputSchema = Type.Object({ seq: Type.Optional(Type.Integer({ minimum: 1 })) }, { additionalProperties: false });
-export const ReplayResultSchema = Type.Object({ replayed: Type.Integer({ description: 'Dead letters put back in the outbox' }) });
+export const ReplayResultSchema = Type.Object({ replayed: Type.Integer({ description: 'Dead letters put back in the outbox' }) }, { description: 'Replayed' });

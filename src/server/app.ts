@@ -27,7 +27,9 @@ import { alertRoutes } from './routes/alerts.js';
 import { uploadRoutes } from './routes/uploads.js';
 import { adminConnectionRoutes } from './routes/admin-connections.js';
 import { outputRoutes } from './routes/outputs.js';
+import { scalingRoutes } from './routes/scaling.js';
 import { webRoutes } from './web.js';
+import { installHttpDrain } from './drain.js';
 import { connectionServerOptions, connectionsPlugin } from '../connections/index.js';
 
 /** What routes and plugins reach as `app.sightline`: the server runtime's parts (src/runtime.ts). */
@@ -130,6 +132,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(resultRoutes);
     await app.register(lineRoutes);
     await app.register(historyRoutes, { history: runtime.history });
+    await app.register(scalingRoutes, { history: runtime.history });
     await app.register(snapshotRoutes);
     await app.register(jobRoutes);
     await app.register(uploadRoutes);
@@ -139,15 +142,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // The operator dashboard at / (dist/web, built from web/), after the API routes.
     await app.register(webRoutes);
 
-    // Responses that finish while the server closes must not leave keep-alive
-    // sockets behind: server.close() would wait for them until they time out.
-    let closing = false;
-    app.addHook('preClose', async () => {
-      closing = true;
-    });
-    app.addHook('onSend', async (_request, reply) => {
-      if (closing) reply.header('connection', 'close');
-    });
+    // Responses that finish while the server drains or closes carry `Connection: close`:
+    // no keep-alive socket is left behind for server.close() to wait on, and none is
+    // cut under a client's next request (src/server/drain.ts; `serve` drains on SIGTERM).
+    const drain = installHttpDrain(app);
+    app.addHook('preClose', async () => drain.mark());
 
     // In the runtime's order: jobs in hand finish while their models still run, then queue, models, store, events.
     app.addHook('onClose', async () => runtime.close());

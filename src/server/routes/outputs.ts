@@ -105,7 +105,9 @@ export async function outputRoutes(app: FastifyInstance): Promise<void> {
         body: ReplayInputSchema,
         response: {
           200: ReplayResultSchema,
-          404: errorResponse('OUTPUT_NOT_FOUND, OUTPUT_HAS_NO_OUTBOX, or DEAD_LETTER_NOT_FOUND: no dead letter with that seq'),
+          404: errorResponse(
+            'OUTPUT_NOT_FOUND, OUTPUT_HAS_NO_OUTBOX: no such output, or it keeps no outbox; DEAD_LETTER_NOT_FOUND: no dead letter with that seq',
+          ),
           503: StoreDown,
         },
       },
