@@ -303,7 +303,11 @@ export const ConfigSchema = Type.Object(
       maximum: 1_000_000,
       description: 'Open client connections (HTTP sockets and WebSocket sessions) beyond which new ones are refused (503 + Retry-After, WebSocket close 1013).',
     }),
-    max_connections_per_key: Type.Integer({ default: 100, minimum: 0, description: 'Open connections per API key (or JWT subject), counted in each process; 0: no per-key limit.' }),
+    max_connections_per_key: Type.Integer({
+      default: 100,
+      minimum: 0,
+      description: 'Open connections per API key (or JWT subject), counted in each process; 0: no per-key limit.',
+    }),
     max_connections_per_address: Type.Integer({ default: 100, minimum: 0, description: 'Open connections per remote address; 0: no per-address limit.' }),
     connection_reserve_high: Type.Number({
       default: 0.1,
@@ -409,7 +413,11 @@ export const ConfigSchema = Type.Object(
     mqtt_username: Type.String({ default: '', description: 'MQTT user name; empty: none.' }),
     mqtt_password: Type.String({ default: '', description: 'MQTT password.' }),
     mqtt_ca_file: Type.String({ default: '', description: 'PEM CA certificate(s) that an `mqtts://` broker is verified against; empty: the system CAs.' }),
-    mqtt_client_id: Type.String({ default: '', maxLength: 128, description: 'MQTT client id (each replica needs its own); empty: `sightline-<host>-<pid>`, one per process.' }),
+    mqtt_client_id: Type.String({
+      default: '',
+      maxLength: 128,
+      description: 'MQTT client id (each replica needs its own); empty: `sightline-<host>-<pid>`, one per process.',
+    }),
     mqtt_lines: Type.String({ default: '', description: 'Lines whose events the MQTT output publishes, comma-separated; empty: every line.' }),
     mqtt_verdicts: Type.String({
       default: 'ok,ng',
@@ -420,7 +428,8 @@ export const ConfigSchema = Type.Object(
       default: 10_000,
       minimum: 1,
       maximum: 10_000_000,
-      description: 'MQTT messages kept (in the result store, so on disk in the embedded shape) while the broker is away; beyond it the oldest are dropped and counted.',
+      description:
+        'MQTT messages kept (in the result store, so on disk in the embedded shape) while the broker is away; beyond it the oldest are dropped and counted.',
     }),
     mqtt_status_interval_ms: Type.Integer({ default: 10_000, minimum: 100, description: 'How often the retained `<prefix>/status` summary is republished.' }),
     mqtt_sparkplug: Type.Boolean({ default: false, description: 'Publish Sparkplug B (`spBv1.0/<group>/…`) instead of plain JSON topics.' }),
@@ -481,7 +490,12 @@ export const ConfigSchema = Type.Object(
       maximum: 1024,
       description: 'Results per line an OPC UA or Modbus handshake holds until the PLC acknowledges them; beyond it the oldest are dropped and counted.',
     }),
-    output_dead_letters_max: Type.Integer({ default: 1000, minimum: 0, maximum: 1_000_000, description: 'Dead letters kept per output (oldest deleted first).' }),
+    output_dead_letters_max: Type.Integer({
+      default: 1000,
+      minimum: 0,
+      maximum: 1_000_000,
+      description: 'Dead letters kept per output (oldest deleted first).',
+    }),
     models_dir: Type.String({ default: './models', minLength: 1, description: 'The model repository.' }),
     default_model: Type.String({
       default: '',
