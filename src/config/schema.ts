@@ -450,15 +450,28 @@ export const ConfigSchema = Type.Object(
       pattern: '^\\s*(ok|ng)\\s*(,\\s*(ok|ng)\\s*)*$',
       description: 'Verdicts of the results that are POSTed, comma-separated (`ng`: NG only).',
     }),
-    webhook_timeout_ms: Type.Integer({ default: 5000, minimum: 100, maximum: 600_000, description: 'Time a webhook receiver has to answer.' }),
+    webhook_timeout_ms: Type.Integer({
+      default: 5000,
+      minimum: 100,
+      maximum: 600_000,
+      description: "Time a webhook receiver has to answer (a delivery's claim lasts this + 5 s).",
+    }),
     webhook_max_attempts: Type.Integer({
       default: 10,
       minimum: 1,
       maximum: 1000,
       description: 'Attempts per delivery before it becomes a dead letter (GET /v1/outputs/webhook/dead-letters, replayable).',
     }),
-    webhook_backoff_ms: Type.Integer({ default: 1000, minimum: 1, description: 'First retry delay of a failed delivery; doubles per attempt, with jitter.' }),
-    webhook_backoff_max_ms: Type.Integer({ default: 300_000, minimum: 1, description: 'Longest retry delay of a failed delivery.' }),
+    webhook_backoff_ms: Type.Integer({
+      default: 1000,
+      minimum: 1,
+      description: 'First retry delay of a failed delivery; doubles per attempt, with jitter; while every receiver is away, one probe at a time.',
+    }),
+    webhook_backoff_max_ms: Type.Integer({
+      default: 300_000,
+      minimum: 1,
+      description: 'Longest retry delay of a failed delivery, also the longest Retry-After honoured.',
+    }),
     webhook_concurrency: Type.Integer({ default: 4, minimum: 1, maximum: 256, description: 'Deliveries in flight at once (all URLs together).' }),
     webhook_outbox_max: Type.Integer({
       default: 10_000,

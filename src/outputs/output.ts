@@ -31,6 +31,8 @@ export interface Output {
   readonly scope: OutputScope;
   /** The durable outbox of an output that pushes messages (MQTT, webhooks): its dead letters are listed and replayed over the API. */
   readonly outbox?: Outbox;
+  /** An outbox message as the API shows it (dead letters), with secrets such as URL credentials left out; default: the payload as JSON. */
+  describe?(payload: string): unknown;
   /**
    * Starts the output. Resolves even when the peer is out of reach (it connects
    * later by itself); rejects only for what a retry cannot fix (a port in use, a

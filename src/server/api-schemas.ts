@@ -434,7 +434,7 @@ const DeadLetterSchema = Type.Object({
   created_at: isoTime(),
   dead_at: isoTime(),
   last_error: nullable(Type.String()),
-  payload: Type.Unknown({ description: 'The message as it would be sent (JSON)' }),
+  payload: Type.Unknown({ description: 'The message as it would be sent (JSON), secrets such as URL credentials and queries left out' }),
 });
 
 /** GET /v1/outputs/:name/dead-letters. */

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../bench/server.js';
@@ -120,4 +121,67 @@ test('without outputs configured nothing listens and GET /v1/outputs is empty', 
   assert.deepEqual(res.json(), { outputs: [] });
   const ready = (await app.inject({ method: 'GET', url: '/readyz' })).json() as { checks: ReadyCheck[] };
   assert.equal(ready.checks.filter((c) => c.name.startsWith('output:')).length, 0);
+});
+
+test('webhook dead letters over the API: listed without the URL secret, replayed with one call, then delivered', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sightline-outputs-dl-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  let healthy = false;
+  const received: string[] = [];
+  const receiver = createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk) => {
+      body += chunk;
+    });
+    req.on('end', () => {
+      if (!healthy) {
+        res.writeHead(500).end();
+        return;
+      }
+      received.push(String(req.headers['idempotency-key']));
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => receiver.close(resolve)));
+  const port = (receiver.address() as { port: number }).port;
+  const app = await startApp({
+    data_dir: dir,
+    store_url: `sqlite:${join(dir, 'results.db')}`,
+    webhook_urls: `http://127.0.0.1:${port}/hook?token=s3cret`,
+    webhook_max_attempts: 2,
+    webhook_backoff_ms: 10,
+    webhook_backoff_max_ms: 20,
+  });
+  t.after(() => app.close());
+  for (const id of ['dl-1', 'dl-2']) {
+    const res = await app.inject({ method: 'POST', url: '/v1/detect?line=line-9', headers: { 'content-type': 'image/jpeg', 'x-request-id': id }, payload: NG });
+    assert.equal(res.statusCode, 200, res.body);
+  }
+  let letters: { seq: number; key: string; attempts: number; last_error: string | null; payload: { url: string; body: { id: string } } }[] = [];
+  for (const until = Date.now() + 20_000; letters.length < 2; await new Promise((r) => setTimeout(r, 100))) {
+    if (Date.now() > until) assert.fail(`no dead letters: ${JSON.stringify(letters)}`);
+    letters = (await app.inject({ method: 'GET', url: '/v1/outputs/webhook/dead-letters' })).json().dead_letters;
+  }
+  assert.deepEqual(letters.map((l) => l.key).sort(), ['dl-1', 'dl-2']);
+  for (const letter of letters) {
+    assert.equal(letter.attempts, 2);
+    assert.match(letter.last_error ?? '', /500/);
+    assert.equal(letter.payload.url, `http://127.0.0.1:${port}/hook`, 'the query (a token) is not shown');
+    assert.equal(letter.payload.body.id, letter.key);
+  }
+  assert.ok(!JSON.stringify(letters).includes('s3cret'));
+  const listed = (await app.inject({ method: 'GET', url: '/v1/outputs' })).json().outputs[0];
+  assert.equal(listed.dead_letters, 2);
+
+  healthy = true;
+  const one = await app.inject({ method: 'POST', url: '/v1/outputs/webhook/dead-letters/replay', payload: { seq: letters[0]!.seq } });
+  assert.deepEqual(one.json(), { replayed: 1 });
+  const rest = await app.inject({ method: 'POST', url: '/v1/outputs/webhook/dead-letters/replay', payload: {} });
+  assert.deepEqual(rest.json(), { replayed: 1 });
+  for (const until = Date.now() + 20_000; received.length < 2; await new Promise((r) => setTimeout(r, 100))) {
+    if (Date.now() > until) assert.fail(`replayed letters not delivered: ${JSON.stringify(received)}`);
+  }
+  assert.deepEqual(received.sort(), ['dl-1', 'dl-2']);
+  assert.deepEqual((await app.inject({ method: 'GET', url: '/v1/outputs/webhook/dead-letters' })).json().dead_letters, []);
 });

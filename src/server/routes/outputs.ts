@@ -9,11 +9,11 @@ const NoQuery = Type.Object({}, { additionalProperties: false });
 const NotFound = errorResponse('OUTPUT_NOT_FOUND: no such output runs in this process; OUTPUT_HAS_NO_OUTBOX: it keeps none');
 const StoreDown = errorResponse('STORE_UNAVAILABLE: the outbox (in the result store) cannot be reached (Retry-After)');
 
-function parsePayload(text: string): unknown {
+function describe(output: Output, payload: string): unknown {
   try {
-    return JSON.parse(text);
+    return output.describe ? output.describe(payload) : JSON.parse(payload);
   } catch {
-    return text; // an output may keep a non-JSON message; show it as it is
+    return null; // not a message this output wrote: shown as null rather than leaking what it holds
   }
 }
 
@@ -86,7 +86,7 @@ export async function outputRoutes(app: FastifyInstance): Promise<void> {
           created_at: new Date(e.createdAt).toISOString(),
           dead_at: new Date(e.deadAt ?? e.createdAt).toISOString(),
           last_error: e.lastError,
-          payload: parsePayload(e.payload),
+          payload: describe(output, e.payload),
         })),
       };
     },
