@@ -1,5 +1,8 @@
 import { createServer } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import { buildApp } from '../server/app.js';
+import { httpDrainOf } from '../server/drain.js';
 import { createLogger } from '../logger.js';
 import { configHelp, describePaths, parseCommandOrExit, resolvePaths } from './config-args.js';
 
@@ -39,6 +42,28 @@ function probePort(host: string, port: number): Promise<NodeJS.ErrnoException | 
   });
 }
 
+/** shutdown_drain_ms for idle keep-alive connections to carry one last request or be closed by their clients, within a quarter of shutdown_timeout_ms. */
+export function drainGraceMs(config: { shutdown_drain_ms: number; shutdown_timeout_ms: number }): number {
+  return Math.min(config.shutdown_drain_ms, Math.floor(config.shutdown_timeout_ms / 4));
+}
+
+/**
+ * Before the app closes: no new connections (refused, so a load balancer retries
+ * elsewhere without doubt), `Connection: close` on every answer, and a short grace
+ * for idle keep-alive sockets, so that none is cut under a request the client is
+ * sending on it (src/server/drain.ts).
+ */
+async function drainConnections(app: FastifyInstance, graceMs: number, logger: Logger): Promise<void> {
+  const drain = httpDrainOf(app);
+  if (!drain) return;
+  const started = performance.now();
+  const { idleLeft } = await drain.drain(graceMs);
+  logger.info(
+    { event: 'server_drained', duration_ms: Math.round(performance.now() - started), idle_connections_cut: idleLeft },
+    `no new connections; ${idleLeft} idle connection(s) left to close`,
+  );
+}
+
 export async function runServe(argv: string[]): Promise<number> {
   const parsed = parseCommandOrExit('serve', HELP, argv);
   if (typeof parsed === 'number') return parsed;
@@ -76,18 +101,20 @@ export async function runServe(argv: string[]): Promise<number> {
         resolve(1);
       }, config.shutdown_timeout_ms);
       timer.unref();
-      app.close().then(
-        () => {
-          clearTimeout(timer);
-          logger.info({ event: 'server_stopped' }, 'stopped');
-          resolve(0);
-        },
-        (err: Error) => {
-          clearTimeout(timer);
-          logger.error({ event: 'server_stop_failed', err }, 'error while stopping');
-          resolve(1);
-        },
-      );
+      drainConnections(app, drainGraceMs(config), logger)
+        .then(() => app.close())
+        .then(
+          () => {
+            clearTimeout(timer);
+            logger.info({ event: 'server_stopped' }, 'stopped');
+            resolve(0);
+          },
+          (err: Error) => {
+            clearTimeout(timer);
+            logger.error({ event: 'server_stop_failed', err }, 'error while stopping');
+            resolve(1);
+          },
+        );
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

@@ -601,6 +601,12 @@ export const ConfigSchema = Type.Object(
       minimum: 0,
       description: 'On SIGTERM, how long in-flight requests may take before the process exits anyway.',
     }),
+    shutdown_drain_ms: Type.Integer({
+      default: 2000,
+      minimum: 0,
+      description:
+        'On SIGTERM, how long idle keep-alive connections get to carry one last request (answered with Connection: close) or be closed by their clients before the rest are cut; at most a quarter of shutdown_timeout_ms.',
+    }),
   },
   { additionalProperties: false },
 );

@@ -25,11 +25,12 @@ export interface HttpDrain {
   drain(graceMs: number): Promise<{ idleLeft: number }>;
 }
 
-const drains = new WeakMap<FastifyInstance, HttpDrain>();
+// Keyed by the HTTP server, which the app and every plugin context (routes) share.
+const drains = new WeakMap<object, HttpDrain>();
 
 /** The drain of an app built by buildApp. */
 export function httpDrainOf(app: FastifyInstance): HttpDrain | undefined {
-  return drains.get(app);
+  return drains.get(app.server);
 }
 
 const POLL_MS = 20;
@@ -82,6 +83,6 @@ export function installHttpDrain(app: FastifyInstance): HttpDrain {
       return { idleLeft: idle() };
     },
   };
-  drains.set(app, drain);
+  drains.set(app.server, drain);
   return drain;
 }

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { LivenessSchema, ReadinessSchema } from '../api-schemas.js';
 import { readiness } from '../readiness.js';
+import { httpDrainOf } from '../drain.js';
 
 /** No query parameters: unknown ones are refused (400 INVALID_REQUEST), as on every route. */
 const NoQuery = Type.Object({}, { additionalProperties: false });
@@ -46,7 +47,12 @@ export async function healthRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async function readyz(_request, reply) {
-      const { ready, body } = readiness(models, health);
+      // A server shutting down (SIGTERM) leaves load balancers' rotation at once, whatever its dependencies say.
+      const draining = httpDrainOf(app)?.active === true;
+      const extra = draining
+        ? [{ name: 'draining', status: 'fail' as const, critical: true, reason: 'shutting down (SIGTERM): finishing the requests in flight' }]
+        : [];
+      const { ready, body } = readiness(models, health, extra);
       if (!ready) reply.status(503).header('retry-after', '1');
       return body;
     },
