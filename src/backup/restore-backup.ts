@@ -86,8 +86,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreSum
   const snapshotsStage = `${snapshots}.restoring`;
   const staged = new Map<string, string>();
   const cleanup: string[] = [];
+  const entries = readTar(input);
   try {
-    const entries = readTar(input);
     const first = await entries.next();
     if (first.done || first.value.name !== MANIFEST_ENTRY) {
       throw new ManifestError(`not a Sightline backup: its first entry is ${first.done ? 'missing' : JSON.stringify(first.value.name)}, not ${MANIFEST_ENTRY}`);
@@ -195,6 +195,8 @@ export async function restoreBackup(options: RestoreOptions): Promise<RestoreSum
     if (err instanceof TarFormatError) throw new ManifestError(`not a Sightline backup: ${err.message}`);
     throw err;
   } finally {
+    // A refusal leaves the archive half read: stop reading it before it is closed.
+    await entries.return(undefined);
     await input.close();
     // Whatever is still staged (a failure, or the work folder) goes; what was moved into place stays.
     for (const path of cleanup) await rm(path, { recursive: true, force: true });
