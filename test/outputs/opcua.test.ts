@@ -228,7 +228,8 @@ test('OPC UA: a client browses Objects/Sightline/Lines, reads every documented n
   assert.equal(await plc.read('NgCount'), 1);
   assert.equal(await plc.read('LastVerdictCode'), 1);
   assert.equal(await plc.read('LastCamera'), 'cam-1');
-  assert.equal(await plc.read('CameraState'), 'online');
+  // The line registry announces a new camera on its next state check, not with the result.
+  await waitFor(async () => (await plc.read('CameraState')) === 'online', 'CameraState online', 10_000);
   assert.equal(await plc.read('CameraStateCode'), 1);
   assert.ok((await plc.read('LastResultTime')) instanceof Date);
 
