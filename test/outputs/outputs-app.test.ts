@@ -129,10 +129,7 @@ test('webhook dead letters over the API: listed without the URL secret, replayed
   let healthy = false;
   const received: string[] = [];
   const receiver = createServer((req, res) => {
-    let body = '';
-    req.on('data', (chunk) => {
-      body += chunk;
-    });
+    req.resume(); // the body is the webhook's own test's business; here only the key matters
     req.on('end', () => {
       if (!healthy) {
         res.writeHead(500).end();
