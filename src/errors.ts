@@ -23,6 +23,7 @@ export const Errors = {
   MODEL_NOT_READY: createError('MODEL_NOT_READY', 'Model %s is %s', 503),
   NO_DEFAULT_MODEL: createError('NO_DEFAULT_MODEL', 'No model named in the request and no default model: %s', 400),
   INFERENCE_FAILED: createError('INFERENCE_FAILED', 'Inference failed: %s', 500),
+  INFERENCE_STALLED: createError('INFERENCE_STALLED', 'Inference stalled: %s', 503),
   // admission
   OVERLOADED: createError('OVERLOADED', 'The server is overloaded: %s', 503),
   DEADLINE_EXCEEDED: createError('DEADLINE_EXCEEDED', 'The request deadline passed %s', 504),

@@ -108,8 +108,11 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
         createRunner: options.createRunner,
         onStateChange: (entry) => {
           metrics.modelReady.set({ model: entry.name, version: entry.version }, entry.state === 'READY' ? 1 : 0);
+          // Exported as 0 from the first READY, so increase() sees the first restart.
+          if (entry.state === 'READY') metrics.instanceRestarts.inc({ model: entry.name, version: entry.version, reason: 'stalled' }, 0);
           recordModelInfo(metrics, entry);
         },
+        onInstanceRestart: (entry, reason) => metrics.instanceRestarts.inc({ model: entry.name, version: entry.version, reason }),
         batching: {
           onBatch: (entry, size) => metrics.batchSize.observe({ model: entry.name }, size),
           onExpired: () => metrics.rejected.inc({ reason: 'deadline_exceeded' }),

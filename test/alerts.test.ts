@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import Fastify from 'fastify';
-import { Gauge, Histogram } from 'prom-client';
+import { Counter, Gauge, Histogram } from 'prom-client';
 import { createMetrics, type Metrics } from '../src/metrics/metrics.js';
 import {
   ALERT_RULES,
@@ -65,7 +65,12 @@ class Receiver {
 }
 
 /** The real metric definitions, plus those the rules read that other work adds to createMetrics. */
-function metricsWithExtras(): { m: Metrics; requestDuration: Histogram<'route'>; dependencyUp: Gauge<'dependency'> } {
+function metricsWithExtras(): {
+  m: Metrics;
+  requestDuration: Histogram<'route'>;
+  dependencyUp: Gauge<'dependency'>;
+  instanceRestarts: Counter<'model' | 'version' | 'reason'>;
+} {
   const m = createMetrics();
   const registers = [m.registry];
   const requestDuration =
@@ -74,7 +79,10 @@ function metricsWithExtras(): { m: Metrics; requestDuration: Histogram<'route'>;
   const dependencyUp =
     (m.registry.getSingleMetric('sightline_dependency_up') as Gauge<'dependency'> | undefined) ??
     new Gauge({ name: 'sightline_dependency_up', help: 'Dependency reachable.', labelNames: ['dependency'], registers });
-  return { m, requestDuration, dependencyUp };
+  const instanceRestarts =
+    (m.registry.getSingleMetric('sightline_model_instance_restarts_total') as Counter<'model' | 'version' | 'reason'> | undefined) ??
+    new Counter({ name: 'sightline_model_instance_restarts_total', help: 'Model instances replaced.', labelNames: ['model', 'version', 'reason'], registers });
+  return { m, requestDuration, dependencyUp, instanceRestarts };
 }
 
 /** Blocks the event loop (the event-loop-lag rule watches real lag). */
@@ -97,7 +105,7 @@ interface Scenario {
 }
 
 function scenarios(x: ReturnType<typeof metricsWithExtras>): Record<string, Scenario> {
-  const { m, requestDuration, dependencyUp } = x;
+  const { m, requestDuration, dependencyUp, instanceRestarts } = x;
   return {
     SightlineHighErrorRate: {
       raise: () => {
@@ -135,6 +143,11 @@ function scenarios(x: ReturnType<typeof metricsWithExtras>): Record<string, Scen
         m.modelReady.set({ model: 'other', version: '2' }, 1);
       },
       clear: () => m.modelReady.set({ model: 'defects', version: '1' }, 1),
+    },
+    SightlineInferenceStalled: {
+      // The watchdog replaced a stuck instance (src/inference/watchdog.ts); any model counts.
+      raise: () => instanceRestarts.inc({ model: 'defects', version: '1', reason: 'stalled' }),
+      clear: () => undefined,
     },
     SightlineDependencyDown: {
       raise: () => {

@@ -237,6 +237,20 @@ export const ALERT_RULES: readonly AlertRule[] = [
     promql: () => `count ${BY} (sightline_model_ready == 0) > 0`,
   },
   {
+    kind: 'window',
+    name: 'SightlineInferenceStalled',
+    severity: 'warning',
+    unit: 'count',
+    summary: 'A model instance stalled and was replaced',
+    describe: (v, t) =>
+      `Model instances replaced in the window after an inference ran past inference_stall_ms: ${v} (threshold ${t}); their requests got 503 INFERENCE_STALLED and a stuck thread keeps its core until its run returns.`,
+    metrics: ['sightline_model_instance_restarts_total'],
+    threshold: () => 0,
+    sample: (view) => [view.sum('sightline_model_instance_restarts_total')],
+    evaluate: ([restarts = 0]) => ({ value: restarts }),
+    promql: (o) => `sum ${BY} (increase(sightline_model_instance_restarts_total[${promDuration(o.windowMs)}])) > 0`,
+  },
+  {
     kind: 'instant',
     name: 'SightlineDependencyDown',
     severity: 'critical',

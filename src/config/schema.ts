@@ -590,6 +590,13 @@ export const ConfigSchema = Type.Object(
       minimum: 0,
       description: "Resident memory above which inference requests get 503 OVERLOADED; 0: 75% of the machine's memory.",
     }),
+    inference_stall_ms: Type.Integer({
+      default: 10_000,
+      minimum: 0,
+      maximum: 3_600_000,
+      description:
+        "An inference running longer than this or 20 × the model's p99, whichever is larger, marks its instance stuck: its requests get 503 INFERENCE_STALLED and the instance is replaced (0: off).",
+    }),
     warmup_runs: Type.Integer({
       default: 1,
       minimum: 1,

@@ -246,11 +246,22 @@ export class Batcher {
         });
       }
     } catch (err) {
-      const failure = new Errors.INFERENCE_FAILED((err as Error).message);
+      // A stalled run keeps its retryable 503; anything else is a 500.
+      const failure = (err as { code?: unknown }).code === 'INFERENCE_STALLED' ? (err as Error) : new Errors.INFERENCE_FAILED((err as Error).message);
       for (const item of batch) item.reject(failure);
     } finally {
-      this.idle.push(runner);
-      this.pump();
+      const replacing = runner.replacing;
+      if (replacing) {
+        // An instance being replaced (watchdog) takes batches again once its replacement serves.
+        void replacing.then(() => {
+          if (this.closed) return;
+          this.idle.push(runner);
+          this.pump();
+        });
+      } else {
+        this.idle.push(runner);
+        this.pump();
+      }
     }
   }
 

@@ -23,6 +23,7 @@ export function repositoryOptions(
     runner: { intraOpThreads: layout.intraOpThreads, interOpThreads: config.inter_op_threads },
     instances: layout.instances,
     warmupRuns: config.warmup_runs,
+    stallMs: config.inference_stall_ms,
     logger,
     ...rest,
     batching: {

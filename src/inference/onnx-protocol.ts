@@ -1,4 +1,4 @@
-import type { RunnerInfo, RunnerOptions } from './runner.js';
+import type { NamedTensor, RunnerInfo, RunnerOptions } from './runner.js';
 
 /** Messages between OnnxRunner (main thread) and onnx-thread (the worker thread that runs the session). */
 export interface OnnxThreadData {
@@ -6,10 +6,15 @@ export interface OnnxThreadData {
   options: RunnerOptions;
 }
 
-export type OnnxThreadRequest = { type: 'run'; id: number; images: Uint8Array[]; width: number; height: number } | { type: 'close' };
+export type OnnxThreadRequest =
+  | { type: 'run'; id: number; images: Uint8Array[]; width: number; height: number }
+  // Raw tensors (the Open Inference Protocol): fed as they are, the named outputs returned.
+  | { type: 'runTensors'; id: number; inputs: NamedTensor[]; outputNames: string[] }
+  | { type: 'close' };
 
 export type OnnxThreadReply =
   | { type: 'ready'; info: RunnerInfo }
   | { type: 'failed'; message: string }
   | { type: 'result'; id: number; output: Float32Array; dims: number[]; preprocessMs: number; inferMs: number }
+  | { type: 'tensors'; id: number; outputs: NamedTensor[]; inferMs: number }
   | { type: 'error'; id: number; message: string };

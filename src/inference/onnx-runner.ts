@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import type { ModelRunner, RunnerInfo, RunnerOptions, RunOutput } from './runner.js';
+import type { ModelRunner, NamedTensor, RunnerInfo, RunnerOptions, RunOutput, TensorRunOutput } from './runner.js';
 import type { OnnxThreadData, OnnxThreadReply, OnnxThreadRequest } from './onnx-protocol.js';
 
 // Under tsx (tests, dev) this module is .ts and so is its thread module; built, both are .js.
@@ -79,6 +79,18 @@ export class OnnxRunner implements ModelRunner {
     });
   }
 
+  /** Raw tensors through the same thread and pending map as run() (the Open Inference Protocol's raw path). */
+  runTensors(inputs: NamedTensor[], outputNames: string[]): Promise<TensorRunOutput> {
+    if (this.closed) return Promise.reject(new Error('model instance is closed'));
+    if (this.exitError) return Promise.reject(this.exitError);
+    const id = this.nextId++;
+    return new Promise<TensorRunOutput>((resolve, reject) => {
+      // onMessage resolves a 'tensors' reply with a TensorRunOutput.
+      this.pending.set(id, { resolve: resolve as unknown as Pending['resolve'], reject });
+      this.thread.postMessage({ type: 'runTensors', id, inputs, outputNames } satisfies OnnxThreadRequest);
+    });
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -92,12 +104,33 @@ export class OnnxRunner implements ModelRunner {
     clearTimeout(timeout);
   }
 
+  /**
+   * Rejects every pending run with `err` and asks the thread to end, without
+   * waiting. A thread busy in session.run (native code) cannot be stopped from
+   * outside: it takes the `close` message, releases its session and exits once
+   * the call returns, and keeps its core until then. Deliberately no
+   * worker.terminate(): ONNX Runtime's binding aborts the whole process when the
+   * call returns into a terminated thread (measured with onnxruntime-node 1.30,
+   * "terminate called after throwing an instance of 'Napi::Error'"), and the same
+   * happens when the process exits while such a thread runs, so the thread stays
+   * referenced and the process waits for it on exit.
+   */
+  abandon(err: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.exitError = err;
+    for (const pending of this.pending.values()) pending.reject(err);
+    this.pending.clear();
+    this.thread.postMessage({ type: 'close' } satisfies OnnxThreadRequest);
+  }
+
   private onMessage(msg: OnnxThreadReply): void {
-    if (msg.type !== 'result' && msg.type !== 'error') return;
+    if (msg.type !== 'result' && msg.type !== 'error' && msg.type !== 'tensors') return;
     const pending = this.pending.get(msg.id);
     if (!pending) return;
     this.pending.delete(msg.id);
     if (msg.type === 'error') pending.reject(new Error(msg.message));
+    else if (msg.type === 'tensors') (pending.resolve as unknown as (out: TensorRunOutput) => void)({ outputs: msg.outputs, inferMs: msg.inferMs });
     else pending.resolve({ output: msg.output, dims: msg.dims, preprocessMs: msg.preprocessMs, inferMs: msg.inferMs });
   }
 

@@ -6,12 +6,18 @@ import { performance } from 'node:perf_hooks';
 import ort from 'onnxruntime-node';
 import { hwcToChwFloat } from './preprocess.js';
 import type { OnnxThreadData, OnnxThreadReply, OnnxThreadRequest } from './onnx-protocol.js';
+import type { NamedTensor, TensorData, TensorMetadata } from './runner.js';
 
 const port = parentPort!;
 const { modelPath, options } = workerData as OnnxThreadData;
 
 function shapeOf(meta: ort.InferenceSession.ValueMetadata | undefined): (number | string)[] {
   return meta?.isTensor ? [...meta.shape] : [];
+}
+
+/** Every declared input or output, for the Open Inference Protocol's model metadata. */
+function metadataOf(meta: ort.InferenceSession.ValueMetadata): TensorMetadata {
+  return meta.isTensor ? { name: meta.name, type: meta.type, shape: [...meta.shape] } : { name: meta.name, type: 'unknown', shape: [] };
 }
 
 async function main(): Promise<void> {
@@ -35,6 +41,8 @@ async function main(): Promise<void> {
       outputName,
       inputShape: shapeOf(session.inputMetadata[inputIndex]),
       outputShape: shapeOf(session.outputMetadata[0]),
+      inputs: session.inputMetadata.map(metadataOf),
+      outputs: session.outputMetadata.map(metadataOf),
     },
   } satisfies OnnxThreadReply);
 
@@ -56,6 +64,10 @@ async function main(): Promise<void> {
       // ONNX Runtime's thread pool keeps the thread alive after release; in a
       // worker, process.exit ends only this thread.
       process.exit(0);
+    }
+    if (msg.type === 'runTensors') {
+      await runTensors(session, msg);
+      return;
     }
     running++;
     try {
@@ -86,6 +98,30 @@ async function main(): Promise<void> {
       running--;
     }
   });
+}
+
+/** Raw tensors in, the named outputs out, nothing converted (the Open Inference Protocol's raw path). */
+async function runTensors(session: ort.InferenceSession, msg: Extract<OnnxThreadRequest, { type: 'runTensors' }>): Promise<void> {
+  try {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const input of msg.inputs) {
+      feeds[input.name] = new ort.Tensor(input.type as ort.Tensor.Type, input.data as ort.Tensor.DataType, input.dims);
+    }
+    const t0 = performance.now();
+    const result = await session.run(feeds, msg.outputNames);
+    const inferMs = performance.now() - t0;
+    const transfer: ArrayBuffer[] = [];
+    const outputs: NamedTensor[] = msg.outputNames.map((name) => {
+      const out = result[name] as ort.Tensor;
+      // Copies we own, so they can be transferred rather than cloned.
+      const data = (Array.isArray(out.data) ? [...out.data] : (out.data as Exclude<TensorData, string[]>).slice()) as TensorData;
+      if (!Array.isArray(data)) transfer.push(data.buffer as ArrayBuffer);
+      return { name, type: out.type, dims: out.dims.map(Number), data };
+    });
+    port.postMessage({ type: 'tensors', id: msg.id, outputs, inferMs } satisfies OnnxThreadReply, transfer);
+  } catch (err) {
+    port.postMessage({ type: 'error', id: msg.id, message: (err as Error).message } satisfies OnnxThreadReply);
+  }
 }
 
 main().catch((err: Error) => {

@@ -8,6 +8,7 @@ import { LETTERBOX_PAD_VALUE } from './letterbox.js';
 import type { ModelRunner, RunnerOptions } from './runner.js';
 import { OnnxRunner } from './onnx-runner.js';
 import { Batcher, type BatcherOptions } from './batcher.js';
+import { SupervisedRunner, withinLimit, type RestartReason } from './watchdog.js';
 
 export type ModelState = 'LOADING' | 'READY' | 'FAILED';
 
@@ -55,8 +56,17 @@ export interface RepositoryOptions {
   instances: number;
   batching: BatchingOptions;
   warmupRuns: number;
+  /** inference_stall_ms: the watchdog's limit (at least 20 × the instance's p99); 0 or absent: no watchdog. */
+  stallMs?: number;
+  /** Backoff of failed instance restarts (tests shorten it). */
+  restartRetryBaseMs?: number;
+  restartRetryMaxMs?: number;
   logger: Logger;
   onStateChange?: (entry: ModelEntry) => void;
+  /** An instance is being replaced (sightline_model_instance_restarts_total). */
+  onInstanceRestart?: (entry: ModelEntry, reason: RestartReason) => void;
+  /** A replacement instance failed to start; it is retried with backoff. */
+  onInstanceRestartFailed?: (entry: ModelEntry, err: Error, attempt: number) => void;
   /** Loads only the versions this accepts (e.g. the one model `sightline eval` measures). */
   include?: (name: string, version: string) => boolean;
   /** Creates model instances; the ONNX worker-thread runner unless a test or back end says otherwise. */
@@ -155,6 +165,21 @@ export class ModelRepository {
           ({ dims } = await runner.run(warmBatch, width, height));
         }
       }
+      if ((this.options.stallMs ?? 0) > 0) {
+        const startInstance = async (limitMs: number): Promise<ModelRunner> => {
+          const runner = await create(join(entry.dir, 'model.onnx'), runnerOptions);
+          try {
+            for (let i = 0; i < Math.max(1, this.options.warmupRuns); i++) {
+              await withinLimit(runner, runner.run(warmBatch, width, height), limitMs);
+            }
+          } catch (err) {
+            await runner.close().catch(() => undefined);
+            throw err;
+          }
+          return runner;
+        };
+        for (const [i, runner] of runners.entries()) runners[i] = this.supervise(entry, runner, i, startInstance);
+      }
       const { format, detected } = resolveFormat(manifest.format, [1, ...dims.slice(1)], manifest.labels.length);
       const { batching } = this.options;
       const batcherOptions: BatcherOptions = {
@@ -192,6 +217,68 @@ export class ModelRepository {
       const reason = (err as Error).message;
       this.setState(entry, 'FAILED', reason);
       logger.error({ event: 'model_failed', model: entry.name, version: entry.version, reason }, `model ${id} FAILED: ${reason}`);
+    }
+  }
+
+  /** Instances of each entry being replaced by the watchdog. */
+  private readonly replacing = new Map<ModelEntry, Set<number>>();
+
+  private supervise(entry: ModelEntry, runner: ModelRunner, index: number, start: (limitMs: number) => Promise<ModelRunner>): SupervisedRunner {
+    const { logger } = this.options;
+    const id = `${entry.name}:${entry.version}`;
+    const instance = `${index + 1}/${Math.max(1, this.options.instances)}`;
+    const supervised: SupervisedRunner = new SupervisedRunner(runner, {
+      stallMs: this.options.stallMs ?? 0,
+      start: () => start(supervised.limitMs),
+      ...(this.options.restartRetryBaseMs !== undefined ? { retryBaseMs: this.options.restartRetryBaseMs } : {}),
+      ...(this.options.restartRetryMaxMs !== undefined ? { retryMaxMs: this.options.restartRetryMaxMs } : {}),
+      onStalled: (_r, elapsedMs, limitMs) => {
+        logger.error(
+          {
+            event: 'model_instance_stalled',
+            model: entry.name,
+            version: entry.version,
+            instance,
+            elapsed_ms: Math.round(elapsedMs),
+            limit_ms: Math.round(limitMs),
+          },
+          `model ${id} instance ${instance}: an inference ran past the stall limit of ${Math.round(limitMs)} ms; its requests got INFERENCE_STALLED, replacing the instance`,
+        );
+        this.options.onInstanceRestart?.(entry, 'stalled');
+        this.markReplacing(entry, index, true);
+      },
+      onRestarted: (_r, attempts) => {
+        logger.info(
+          { event: 'model_instance_restarted', model: entry.name, version: entry.version, instance, attempts },
+          `model ${id} instance ${instance} replaced and warmed up${attempts > 1 ? ` after ${attempts} attempts` : ''}`,
+        );
+        this.markReplacing(entry, index, false);
+      },
+      onRestartFailed: (_r, err, attempt, retryInMs) => {
+        logger.error(
+          { event: 'model_instance_restart_failed', model: entry.name, version: entry.version, instance, attempt, retry_in_ms: retryInMs, reason: err.message },
+          `model ${id} instance ${instance}: restart attempt ${attempt} failed (${err.message}); retrying in ${retryInMs} ms`,
+        );
+        this.markReplacing(entry, index, true, `restart attempt ${attempt} failed: ${err.message}; retrying in ${retryInMs} ms`);
+        this.options.onInstanceRestartFailed?.(entry, err, attempt);
+      },
+    });
+    return supervised;
+  }
+
+  /** Keeps the entry's state in step with its instances: READY with a reason while some are replaced, LOADING while all are. */
+  private markReplacing(entry: ModelEntry, index: number, replacing: boolean, note?: string): void {
+    let set = this.replacing.get(entry);
+    if (!set) this.replacing.set(entry, (set = new Set()));
+    if (replacing) set.add(index);
+    else set.delete(index);
+    const total = entry.runners?.length ?? Math.max(1, this.options.instances);
+    const why = note ? ` (${note})` : '';
+    if (set.size === 0) this.setState(entry, 'READY');
+    else if (set.size < total) {
+      this.setState(entry, 'READY', `${set.size} of ${total} instances being replaced after a stalled inference${why}; ${total - set.size} serving`);
+    } else {
+      this.setState(entry, 'LOADING', `every instance (${total}) is being replaced after a stalled inference${why}`);
     }
   }
 

@@ -9,6 +9,55 @@ export interface ModelRunner {
   run(images: Uint8Array[], width: number, height: number): Promise<RunOutput>;
   /** Releases the session; idempotent. */
   close(): Promise<void>;
+  /**
+   * Gives up on the instance without waiting (the watchdog, on a stalled run):
+   * its pending runs reject with `err` and its thread is ended as soon as it can be.
+   */
+  abandon?(err: Error): void;
+  /** Set while the instance is being replaced; the batcher hands it no batch until this settles. */
+  readonly replacing?: Promise<void> | undefined;
+  /**
+   * Runs named tensors as they are (no image preprocessing) and returns the
+   * outputs asked for (the Open Inference Protocol's raw path). Optional: a
+   * back end without it serves images only.
+   */
+  runTensors?(inputs: NamedTensor[], outputNames: string[]): Promise<TensorRunOutput>;
+}
+
+/** An input or output as the session declares it: ONNX Runtime's element type name and shape (strings are dynamic dimensions). */
+export interface TensorMetadata {
+  name: string;
+  /** ONNX Runtime's tensor type (`float32`, `int64`, `bool`, `string`, …); `unknown` for a non-tensor value. */
+  type: string;
+  shape: (number | string)[];
+}
+
+/** Tensor data as ONNX Runtime takes and gives it, per type (strings for `string`, BigInt64Array for `int64`, Uint16Array bits for `float16`). */
+export type TensorData =
+  | Float32Array
+  | Float64Array
+  | Int8Array
+  | Uint8Array
+  | Int16Array
+  | Uint16Array
+  | Int32Array
+  | Uint32Array
+  | BigInt64Array
+  | BigUint64Array
+  | string[];
+
+export interface NamedTensor {
+  name: string;
+  /** ONNX Runtime's tensor type name, as in TensorMetadata. */
+  type: string;
+  dims: number[];
+  data: TensorData;
+}
+
+export interface TensorRunOutput {
+  outputs: NamedTensor[];
+  /** Time spent in session.run. */
+  inferMs: number;
 }
 
 export interface RunnerInfo {
@@ -17,6 +66,9 @@ export interface RunnerInfo {
   /** Declared input shape; strings are symbolic (dynamic) dimensions. */
   inputShape: (number | string)[];
   outputShape: (number | string)[];
+  /** Every input and output the session declares (absent from back ends that do not say). */
+  inputs?: TensorMetadata[];
+  outputs?: TensorMetadata[];
 }
 
 export interface RunOutput {

@@ -83,6 +83,12 @@ export function createMetrics() {
       labelNames: ['model', 'version'] as const,
       registers,
     }),
+    instanceRestarts: new Counter({
+      name: 'sightline_model_instance_restarts_total',
+      help: 'Model instances replaced by the inference watchdog, by reason (stalled: an inference ran past inference_stall_ms).',
+      labelNames: ['model', 'version', 'reason'] as const,
+      registers,
+    }),
     connections: new Gauge({
       name: 'sightline_connections',
       help: 'Open client connections (HTTP sockets and WebSocket sessions; refused ones left out), by transport (http, websocket) and client kind (camera, dashboard, api_script, system).',

@@ -22,6 +22,7 @@ export interface ErrorResponse {
  */
 export const RETRYABLE_CODES: ReadonlySet<string> = new Set([
   'MODEL_NOT_READY',
+  'INFERENCE_STALLED',
   'SHUTTING_DOWN',
   'OVERLOADED',
   'STORE_UNAVAILABLE',

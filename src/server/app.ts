@@ -28,6 +28,7 @@ import { uploadRoutes } from './routes/uploads.js';
 import { adminConnectionRoutes } from './routes/admin-connections.js';
 import { outputRoutes } from './routes/outputs.js';
 import { scalingRoutes } from './routes/scaling.js';
+import { oipRoutes } from './routes/v2/index.js';
 import { webRoutes } from './web.js';
 import { installHttpDrain } from './drain.js';
 import { connectionServerOptions, connectionsPlugin } from '../connections/index.js';
@@ -139,6 +140,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(streamRoutes);
     await app.register(adminConnectionRoutes);
     await app.register(outputRoutes);
+    await app.register(oipRoutes, { prefix: '/v2' });
     // The operator dashboard at / (dist/web, built from web/), after the API routes.
     await app.register(webRoutes);
 

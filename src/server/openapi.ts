@@ -24,6 +24,7 @@ const TAGS = [
   { name: 'monitoring', description: 'Prometheus metrics and alert states' },
   { name: 'outputs', description: 'Factory outputs (MQTT, webhooks, OPC UA, Modbus): state, outboxes and dead letters' },
   { name: 'admin', description: 'Open connections' },
+  { name: 'oip', description: 'The Open Inference Protocol (KServe v2 / Triton HTTP) under /v2: errors are {"error": "…"} (docs/oip.md)' },
 ];
 
 /**
