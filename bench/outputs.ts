@@ -29,12 +29,15 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '12' },
     warmup: { type: 'string', default: '3' },
     out: { type: 'string', default: join(PROJECT_ROOT, 'bench/results') },
+    // One output alone (mqtt, webhook, opcua, modbus), to find which one costs what.
+    only: { type: 'string', default: '' },
+    levels: { type: 'string', default: '1,4' },
   },
 });
 const rounds = Number(values.rounds);
 const durationS = Number(values.duration);
 const warmupS = Number(values.warmup);
-const LEVELS = [1, 4];
+const LEVELS = values.levels.split(',').map(Number);
 
 interface Cell {
   setting: 'off' | 'on, peers down';
@@ -49,16 +52,13 @@ interface Cell {
 
 async function outputArgs(): Promise<string[]> {
   const closed = await freePort(); // nothing listens there: the broker and the receiver are "down"
-  return [
-    `--mqtt-url=mqtt://127.0.0.1:${closed}`,
-    `--webhook-urls=http://127.0.0.1:${closed}/hook`,
-    '--webhook-secret=bench',
-    '--opcua',
-    `--opcua-port=${await freePort()}`,
-    '--modbus',
-    `--modbus-port=${await freePort()}`,
-    '--modbus-lines=line-1',
-  ];
+  const all: Record<string, string[]> = {
+    mqtt: [`--mqtt-url=mqtt://127.0.0.1:${closed}`],
+    webhook: [`--webhook-urls=http://127.0.0.1:${closed}/hook`, '--webhook-secret=bench'],
+    opcua: ['--opcua', `--opcua-port=${await freePort()}`],
+    modbus: ['--modbus', `--modbus-port=${await freePort()}`, '--modbus-lines=line-1'],
+  };
+  return values.only ? (all[values.only] ?? []) : Object.values(all).flat();
 }
 
 async function measure(setting: Cell['setting'], round: number, imagesDir: string, work: string): Promise<Cell[]> {
@@ -152,7 +152,7 @@ async function main(): Promise<void> {
     cells.push(...(await measure('off', round, imagesDir, work)));
     cells.push(...(await measure('on, peers down', round, imagesDir, work)));
   }
-  const base = join(values.out, `${started.slice(0, 10)}-outputs-latency`);
+  const base = join(values.out, `${started.slice(0, 10)}-outputs-latency${values.only ? `-${values.only}` : ''}`);
   await writeFile(`${base}.json`, JSON.stringify({ started, cells }, null, 2));
   await writeFile(`${base}.md`, markdown(cells, started));
   process.stdout.write(markdown(cells, started));

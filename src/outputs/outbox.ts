@@ -127,11 +127,22 @@ export class OutboxTables {
  * come back.
  */
 export class Outbox {
+  /** Pushes since the bound was last checked. */
+  #unchecked = 0;
+  /**
+   * The bound is checked every this many pushes (1 % of max): counting the
+   * waiting rows on every push costs the request path a scan of up to `max`
+   * index entries, and an outbox may briefly hold 1 % more than `max`.
+   */
+  readonly #checkEvery: number;
+
   constructor(
     private readonly tables: OwnTables<OutboxSchema>,
     readonly output: string,
     private readonly bounds: { max: number; deadMax: number },
-  ) {}
+  ) {
+    this.#checkEvery = Math.max(1, Math.floor(bounds.max / 100));
+  }
 
   /** Appends a message; resolves with how many of the oldest waiting ones were dropped to stay within `max`. */
   async push(key: string, payload: string, now = Date.now()): Promise<number> {
@@ -140,6 +151,8 @@ export class Outbox {
         .insertInto('output_outbox')
         .values({ output: this.output, key, payload, attempts: 0, due_at: now, claimed_until: 0, created_at: now, last_error: null, dead_at: null })
         .execute();
+      if (++this.#unchecked < this.#checkEvery) return 0;
+      this.#unchecked = 0;
       const waiting = await this.#waiting(db);
       const excess = waiting - this.bounds.max;
       if (excess <= 0) return 0;

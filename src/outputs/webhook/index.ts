@@ -67,10 +67,8 @@ export class WebhookOutput implements Output {
       metrics: ctx.metrics,
       logger: this.#logger,
       max: Math.min(config.webhook_outbox_max, MAX_PENDING_WRITES),
-      onWritten: () => {
-        this.#deliverer.kick();
-        this.#depthChanged();
-      },
+      // The depth is read on the timer, not per message: a count per result would cost the request path.
+      onWritten: () => this.#deliverer.kick(),
     });
   }
 
