@@ -23,6 +23,9 @@ export class OutputHub {
   readonly #metrics: OutputMetrics;
   #unsubscribe: (() => Promise<void>) | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** Events waiting for the next turn of the event loop, in publish order. */
+  readonly #pending: { scope: Output['scope']; event: SightlineEvent }[] = [];
+  #flushScheduled = false;
 
   constructor(outputs: ConfiguredOutput[], deps: { logger: Logger; metrics: OutputMetrics }) {
     this.#outputs = outputs;
@@ -36,6 +39,22 @@ export class OutputHub {
 
   get(name: string): Output | undefined {
     return this.#outputs.find((o) => o.output.name === name)?.output;
+  }
+
+  /**
+   * Queues `event` for the outputs of `scope`. They get it on the next turn of the
+   * event loop (setImmediate), in order: publish is called on the request path,
+   * and an output's own work (an OPC UA address space updating two dozen nodes, an
+   * outbox write) must come after the answer is sent, not before.
+   */
+  #enqueue(scope: Output['scope'], event: SightlineEvent): void {
+    this.#pending.push({ scope, event });
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      for (const { scope: s, event: e } of this.#pending.splice(0)) this.#dispatch(s, e);
+    });
   }
 
   /** Hands `event` to the outputs of `scope` whose filter it passes; an output that throws is logged, never the publisher's problem. */
@@ -53,7 +72,7 @@ export class OutputHub {
   /** The bus this process publishes on, with its own events also going to the `local` outputs. */
   wrap(bus: EventBus): EventBus {
     if (!this.#outputs.some((o) => o.output.scope === 'local')) return bus;
-    const dispatch = (event: SightlineEvent) => this.#dispatch('local', event);
+    const dispatch = (event: SightlineEvent) => this.#enqueue('local', event);
     return {
       publish(event: SightlineEvent): void {
         bus.publish(event);
@@ -74,7 +93,7 @@ export class OutputHub {
       this.#logger.info({ event: 'output_started', output: output.name, scope: output.scope }, `${output.name} output started`);
     }
     if (this.#outputs.some((o) => o.output.scope === 'bus')) {
-      this.#unsubscribe = await bus.subscribe(ALL_LINES, (event) => this.#dispatch('bus', event));
+      this.#unsubscribe = await bus.subscribe(ALL_LINES, (event) => this.#enqueue('bus', event));
     }
     let reading = false;
     const sample = () => {
@@ -112,6 +131,8 @@ export class OutputHub {
 
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    // Events published just before the close still reach their outputs (and so their outboxes).
+    for (const { scope, event } of this.#pending.splice(0)) this.#dispatch(scope, event);
     await this.#unsubscribe?.().catch(() => undefined);
     await Promise.all(
       this.#outputs.map(({ output }) =>

@@ -89,7 +89,7 @@ test('with every output configured and every peer away, detection answers, /read
   let metrics = '';
   for (const until = Date.now() + 5000; Date.now() < until; await new Promise((r) => setTimeout(r, 200))) {
     metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
-    if (/sightline_output_outbox_depth\{output="mqtt"\} 3/.test(metrics)) break;
+    if (/sightline_output_outbox_depth\{output="mqtt"\} 3/.test(metrics) && /sightline_output_outbox_depth\{output="webhook"\} 2/.test(metrics)) break;
   }
   assert.match(metrics, /sightline_output_outbox_depth\{output="mqtt"\} 3/);
   assert.match(metrics, /sightline_output_outbox_depth\{output="webhook"\} 2/);
