@@ -137,7 +137,10 @@ test('a model whose inference worker died fails its test inference: /readyz turn
 
     // The model stays READY in the repository: only the test inference can tell it no longer answers.
     const entry = app.sightline.models.list().find((e) => e.name === 'v8')!;
-    const runner = entry.runners![0] as unknown as { thread: { terminate(): Promise<number> } };
+    // The instance under the watchdog's SupervisedRunner (src/inference/watchdog.ts), when it wraps one.
+    type Thread = { thread: { terminate(): Promise<number> } };
+    const supervised = entry.runners![0] as unknown as Partial<Thread> & { current?: Thread };
+    const runner = supervised.current ?? (supervised as Thread);
     await runner.thread.terminate();
     await testInference.runOnce();
     const broken = await app.inject('/readyz');
