@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { SightlineEvent } from '../protocol/events.js';
-import type { CameraState } from '../protocol/lines.js';
+import type { CameraState, LineList } from '../protocol/lines.js';
 import type { Verdict } from '../protocol/results.js';
 
 /** Verdicts as PLC registers carry them: 0 none yet, 1 OK, 2 NG. */
@@ -173,5 +173,29 @@ export class LineStates {
 
   all(): IterableIterator<LineState> {
     return this.#lines.values();
+  }
+}
+
+/**
+ * Camera states from GET /v1/lines' list into the line states `stateOf` names
+ * (undefined: a line the output does not show). Camera events only say what
+ * changes from now on; a camera whose event came first is newer and kept.
+ */
+export function applyCameraList(list: LineList, stateOf: (line: string) => LineState | undefined): void {
+  for (const line of list.lines) {
+    const state = stateOf(line.line);
+    if (!state) continue;
+    for (const camera of line.cameras) {
+      if (state.cameras.has(camera.camera)) continue;
+      state.apply({
+        type: 'camera',
+        line: line.line,
+        camera: camera.camera,
+        state: camera.state,
+        previous: null,
+        at: camera.since,
+        last_frame_at: camera.last_frame_at,
+      });
+    }
   }
 }

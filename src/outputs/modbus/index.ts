@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { SightlineEvent } from '../../protocol/events.js';
 import type { OutputContext } from '../context.js';
 import { splitList } from '../filter.js';
-import { type LineState, LineStates } from '../line-state.js';
+import { applyCameraList, type LineState, LineStates } from '../line-state.js';
 import type { Output, OutputHealth } from '../output.js';
 import { BLOCK_SIZE, MAX_LINES, ModbusMap } from './register-map.js';
 import { ModbusTcpServer } from './server.js';
@@ -102,23 +102,7 @@ export class ModbusOutput implements Output {
   /** The error bit from the first poll: camera events only say what changes after the start. */
   async #seedCameras(): Promise<void> {
     try {
-      const { lines } = await this.#ctx.lines();
-      for (const line of lines) {
-        if (!this.#states.has(line.line)) continue;
-        const state = this.#states.get(line.line);
-        for (const camera of line.cameras) {
-          if (state.cameras.has(camera.camera)) continue;
-          state.apply({
-            type: 'camera',
-            line: line.line,
-            camera: camera.camera,
-            state: camera.state,
-            previous: null,
-            at: camera.since,
-            last_frame_at: camera.last_frame_at,
-          });
-        }
-      }
+      applyCameraList(await this.#ctx.lines(), (line) => (this.#states.has(line) ? this.#states.get(line) : undefined));
     } catch (err) {
       this.#logger.warn(
         { event: 'modbus_camera_seed_failed', err },

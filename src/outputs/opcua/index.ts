@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Namespace, OPCUAServer, UAObject } from 'node-opcua';
 import type { SightlineEvent } from '../../protocol/events.js';
 import type { OutputContext } from '../context.js';
-import { LineStates, type LineState } from '../line-state.js';
+import { applyCameraList, LineStates, type LineState } from '../line-state.js';
 import type { Output, OutputHealth } from '../output.js';
 import type { LineNode, Writable } from './nodes.js';
 
@@ -162,24 +162,9 @@ export class OpcuaOutput implements Output {
 
   async #seedFromLines(): Promise<void> {
     try {
-      const { lines } = await this.#ctx.lines();
+      const list = await this.#ctx.lines();
       if (this.#closed) return;
-      for (const line of lines) {
-        const state = this.#states.get(line.line);
-        for (const camera of line.cameras) {
-          // A camera event that came first is newer than this list.
-          if (state.cameras.has(camera.camera)) continue;
-          state.apply({
-            type: 'camera',
-            line: line.line,
-            camera: camera.camera,
-            state: camera.state,
-            previous: null,
-            at: camera.since,
-            last_frame_at: camera.last_frame_at,
-          });
-        }
-      }
+      applyCameraList(list, (line) => this.#states.get(line));
     } catch (err) {
       this.#logger.warn({ event: 'opcua_lines_unavailable', err }, 'OPC UA output could not list the lines at start; they appear with their next event');
     }
