@@ -39,6 +39,10 @@ const LAYERS = {
   history: [...BASE, 'metrics', 'store', 'inspection'],
   // Factory outputs: sinks of the event bus with outboxes in the result store's database.
   outputs: [...BASE, 'metrics', 'store', 'events', 'health'],
+  // Pulled sources (hot folders, camera URLs): frames read by the server itself, through the inspection path, counted by the line registry, checked in /readyz.
+  sources: [...BASE, 'metrics', ...CORE, 'events', 'inspection', 'lines', 'health'],
+  // Model control: the control table in the result store's database, applied to the model repository.
+  models: [...BASE, 'inference', 'store'],
   // Scaling signals: desired replica counts from the queue, throughput and latency; forecasts from the history.
   scaling: [...BASE, 'metrics', 'store', 'queue', 'history'],
   // Backup and restore of an embedded data dir (results, jobs, keys, snapshots) or a PostgreSQL store.

@@ -21,15 +21,18 @@ RUN npm run build
 FROM ${NODE_IMAGE} AS runtime
 # tini as PID 1: Node as PID 1 gets no default signal handlers and reaps no zombies;
 # tini forwards SIGTERM so that serve and worker drain (finish in-flight work, exit 0).
+# ffmpeg: pulled sources of kind ffmpeg (RTSP, HTTP video, files) run it as a child process (docs/sources.md).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tini \
+ && apt-get install -y --no-install-recommends tini ffmpeg \
  && rm -rf /var/lib/apt/lists/*
 # A fixed numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER,
 # and volume permissions (fsGroup, chown on the host) need a number to agree on.
 RUN groupadd --system --gid 10001 sightline \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin sightline
 WORKDIR /app
-ENV NODE_ENV=production
+# Two malloc arenas: model loads start new threads, and glibc's default (8 × cores arenas)
+# keeps what they freed, so RSS grew with every load/unload (bench/results/*-model-swap.md).
+ENV NODE_ENV=production MALLOC_ARENA_MAX=2
 COPY package.json package-lock.json .npmrc ./
 # .npmrc carries onnxruntime-node-install=skip: the CPU binaries ship in the package,
 # and the install script would otherwise download CUDA libraries.

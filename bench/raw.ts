@@ -12,6 +12,10 @@ import { epochMs } from './stats.js';
 export interface Layout {
   instances: number;
   intraOpThreads: number;
+  /** ONNX Runtime's intra-op spinning; left out: ONNX Runtime's default (on). */
+  spinning?: boolean;
+  /** Threads of the first instance's lone-request session (the server's lone_request_threads); 0 or absent: none. */
+  loneRequestThreads?: number;
 }
 
 export interface RawCell extends Layout {
@@ -46,7 +50,10 @@ export interface RawOptions {
 }
 
 export function layoutName(l: Layout): string {
-  return `${l.instances} inst × ${l.intraOpThreads} thr`;
+  const multi = l.intraOpThreads > 1 || (l.loneRequestThreads ?? 0) > 1;
+  const spin = l.spinning === undefined || !multi ? '' : l.spinning ? ', spin' : ', no spin';
+  const lone = (l.loneRequestThreads ?? 0) > 1 ? ` + lone ${l.loneRequestThreads} thr` : '';
+  return `${l.instances} inst × ${l.intraOpThreads} thr${lone}${spin}`;
 }
 
 export async function startInstances(modelPath: string, layout: Layout, inputName?: string): Promise<OnnxRunner[]> {
@@ -57,6 +64,9 @@ export async function startInstances(modelPath: string, layout: Layout, inputNam
         await OnnxRunner.create(modelPath, {
           intraOpThreads: layout.intraOpThreads,
           interOpThreads: 1,
+          ...(layout.spinning === undefined ? {} : { intraOpSpinning: layout.spinning }),
+          // Only the first instance: the batcher uses the first that has one.
+          ...(i === 0 && (layout.loneRequestThreads ?? 0) > 1 ? { loneRequestThreads: layout.loneRequestThreads } : {}),
           ...(inputName ? { inputName } : {}),
         }),
       );

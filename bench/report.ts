@@ -126,6 +126,56 @@ function level(result: BenchResult, concurrency: number): LevelResult | undefine
   return result.server?.levels.find((l) => l.load.concurrency === concurrency);
 }
 
+/** The best session.run time of one image over the raw sweep's layouts: the lone part's hardware best. */
+export function bestSingleSessionMs(r: BenchResult): number | undefined {
+  const singles = r.raw.filter((c) => c.batch === 1).map((c) => c.meanSessionMs);
+  return singles.length ? Math.min(...singles) : undefined;
+}
+
+/**
+ * Issue 19's targets: the lone part near the hardware's best, throughput near the raw
+ * ceiling (0.90 at 640, 0.80 for the cheaper 320, where decoding weighs more), and
+ * memory that does not grow with concurrency.
+ */
+function latencyHeadlines(r: BenchResult): Headline[] {
+  const out: Headline[] = [];
+  const c1 = level(r, 1);
+  const c16 = level(r, 16);
+  const c64 = level(r, 64);
+  const best = bestSingleSessionMs(r);
+  if (c1 && best !== undefined) {
+    const t = c1.load.serverTimingsMs;
+    const decode = t.decode?.p50 ?? Number.NaN;
+    const bound = best + decode + 10;
+    const p50 = c1.load.latencyOkMs.p50;
+    out.push({
+      target: 'c=1 median latency ≤ best single-image session.run + decode + 10 ms',
+      measured:
+        `**${fmt(p50, 1)} ms** vs ${fmt(best, 1)} + ${fmt(decode, 1)} + 10 = ${fmt(bound, 1)} ms; medians: decode ${fmt(decode, 2)}, preprocess ${fmt(t.preprocess?.p50, 2)}, ` +
+        `queue ${fmt(t.queue?.p50, 2)}, infer ${fmt(t.infer?.p50, 2)}, postprocess ${fmt(t.postprocess?.p50, 2)}, outside the server's timings ${fmt(c1.load.httpOverheadMs.p50, 2)} ms`,
+      pass: p50 <= bound,
+    });
+  }
+  if (c16 && r.rawBest) {
+    const want = r.model.name.includes('320') ? 0.8 : 0.9;
+    const ratio = c16.load.okPerSec / r.rawBest.imagesPerSec;
+    out.push({
+      target: `c=16 ≥ ${fmt(want, 2)} × raw ceiling (${layoutName(r.rawBest)}, batch ${r.rawBest.batch})`,
+      measured: `${fmt(c16.load.okPerSec)} / ${fmt(r.rawBest.imagesPerSec)} img/s = **${fmt(ratio, 2)}**`,
+      pass: ratio >= want,
+    });
+  }
+  if (c1 && c64) {
+    const growth = c64.server.rssPeakMiB - c1.server.rssPeakMiB;
+    out.push({
+      target: 'server RSS at c=64 within 100 MiB of c=1',
+      measured: `peak ${fmt(c1.server.rssPeakMiB, 0)} → ${fmt(c64.server.rssPeakMiB, 0)} MiB (**${growth >= 0 ? '+' : ''}${fmt(growth, 0)} MiB**)`,
+      pass: Math.abs(growth) <= 100,
+    });
+  }
+  return out;
+}
+
 export function headlines(r: BenchResult): Headline[] {
   const out: Headline[] = [];
   const c16 = level(r, 16);
@@ -149,6 +199,7 @@ export function headlines(r: BenchResult): Headline[] {
       pass: o <= 3,
     });
   } else out.push({ target: 'c=1 median server overhead ≤ 3 ms', measured: 'not measured', pass: undefined });
+  out.push(...latencyHeadlines(r));
   const ov = r.server?.overload;
   if (ov && c16) {
     const p99 = ov.load.latencyOkMs.p99;

@@ -21,6 +21,8 @@ export interface ServerOptions {
   extraArgs: string[];
   logPath: string;
   readyTimeoutS: number;
+  /** The child's environment; the harness's own when left out. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface ProcSample {
@@ -119,7 +121,7 @@ export class ServerProcess {
       ...o.extraArgs,
     ];
     const log = openSync(o.logPath, 'a');
-    const child = spawn(process.execPath, args, { cwd: o.projectRoot, stdio: ['ignore', log, log], env: process.env });
+    const child = spawn(process.execPath, args, { cwd: o.projectRoot, stdio: ['ignore', log, log], env: o.env ?? process.env });
     closeSync(log);
     const server = new ServerProcess(child, port, ['dist/cli/main.js', ...args.slice(1)], o.logPath);
     try {

@@ -24,6 +24,9 @@ export const Errors = {
   NO_DEFAULT_MODEL: createError('NO_DEFAULT_MODEL', 'No model named in the request and no default model: %s', 400),
   INFERENCE_FAILED: createError('INFERENCE_FAILED', 'Inference failed: %s', 500),
   INFERENCE_STALLED: createError('INFERENCE_STALLED', 'Inference stalled: %s', 503),
+  MODEL_CONTROL_DISABLED: createError('MODEL_CONTROL_DISABLED', 'Model control is off (model_control: none): %s', 409),
+  MODEL_LOAD_FAILED: createError('MODEL_LOAD_FAILED', 'Model %s failed to load: %s', 422),
+  INVALID_TRAFFIC_SPLIT: createError('INVALID_TRAFFIC_SPLIT', 'Invalid traffic split: %s', 400),
   // admission
   OVERLOADED: createError('OVERLOADED', 'The server is overloaded: %s', 503),
   DEADLINE_EXCEEDED: createError('DEADLINE_EXCEEDED', 'The request deadline passed %s', 504),
@@ -61,6 +64,10 @@ export const Errors = {
   OUTPUT_NOT_FOUND: createError('OUTPUT_NOT_FOUND', 'No output %s is configured in this process', 404),
   OUTPUT_HAS_NO_OUTBOX: createError('OUTPUT_HAS_NO_OUTBOX', 'The %s output keeps no outbox (it serves its state to clients): no dead letters', 404),
   DEAD_LETTER_NOT_FOUND: createError('DEAD_LETTER_NOT_FOUND', 'No dead letter %s in the %s output', 404),
+  // pulled sources (/v1/sources, the `sources` config key)
+  INVALID_SOURCE: createError('INVALID_SOURCE', 'Invalid source: %s', 400),
+  SOURCE_NOT_FOUND: createError('SOURCE_NOT_FOUND', 'No source %s in this process', 404),
+  SOURCE_EXISTS: createError('SOURCE_EXISTS', 'A source %s already exists: delete it first', 409),
   // identity and limits
   UNAUTHORIZED: createError('UNAUTHORIZED', 'Authentication required: %s', 401),
   FORBIDDEN: createError('FORBIDDEN', 'The %s role is needed for this route', 403),

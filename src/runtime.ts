@@ -6,6 +6,7 @@ import { startSystemSampler } from './metrics/system-sampler.js';
 import { effectiveLimits, type EffectiveLimits } from './metrics/cgroup.js';
 import { ModelRepository, type ModelEntry, type RepositoryOptions } from './inference/repository.js';
 import { repositoryOptions } from './inference/from-config.js';
+import { ModelControl, ModelControlStore } from './models/index.js';
 import { createResultStore, type ResultStore } from './store/index.js';
 import type { JobQueue } from './queue/index.js';
 import { eventBusFromConfig, type EventBus } from './events/index.js';
@@ -24,6 +25,8 @@ import { createSnapshotService, type SnapshotService } from './snapshots/index.j
 import { startHistory, type History } from './history/index.js';
 import { outputsFromConfig, type OutputHub } from './outputs/index.js';
 import { redisProbe } from './auth/rate-limit/index.js';
+import { parseSources, SourceManager, type SourceContext } from './sources/index.js';
+import type { Gauge } from 'prom-client';
 
 /**
  * What a Sightline process runs on, built from the config in one place for
@@ -34,6 +37,8 @@ export interface Runtime {
   logger: Logger;
   metrics: Metrics;
   models: ModelRepository;
+  /** Loads, unloads and traffic splits while serving (model_control); the control table is shared by every process. */
+  modelControl: ModelControl;
   store: ResultStore;
   queue: JobQueue;
   /** Live result and status events by line (in-process or RabbitMQ). */
@@ -80,6 +85,8 @@ export interface ServerRuntime extends Runtime {
   /** Sliding window of this process's results (all sources): throughput and latency for live status. */
   live: LiveStats;
   health: Health;
+  /** Pulled sources (hot folders, camera URLs) this server reads itself: `sources` and /v1/sources. */
+  sources: SourceManager;
 }
 
 export interface RuntimeOptions {
@@ -124,6 +131,16 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
     ),
   );
   const store = createResultStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {});
+  const modelControl = new ModelControl({
+    mode: config.model_control,
+    pollIntervalMs: config.model_poll_interval_ms,
+    syncIntervalMs: config.model_sync_interval_ms,
+    repository: models,
+    ...(config.model_control !== 'none' ? { store: new ModelControlStore(storeUrl(config), config.store_schema ? { schema: config.store_schema } : {}) } : {}),
+    logger,
+  });
+  // The first load waits (briefly) for the control table, so that a rollback or unload made before a restart holds.
+  models.holdLoadingUntil(modelControl.start());
   const { queue, close: closeQueue } = await queueFromConfig(config);
   // A lost broker connection is logged, never fatal: the queue reconnects by itself.
   queue.on('error', (err) => logger.warn({ event: 'queue_error', err }, `job queue: ${err.message}`));
@@ -147,7 +164,7 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
   const observers: InspectionObserver[] = [lines, snapshots, history.recorder];
   // A port in use or a bad certificate stops the process here; an absent peer does not.
   await outputs.start(events);
-  return { config, logger, metrics, models, store, queue, events, observers, lines, snapshots, history, outputs, limits, closeQueue };
+  return { config, logger, metrics, models, modelControl, store, queue, events, observers, lines, snapshots, history, outputs, limits, closeQueue };
 }
 
 /**
@@ -195,6 +212,27 @@ function countJobs(parts: Parts): void {
   });
 }
 
+/** What pulled sources run on: the inspection path, the line registry, metrics. */
+function sourceContext(parts: Parts): SourceContext {
+  const { config, models, store, metrics, logger, events, observers, lines } = parts;
+  return {
+    deps: { config, models, store, metrics, events, observers },
+    lines,
+    metrics,
+    logger,
+    settings: {
+      pollIntervalMs: config.source_poll_interval_ms,
+      snapshotIntervalMs: config.source_snapshot_interval_ms,
+      backoffMs: config.source_backoff_ms,
+      backoffMaxMs: Math.max(config.source_backoff_ms, config.source_backoff_max_ms),
+      timeoutMs: config.source_timeout_ms,
+      maxBytes: config.body_limit_bytes,
+      requestTimeoutMs: config.request_timeout_ms,
+      ffmpegPath: config.source_ffmpeg_path,
+    },
+  };
+}
+
 function startSampler(parts: Parts) {
   const { config, metrics, logger, limits } = parts;
   return startSystemSampler({ metrics, logger, intervalMs: config.system_sample_interval_ms, nvidiaSmiPath: config.nvidia_smi_path, limits });
@@ -220,6 +258,7 @@ function withJobRunner(parts: Parts, runJobs: boolean): Runtime {
       // Jobs in hand finish first (or go back to the queue) while their models still run.
       await jobRunner?.stop(config.shutdown_timeout_ms);
       await closeQueue();
+      await shared.modelControl.stop();
       await models.close();
       // Images still queued are written (their index beside the results) before the store goes.
       await shared.snapshots.close();
@@ -266,6 +305,8 @@ export async function startWorkerRuntime(config: Config, options: RuntimeOptions
  */
 export async function startServerRuntime(config: Config, options: RuntimeOptions): Promise<ServerRuntime> {
   const { logger } = options;
+  // A bad `sources` value stops the start here, like any bad setting, before anything is opened.
+  const configuredSources = parseSources(config.sources);
   const live = new LiveStats();
   // Every result this process produces is published: recording there covers sync, job and stream results.
   const parts = await buildParts(config, options, (bus) => new RecordingEventBus(bus, live));
@@ -273,7 +314,11 @@ export async function startServerRuntime(config: Config, options: RuntimeOptions
   countJobs(parts);
   // Shared rate-limit buckets: reported, never a reason to refuse traffic (the limiter falls back to this process's buckets).
   const rateLimitRedis = config.rate_limit_url ? redisProbe(config.rate_limit_url) : undefined;
-  const health = startHealth(parts, rateLimitRedis ? [{ name: 'ratelimit:redis', critical: false, probe: () => rateLimitRedis.probe() }] : []);
+  const sources = new SourceManager(sourceContext(parts), configuredSources);
+  const health = startHealth(parts, [
+    ...(rateLimitRedis ? [{ name: 'ratelimit:redis', critical: false, probe: () => rateLimitRedis.probe() }] : []),
+    ...sources.dependencies(),
+  ]);
   const depthTimer = setInterval(() => {
     queue.depth().then(
       (depth) => metrics.queueDepth.set({ queue: 'jobs' }, depth),
@@ -284,11 +329,23 @@ export async function startServerRuntime(config: Config, options: RuntimeOptions
   const sampler = startSampler(parts);
   void queue.waitUntilReady().catch((err: Error) => logger.warn({ event: 'queue_unavailable', err }, `job queue not reachable yet: ${err.message}`));
   const runtime = withJobRunner(parts, config.worker);
+  // Sources read only once everything a frame touches is in place; checks of sources added later join /readyz.
+  const upGauge = metrics.registry.getSingleMetric('sightline_dependency_up') as Gauge<'dependency'> | undefined;
+  sources.start({
+    add: (dependency) => health.monitor.add(dependency),
+    remove: (name) => {
+      health.monitor.remove(name);
+      upGauge?.remove({ dependency: name });
+    },
+  });
   return {
     ...runtime,
     live,
     health: { monitor: health.monitor, testInference: health.testInference },
+    sources,
     async close() {
+      // First: frames in hand finish (a hot folder's files are moved) while models, store and bus are all there.
+      await sources.close();
       clearInterval(depthTimer);
       health.stop();
       await rateLimitRedis?.close();

@@ -149,6 +149,18 @@ function scenarios(x: ReturnType<typeof metricsWithExtras>): Record<string, Scen
       raise: () => instanceRestarts.inc({ model: 'defects', version: '1', reason: 'stalled' }),
       clear: () => undefined,
     },
+    SightlineImageQualityDrift: {
+      // Line l2's frames leave the image-quality envelope (6 of 20 check, 30 %); l1 is fine and
+      // l3 has too few results in the window to be judged, however many are check.
+      raise: () => {
+        m.verdicts.inc({ line: 'l1', verdict: 'ok' }, 50);
+        m.verdicts.inc({ line: 'l2', verdict: 'ok' }, 12);
+        m.verdicts.inc({ line: 'l2', verdict: 'ng' }, 2);
+        m.verdicts.inc({ line: 'l2', verdict: 'check' }, 6);
+        m.verdicts.inc({ line: 'l3', verdict: 'check' }, 2);
+      },
+      clear: () => m.verdicts.inc({ line: 'l2', verdict: 'ok' }, 100),
+    },
     SightlineDependencyDown: {
       raise: () => {
         dependencyUp.set({ dependency: 'store' }, 0);
@@ -205,6 +217,18 @@ function scenarios(x: ReturnType<typeof metricsWithExtras>): Record<string, Scen
       clear: () => {
         outputMetrics(m.registry).connected.set({ output: 'mqtt' }, 1);
         dependencyUp.set({ dependency: 'output:mqtt' }, 1);
+      },
+    },
+    SightlineSourceDown: {
+      // A pulled source that cannot be read; its /readyz check (source:*) going down with it must not raise SightlineDependencyDown.
+      raise: () => {
+        m.sourceUp.set({ source: 'cam-1' }, 0);
+        m.sourceUp.set({ source: 'cam-2' }, 1);
+        dependencyUp.set({ dependency: 'source:cam-1' }, 0);
+      },
+      clear: () => {
+        m.sourceUp.set({ source: 'cam-1' }, 1);
+        dependencyUp.set({ dependency: 'source:cam-1' }, 1);
       },
     },
     SightlineOutputDropping: {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Batcher, type BatcherOptions } from '../src/inference/batcher.js';
-import type { ModelRunner, RunOutput } from '../src/inference/runner.js';
+import type { ModelRunner, RunHow, RunOutput } from '../src/inference/runner.js';
 
 /**
  * A ModelRunner whose runs finish when the test says so. Each image is 1×1 and its
@@ -188,4 +188,51 @@ test('hasRoomFor tells in advance whether admit would succeed', async () => {
   runner.releaseOne();
   await Promise.all([busy, queued]);
   assert.equal(b.hasRoomFor('low'), true);
+});
+
+/** A HeldRunner that has a lone-request session: it records which runs were asked to go wide. */
+class WideRunner extends HeldRunner {
+  readonly wideRuns: boolean[] = [];
+  readonly prepared: [number, number][] = [];
+  readonly prepareWide = (width: number, height: number) => void this.prepared.push([width, height]);
+  override run(images: Uint8Array[], _w?: number, _h?: number, how: RunHow = {}): Promise<RunOutput> {
+    this.wideRuns.push(how.wide === true);
+    return super.run(images);
+  }
+}
+
+test('a lone request at an idle model runs on the lone-request session; company goes to the instances, never beside it', async () => {
+  const wide = new WideRunner();
+  const other = new WideRunner();
+  const b = new Batcher([wide, other], { width: 1, height: 1, maxBatch: 1, maxDelayMs: 0, maxQueue: 100 });
+  // Only the first instance with a lone-request session prepares it.
+  assert.deepEqual(wide.prepared, [[1, 1]]);
+  assert.deepEqual(other.prepared, []);
+  const lone = b.enqueue(pixel(1), 'normal');
+  await tick();
+  assert.deepEqual(wide.wideRuns, [true]);
+  // While the lone run holds every core, newcomers wait even though an instance is idle.
+  const a = b.enqueue(pixel(2), 'normal');
+  const c = b.enqueue(pixel(3), 'normal');
+  await tick();
+  assert.deepEqual(other.wideRuns, []);
+  wide.releaseOne();
+  await lone;
+  await tick();
+  // Two queued: both single-threaded instances, neither wide.
+  assert.deepEqual(wide.wideRuns, [true, false]);
+  assert.deepEqual(other.wideRuns, [false]);
+  wide.releaseOne();
+  other.releaseOne();
+  assert.equal((await a).output[0], 2);
+  assert.equal((await c).output[0], 3);
+  // A request that has company on its way (still decoding) does not take the lone session.
+  const decoding = b.admit('normal');
+  const next = b.enqueue(pixel(4), 'normal');
+  await tick();
+  assert.deepEqual([...wide.wideRuns, ...other.wideRuns].filter(Boolean), [true]);
+  wide.releaseOne();
+  other.releaseOne();
+  assert.equal((await next).wide, false);
+  decoding.release();
 });

@@ -74,7 +74,13 @@ before(async () => {
   writeFileSync(join(repo.dir, 'broken', '1', 'model.json'), JSON.stringify(MIRROR_MANIFEST));
   cpSync(new URL('../models/defects', import.meta.url), join(repo.dir, 'defects'), { recursive: true });
   // With the watchdog on (the default): raw tensors run under its stall limit too.
-  app = await startApp({ models_dir: repo.dir, default_model: 'defects', body_limit_bytes: 4 * 1024 * 1024 });
+  app = await startApp({
+    models_dir: repo.dir,
+    default_model: 'defects',
+    body_limit_bytes: 4 * 1024 * 1024,
+    // Both mirror versions stay loaded (the default policy, latest:1, would release version 1).
+    model_version_policy: 'latest:1; mirror=all',
+  });
 });
 
 after(async () => {
@@ -438,9 +444,27 @@ test('repository extension: index with states and reasons; load and unload answe
   assertError(await post('/v2/repository/index', Buffer.from('{nope')), 400, 'INVALID_REQUEST');
   assertError(await post('/v2/repository/index', { ready: 'yes' }), 400, 'INVALID_REQUEST');
   for (const action of ['load', 'unload']) {
-    assertError(await post(`/v2/repository/models/mirror/${action}`, {}), 400, 'INVALID_REQUEST', /model control is not enabled/);
     assertError(await post(`/v2/repository/models/nope/${action}`, {}), 404, 'MODEL_NOT_FOUND');
+    assertError(await post(`/v2/repository/models/mirror/${action}`, { parameters: { version: '9' } }), 404, 'MODEL_NOT_FOUND');
+    assertError(await post(`/v2/repository/models/mirror/${action}`, { parameters: { version: 2 } }), 400, 'INVALID_REQUEST');
+    assertError(await post(`/v2/repository/models/mirror/${action}`, Buffer.from('{nope')), 400, 'INVALID_REQUEST');
   }
+  // Unload one version: drained, released, UNAVAILABLE with the reason; its endpoints answer not ready.
+  const unloaded = await post('/v2/repository/models/mirror/unload', { parameters: { version: '1' } });
+  assert.equal(unloaded.statusCode, 200, unloaded.body);
+  assert.deepEqual(unloaded.json(), {});
+  const after = (await post('/v2/repository/index', {})).json() as { name: string; version: string; state: string; reason: string }[];
+  const v1 = after.find((e) => e.name === 'mirror' && e.version === '1')!;
+  assert.equal(v1.state, 'UNAVAILABLE');
+  assert.match(v1.reason, /unloaded/);
+  assert.equal((await app.inject('/v2/models/mirror/versions/1/ready')).statusCode, 503);
+  assert.equal((await app.inject('/v2/models/mirror/ready')).statusCode, 200, 'version 2 still serves');
+  // Load it back: READY again, and it answers.
+  const loaded = await post('/v2/repository/models/mirror/load', { parameters: { version: '1' } });
+  assert.equal(loaded.statusCode, 200, loaded.body);
+  assert.equal((await app.inject('/v2/models/mirror/versions/1/ready')).statusCode, 200);
+  // A model whose files cannot load: 422 with the reason, still UNAVAILABLE in the index.
+  assertError(await post('/v2/repository/models/broken/load', {}), 422, 'MODEL_LOAD_FAILED', /broken:1/);
 });
 
 test('every error case answers {"error": "…"} with its documented status', async () => {

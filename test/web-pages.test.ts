@@ -134,6 +134,8 @@ async function waitForData(page: Page, name: PageName, w: World): Promise<void> 
       break;
     case 'models':
       await page.locator(tid(`model-${w.model.name}-${w.model.version}`)).waitFor();
+      // The version that answers requests is marked.
+      await page.locator(`${tid(`model-${w.model.name}-${w.model.version}`)} ${tid('model-serving')}`).waitFor();
       break;
     case 'alerts':
       await page.locator(`${tid('alerts-firing')} ${tid('alert-SightlineCameraOffline')}`).waitFor();

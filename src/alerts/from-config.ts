@@ -18,6 +18,7 @@ const CONFIG_TO_OPTION: [string, keyof AlertOptions][] = [
   ['alert_connections_ratio', 'connectionsRatio'],
   ['alert_rejected_per_s', 'rejectedPerSecond'],
   ['alert_event_loop_lag_ms', 'eventLoopLagMs'],
+  ['alert_quality_check_ratio', 'qualityCheckRatio'],
   ['max_connections', 'maxConnections'],
 ];
 

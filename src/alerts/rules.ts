@@ -28,6 +28,8 @@ export interface AlertOptions {
   rejectedPerSecond: number;
   /** Event-loop lag (p99) above which SightlineEventLoopLag fires, in ms. */
   eventLoopLagMs: number;
+  /** Share of a line's verdicts in the window that are `check` above which SightlineImageQualityDrift fires (from minRequests results). */
+  qualityCheckRatio: number;
 }
 
 export const DEFAULT_ALERT_OPTIONS: Readonly<AlertOptions> = Object.freeze({
@@ -42,6 +44,7 @@ export const DEFAULT_ALERT_OPTIONS: Readonly<AlertOptions> = Object.freeze({
   maxConnections: 200,
   rejectedPerSecond: 1,
   eventLoopLagMs: 500,
+  qualityCheckRatio: 0.2,
 });
 
 export interface Evaluation {
@@ -114,6 +117,8 @@ function num(v: number): string {
 
 const BY = 'by (job, instance)';
 const isOutput = (dependency: string) => dependency.startsWith('output:');
+/** A pulled source's /readyz check (source:*) is SightlineSourceDown's business: other traffic is served either way. */
+const isSource = (dependency: string) => dependency.startsWith('source:');
 const isServerError = (status: string) => /^5\d\d$/.test(status);
 /** Probes and scrapes are not traffic: a failing /readyz is SightlineModelNotReady's or SightlineDependencyDown's business. */
 export const UNCOUNTED_ROUTES = ['/livez', '/readyz', '/metrics'];
@@ -260,11 +265,14 @@ export const ALERT_RULES: readonly AlertRule[] = [
     metrics: ['sightline_dependency_up'],
     threshold: () => 0,
     evaluate: (view) => {
-      const down = view.series('sightline_dependency_up').filter((s) => s.value === 0 && !isOutput(String(s.labels.dependency)));
+      const down = view
+        .series('sightline_dependency_up')
+        .filter((s) => s.value === 0 && !isOutput(String(s.labels.dependency)) && !isSource(String(s.labels.dependency)));
       return { value: down.length, ...(down.length ? { detail: listOf(down, ['dependency']) } : {}) };
     },
     // A factory output's peer (output:*) is SightlineOutputDisconnected's business: results are kept either way.
-    promql: () => `count ${BY} (sightline_dependency_up{dependency!~"output:.*"} == 0) > 0`,
+    // A pulled source (source:*) is SightlineSourceDown's.
+    promql: () => `count ${BY} (sightline_dependency_up{dependency!~"output:.*|source:.*"} == 0) > 0`,
   },
   {
     kind: 'instant',
@@ -310,6 +318,51 @@ export const ALERT_RULES: readonly AlertRule[] = [
     evaluate: (view) => ({ value: view.max('nodejs_eventloop_lag_p99_seconds') }),
     promql: (o) => `max ${BY} (nodejs_eventloop_lag_p99_seconds) > ${num(o.eventLoopLagMs / 1000)}`,
   },
+  // The image-quality gate (docs/models.md#image-quality-gate): one blurred frame is a `check`; a line
+  // whose frames keep leaving the envelope has a camera problem (focus, light, a dirty lens).
+  {
+    kind: 'window',
+    name: 'SightlineImageQualityDrift',
+    severity: 'warning',
+    unit: 'ratio',
+    summary: "A line's images drift out of the model's image-quality envelope",
+    describe: (v, t) =>
+      `${v} of a line's verdicts in the window are check: its images are outside the model's image-quality envelope (blurred, badly exposed, noisy; threshold ${t}). Look at the line's camera: focus, lighting, lens; sightline_image_quality_outside_total says why.`,
+    metrics: ['sightline_verdicts_total'],
+    threshold: (o) => o.qualityCheckRatio,
+    // Per line, as [check, all] pairs in the order of the sorted line names: lines only
+    // appear (counters are never removed), and a new one changes the length, which
+    // the engine reads as "every series born after the baseline".
+    sample: (view) => {
+      const lines = [...new Set(view.series('sightline_verdicts_total').map((s) => String(s.labels.line)))].sort();
+      return lines.flatMap((line) => [view.sum('sightline_verdicts_total', { line, verdict: 'check' }), view.sum('sightline_verdicts_total', { line })]);
+    },
+    evaluate: (increase, _s, view, o) => {
+      const lines = [...new Set(view.series('sightline_verdicts_total').map((s) => String(s.labels.line)))].sort();
+      let worst: number | null = null;
+      const over: string[] = [];
+      for (let i = 0; i < lines.length; i++) {
+        const check = increase[2 * i] ?? 0;
+        const total = increase[2 * i + 1] ?? 0;
+        if (total <= 0 || total < o.minRequests) continue;
+        const share = check / total;
+        if (worst === null || share > worst) worst = share;
+        if (share > o.qualityCheckRatio) over.push(`${lines[i]}: ${check} of ${total}`);
+      }
+      return { value: worst, ...(over.length ? { detail: over.join(', ') } : {}) };
+    },
+    promql: (o) => {
+      const w = promDuration(o.windowMs);
+      const by = 'by (job, instance, line)';
+      return [
+        `(`,
+        `  sum ${by} (rate(sightline_verdicts_total{verdict="check"}[${w}]))`,
+        `  / sum ${by} (rate(sightline_verdicts_total[${w}]))`,
+        `) > ${num(o.qualityCheckRatio)}`,
+        `and sum ${by} (increase(sightline_verdicts_total[${w}])) >= ${num(o.minRequests)}`,
+      ].join('\n');
+    },
+  },
   // Snapshots (src/snapshots): a full or read-only snapshot directory stops them, never detection.
   {
     kind: 'window',
@@ -341,6 +394,23 @@ export const ALERT_RULES: readonly AlertRule[] = [
       return { value: down.length, ...(down.length ? { detail: listOf(down, ['output']) } : {}) };
     },
     promql: () => `count ${BY} (sightline_output_connected == 0) > 0`,
+  },
+  // Pulled sources (src/sources): a hot folder or camera URL the server cannot read; it retries with backoff by itself.
+  {
+    kind: 'instant',
+    name: 'SightlineSourceDown',
+    severity: 'warning',
+    unit: 'count',
+    summary: 'A pulled source cannot be read',
+    describe: (v, t) =>
+      `Pulled sources (hot folders, camera URLs) that cannot be read: ${v} (threshold ${t}); each is retried with backoff, GET /v1/sources says why.`,
+    metrics: ['sightline_source_up'],
+    threshold: () => 0,
+    evaluate: (view) => {
+      const down = view.series('sightline_source_up').filter((s) => s.value === 0);
+      return { value: down.length, ...(down.length ? { detail: listOf(down, ['source']) } : {}) };
+    },
+    promql: () => `count ${BY} (sightline_source_up == 0) > 0`,
   },
   {
     kind: 'window',

@@ -8,6 +8,9 @@ import { repositoryOptions } from '../inference/from-config.js';
 import { effectiveLimits } from '../metrics/cgroup.js';
 import { readDataset, type Dataset } from '../eval/dataset.js';
 import { evaluateModel } from '../eval/run.js';
+import { TILING_MODES, type TilingMode } from '../protocol/options.js';
+
+const isTilingMode = (v: string): v is TilingMode => (TILING_MODES as readonly string[]).includes(v);
 
 const HELP = `Usage: sightline eval --model NAME[:VERSION] --data DIR [options]
 
@@ -22,6 +25,7 @@ Options:
   --json FILE              where to write the JSON report [eval-NAME-VERSION.json]
   --conf X                 lowest score kept for the AP curves [0.001]
   --iou X                  NMS IoU threshold [0.7]
+  --tiling auto|on|off     tiled inference of large images [the model's tiling, as served]
   --models-dir DIR         the model repository [./models, else the built-in one]; every
                            serve option works too
   -h, --help               show this help
@@ -33,6 +37,7 @@ const EXTRA = {
   json: { type: 'string' as const },
   conf: { type: 'string' as const },
   iou: { type: 'string' as const },
+  tiling: { type: 'string' as const },
 };
 
 /**
@@ -105,8 +110,13 @@ export async function runEval(argv: string[]): Promise<number> {
   const dataDir = extra.data as string | undefined;
   const conf = Number(extra.conf ?? 0.001);
   const iou = Number(extra.iou ?? 0.7);
+  const tiling = extra.tiling as string | undefined;
   if (!ref || !dataDir || !(conf >= 0 && conf <= 1) || !(iou >= 0 && iou <= 1)) {
     process.stderr.write(`sightline eval: --model and --data are required; --conf and --iou lie in [0, 1]\n\n${HELP}`);
+    return 2;
+  }
+  if (tiling !== undefined && !isTilingMode(tiling)) {
+    process.stderr.write(`sightline eval: --tiling is one of ${TILING_MODES.join(', ')} (got ${JSON.stringify(tiling)})\n`);
     return 2;
   }
   // The dataset is read before any model loads: a wrong folder is a one-line usage error.
@@ -144,11 +154,16 @@ export async function runEval(argv: string[]): Promise<number> {
       return 1;
     }
     const progress = new Progress(dataset.images.length, process.stderr);
-    const { metrics, seconds, inferMs } = await evaluateModel(model, progress.track(dataset), { conf, iou, maxPixels: config.max_image_pixels });
+    const { metrics, seconds, inferMs, totalMs, runsPerImage } = await evaluateModel(model, progress.track(dataset), {
+      conf,
+      iou,
+      maxPixels: config.max_image_pixels,
+      tiling,
+    });
     progress.end();
 
     const lines = [
-      `model ${model.name}:${model.version}  data ${resolve(dataDir)}  images ${metrics.images}  (${(metrics.images / seconds).toFixed(1)} img/s, infer ${inferMs.toFixed(1)} ms/img)`,
+      `model ${model.name}:${model.version}  data ${resolve(dataDir)}  images ${metrics.images}  (${(metrics.images / seconds).toFixed(1)} img/s, infer ${inferMs.toFixed(1)} ms/img, total ${totalMs.toFixed(1)} ms/img${runsPerImage > 1 ? `, ${runsPerImage.toFixed(1)} tiles/img` : ''})`,
       `${'class'.padEnd(14)}${'instances'.padStart(10)}${'P'.padStart(8)}${'R'.padStart(8)}${'AP50'.padStart(8)}${'AP50-95'.padStart(8)}`,
       ...metrics.classes.map(
         (c) => `${c.label.padEnd(14)}${String(c.instances).padStart(10)}${pct(c.precision)}${pct(c.recall)}${pct(c.ap50)}${pct(c.ap50_95)}`,
@@ -160,9 +175,11 @@ export async function runEval(argv: string[]): Promise<number> {
     const report = {
       model: { name: model.name, version: model.version },
       data: resolve(dataDir),
-      settings: { conf, iou, operating_conf: model.manifest.conf, iou_thresholds: '0.50:0.05:0.95', interpolation: 'coco-101' },
+      settings: { conf, iou, operating_conf: model.manifest.conf, iou_thresholds: '0.50:0.05:0.95', interpolation: 'coco-101', tiling: tiling ?? 'model' },
       ...metrics,
       seconds,
+      timings_ms: { infer_per_image: inferMs, total_per_image: totalMs },
+      runs_per_image: runsPerImage,
     };
     await writeFile(jsonPath, JSON.stringify(report, null, 2) + '\n');
     process.stdout.write(`wrote ${jsonPath}\n`);

@@ -4,6 +4,7 @@ import { extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SightlineClient } from '../client/client.js';
 import { SightlineError } from '../client/errors.js';
+import { edgeResize, type EdgeResize } from '../client/edge-resize.js';
 import type { StreamConnection } from '../client/stream.js';
 import { PACKAGE_ROOT } from './config-args.js';
 
@@ -26,6 +27,10 @@ Options:
                             else the package's samples]
   --model NAME[:VERSION]    model to ask for [the server's default]
   --api-key KEY             sent as Authorization: Bearer [env SIGHTLINE_API_KEY]
+  --edge-resize N|WxH       scale the images down here to fit N×N (or W×H, the
+                            model's input size), aspect ratio kept, and send the
+                            original size with them: boxes come back in original
+                            pixels (docs/sdk.md#edge-resize) [off]
   --drain S                 after the last frame, seconds to wait for answers;
                             frames still unanswered then count as errors [10]
   --json                    print the final report as JSON
@@ -51,6 +56,8 @@ export interface SimulateOptions {
   model?: string;
   apiKey?: string;
   drainS: number;
+  /** Scale every image to fit this at the edge and send its original size (the SDK's edgeResize). */
+  edgeResize?: EdgeResize;
   /** Where the live one-line summaries go (null: nowhere). */
   live: NodeJS.WritableStream | null;
 }
@@ -147,7 +154,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulateReport
   const lines = Array.from({ length: options.lines }, (_, i) => `line-${i + 1}`);
   const stats = new Stats(lines);
   const client = new SightlineClient({ baseUrl: options.url, ...(options.apiKey ? { apiKey: options.apiKey } : {}) });
-  const model = options.model ? { model: options.model } : {};
+  const modelOption = options.model ? { model: options.model } : {};
   const drain = new AbortController();
   // Every request in flight listens on this one signal: hundreds at 100 fps, not a leak.
   setMaxListeners(0, drain.signal);
@@ -186,9 +193,23 @@ export async function simulate(options: SimulateOptions): Promise<SimulateReport
     await Promise.all([...connections.values()].map((c) => c.ready(10_000).catch(() => undefined)));
   }
 
-  const sendOne = (line: string, image: Buffer): void => {
+  // Scaled once per image, not per frame: a camera would scale each frame, but the simulator's
+  // own CPU must not limit the frame rate it offers.
+  const frames = await Promise.all(
+    options.images.map(async (image) => {
+      const edge = options.edgeResize === undefined ? undefined : await edgeResize(image, options.edgeResize);
+      return {
+        image: edge?.image ?? image,
+        source: edge?.source ? { source_width: edge.source.width, source_height: edge.source.height } : {},
+      };
+    }),
+  );
+
+  const sendOne = (line: string, frame: (typeof frames)[number]): void => {
     stats.sent(line);
     const started = performance.now();
+    const { image } = frame;
+    const model = { ...modelOption, ...frame.source };
     if (options.transport === 'ws') {
       try {
         const id = connections.get(line)!.send(image, model);
@@ -240,7 +261,7 @@ export async function simulate(options: SimulateOptions): Promise<SimulateReport
         const due = t0 + offset + k * periodMs;
         const wait = due - performance.now();
         if (wait > 0) await sleep(wait);
-        sendOne(line, options.images[nextImage++ % options.images.length]!);
+        sendOne(line, frames[nextImage++ % frames.length]!);
       }
     }),
   );
@@ -340,6 +361,7 @@ export async function runSimulate(argv: string[]): Promise<number> {
         model: { type: 'string' },
         'api-key': { type: 'string' },
         drain: { type: 'string', default: '10' },
+        'edge-resize': { type: 'string' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h' },
       },
@@ -369,6 +391,14 @@ export async function runSimulate(argv: string[]): Promise<number> {
   } catch {
     return fail(`--url must be an http(s) URL, not ${JSON.stringify(values.url)}`);
   }
+  let edge: EdgeResize | undefined;
+  if (values['edge-resize'] !== undefined) {
+    const m = /^(\d{1,5})(?:x(\d{1,5}))?$/.exec(values['edge-resize']);
+    const w = Number(m?.[1]);
+    const h = Number(m?.[2] ?? m?.[1]);
+    if (!m || !(w >= 1 && h >= 1)) return fail(`--edge-resize must be N or WxH (pixels), not ${JSON.stringify(values['edge-resize'])}`);
+    edge = { width: w, height: h };
+  }
   const imagesDir = values.images !== undefined ? resolve(values.images) : defaultImagesDir();
   let images: Buffer[];
   try {
@@ -389,6 +419,7 @@ export async function runSimulate(argv: string[]): Promise<number> {
     ...(values.model ? { model: values.model } : {}),
     ...((values['api-key'] ?? process.env.SIGHTLINE_API_KEY) ? { apiKey: values['api-key'] ?? process.env.SIGHTLINE_API_KEY } : {}),
     drainS,
+    ...(edge ? { edgeResize: edge } : {}),
     live: process.stderr,
   });
   process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);

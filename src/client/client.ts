@@ -13,6 +13,7 @@ import type {
   WaitForJobOptions,
 } from './types.js';
 import { INFERENCE_OPTION_KEYS } from '../protocol/options.js';
+import { edgeResize } from './edge-resize.js';
 
 export interface SightlineClientOptions {
   /** The server, e.g. `http://127.0.0.1:8080` (a path prefix is kept: `https://gw/sightline`). */
@@ -94,12 +95,24 @@ export class SightlineClient {
    * @example
    * ```ts
    * const r = await client.detect(jpeg, { line: 'line-3', model: 'defects:1', deadlineMs: 500 });
-   * if (r.verdict === 'ng') reject(part);
+   * // `check`: the image is outside the model's quality envelope, a person decides; not a pass.
+   * if (r.verdict !== 'ok') reject(part);
    * ```
    * @throws SightlineError with the server's code (`INVALID_IMAGE`, `MODEL_NOT_FOUND`,
    *   `OVERLOADED` with `retryAfterMs`, …) or `NETWORK_ERROR`, `TIMEOUT`, `ABORTED`.
    */
   async detect(image: Uint8Array, options: DetectOptions = {}): Promise<DetectionResult> {
+    if (options.edgeResize !== undefined) {
+      const scaled = await edgeResize(image, options.edgeResize);
+      const { edgeResize: _, ...rest } = options;
+      if (!scaled.source) return this.detect(image, rest);
+      return this.detect(scaled.image, {
+        ...rest,
+        source_width: scaled.source.width,
+        source_height: scaled.source.height,
+        ...(scaled.contentType ? { contentType: scaled.contentType } : {}),
+      });
+    }
     const { body } = await this.request({
       method: 'POST',
       path: '/v1/detect',

@@ -28,6 +28,7 @@ export {
   type PongMessage,
 } from './stream.js';
 export { backoffDelay, backoffCap, reconnectOptions, DEFAULT_RECONNECT, type ReconnectOptions } from './backoff.js';
+export { edgeResize, type EdgeResize, type EdgeResized } from './edge-resize.js';
 export { sniffImageType, uploadMetadata, type UploadInput, type UploadOptions, type UploadResult } from './upload.js';
 export type {
   Box,

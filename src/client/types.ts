@@ -1,4 +1,5 @@
 import type { InferenceOptions } from '../protocol/options.js';
+import type { EdgeResize } from './edge-resize.js';
 
 // The wire contract (src/protocol) is the SDK's vocabulary: results, events, options and job answers.
 export type {
@@ -16,6 +17,7 @@ export type {
 export type { SightlineEvent, ResultEvent, JobStatusEvent, CameraStateEvent } from '../protocol/events.js';
 export type { CameraState, CameraStatus, LineList, LineStatus } from '../protocol/lines.js';
 export type { InferenceOptions, Priority } from '../protocol/options.js';
+export type { EdgeResize } from './edge-resize.js';
 export type { DeadReason, JobState, JobStatus, SubmittedJob } from '../protocol/jobs.js';
 
 /** Per-call options of every HTTP method. */
@@ -33,6 +35,12 @@ export interface DetectOptions extends InferenceOptions, CallOptions {
   deadlineMs?: number;
   /** Content type of the body; default sniffed (JPEG, PNG, WebP), else `application/octet-stream`. */
   contentType?: string;
+  /**
+   * Scale the image down here to fit this size (the model's input, e.g. 640), aspect ratio
+   * kept, and send the original's size with it: boxes come back in the original's pixels.
+   * An image that already fits is sent as it is. See docs/sdk.md#edge-resize.
+   */
+  edgeResize?: EdgeResize;
 }
 
 export interface SubmitJobOptions extends InferenceOptions, CallOptions {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Value } from '@sinclair/typebox/value';
 import { ConfigSchema, CONFIG_KEYS, type Config } from './schema.js';
+import { parseVersionPolicies } from './version-policy.js';
 
 export const ENV_PREFIX = 'SIGHTLINE_';
 
@@ -101,6 +102,11 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   if (Boolean(config.tls_cert_file) !== Boolean(config.tls_key_file)) {
     const [set, missing] = config.tls_cert_file ? ['tls_cert_file', 'tls_key_file'] : ['tls_key_file', 'tls_cert_file'];
     throw new ConfigError(`${set} is set but ${missing} is not: HTTPS needs both (or neither, for plain HTTP)`);
+  }
+  try {
+    parseVersionPolicies(config.model_version_policy);
+  } catch (err) {
+    throw new ConfigError(`invalid config value for "model_version_policy": ${(err as Error).message}`);
   }
   return config;
 }

@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
+import { QUALITY_OVERRIDES_PATTERN } from './quality-overrides.js';
 
 /**
  * The one place where every Sightline setting, its type, limits and default live.
@@ -255,6 +256,13 @@ export const ConfigSchema = Type.Object(
       description: 'Alert state changes kept in memory for GET /v1/alerts/history (newest first; lost on restart).',
     }),
     alert_event_loop_lag_ms: Type.Number({ default: 500, minimum: 0, description: 'Event-loop lag (p99) above which SightlineEventLoopLag fires.' }),
+    alert_quality_check_ratio: Type.Number({
+      default: 0.2,
+      minimum: 0,
+      maximum: 1,
+      description:
+        "Share of a line's verdicts in the window that are `check` (images outside the model's image-quality envelope) above which SightlineImageQualityDrift fires; judged once the line has 10 results in the window.",
+    }),
     // health and system sampling (issue 7)
     dependency_check_interval_ms: Type.Integer({
       default: 5_000,
@@ -420,8 +428,8 @@ export const ConfigSchema = Type.Object(
     }),
     mqtt_lines: Type.String({ default: '', description: 'Lines whose events the MQTT output publishes, comma-separated; empty: every line.' }),
     mqtt_verdicts: Type.String({
-      default: 'ok,ng',
-      pattern: '^\\s*(ok|ng)\\s*(,\\s*(ok|ng)\\s*)*$',
+      default: 'ok,ng,check',
+      pattern: '^\\s*(ok|ng|check)\\s*(,\\s*(ok|ng|check)\\s*)*$',
       description: 'Verdicts of the results the MQTT output publishes, comma-separated (`ng`: NG only).',
     }),
     mqtt_outbox_max: Type.Integer({
@@ -446,8 +454,8 @@ export const ConfigSchema = Type.Object(
     }),
     webhook_lines: Type.String({ default: '', description: 'Lines whose results are POSTed, comma-separated; empty: every line.' }),
     webhook_verdicts: Type.String({
-      default: 'ok,ng',
-      pattern: '^\\s*(ok|ng)\\s*(,\\s*(ok|ng)\\s*)*$',
+      default: 'ok,ng,check',
+      pattern: '^\\s*(ok|ng|check)\\s*(,\\s*(ok|ng|check)\\s*)*$',
       description: 'Verdicts of the results that are POSTed, comma-separated (`ng`: NG only).',
     }),
     webhook_timeout_ms: Type.Integer({
@@ -509,10 +517,74 @@ export const ConfigSchema = Type.Object(
       maximum: 1_000_000,
       description: 'Dead letters kept per output (oldest deleted first).',
     }),
+    // pulled sources (issue 21): cameras and folders the server reads itself; see docs/sources.md
+    sources: Type.String({
+      default: '',
+      description:
+        'Pulled sources (`sightline serve` only): a JSON file (`sources.json`, an array) or `name=kind:target[,key=value…]` entries separated by `;`, e.g. `cam-1=folder:/srv/in,line=line-1; top=snapshot:http://10.0.0.7/snap.jpg,interval_ms=500` (kinds `folder`, `snapshot`, `mjpeg`, `ffmpeg`: docs/sources.md); empty: none.',
+    }),
+    source_poll_interval_ms: Type.Integer({
+      default: 1000,
+      minimum: 50,
+      maximum: 3_600_000,
+      description: 'How often a hot folder is scanned; a file is read once its size and mtime held still for one interval.',
+    }),
+    source_snapshot_interval_ms: Type.Integer({
+      default: 1000,
+      minimum: 50,
+      maximum: 3_600_000,
+      description: "Time between two fetches of a snapshot URL (a source's own `interval_ms` wins).",
+    }),
+    source_timeout_ms: Type.Integer({ default: 5000, minimum: 100, maximum: 600_000, description: 'Time a camera has to answer one fetch.' }),
+    source_backoff_ms: Type.Integer({
+      default: 1000,
+      minimum: 10,
+      maximum: 600_000,
+      description: 'First retry delay of a source that cannot be read; doubles per failure (with jitter) up to source_backoff_max_ms.',
+    }),
+    source_ffmpeg_path: Type.String({
+      default: 'ffmpeg',
+      minLength: 1,
+      description: 'The ffmpeg that decodes `ffmpeg` sources (RTSP, HTTP video, video files), one child process per source.',
+    }),
+    source_backoff_max_ms: Type.Integer({
+      default: 30_000,
+      minimum: 10,
+      maximum: 3_600_000,
+      description: 'Longest retry delay of a source that cannot be read.',
+    }),
     models_dir: Type.String({ default: './models', minLength: 1, description: 'The model repository.' }),
     default_model: Type.String({
       default: '',
       description: 'Model used when a request names none (`name` or `name:version`); empty picks the only model.',
+    }),
+    model_control: Type.Union([Type.Literal('poll'), Type.Literal('explicit'), Type.Literal('none')], {
+      default: 'poll',
+      description:
+        '`poll`: watch models_dir and load a new version once its files are complete (plus the load/unload/traffic API); `explicit`: only the API changes what is loaded; `none`: what is there at start, no API (docs/models.md#model-control).',
+    }),
+    model_poll_interval_ms: Type.Integer({
+      default: 2000,
+      minimum: 100,
+      maximum: 3_600_000,
+      description: 'How often `poll` scans models_dir; a new version loads once its files held still for one interval.',
+    }),
+    model_sync_interval_ms: Type.Integer({
+      default: 1000,
+      minimum: 100,
+      maximum: 60_000,
+      description: 'How often each process reads the model control table (loads, unloads, traffic splits made through any process).',
+    }),
+    model_version_policy: Type.String({
+      default: 'latest:1',
+      description:
+        'Versions loaded per model: `all`, `latest:N` or `specific:V1,V2`, then per-model overrides, e.g. `latest:1; mirror=all; defects=specific:1,2`.',
+    }),
+    model_drain_timeout_ms: Type.Integer({
+      default: 30_000,
+      minimum: 0,
+      maximum: 600_000,
+      description: 'How long a version leaving service waits for its in-flight requests before its instances are closed anyway.',
     }),
     log_level: Type.Union(
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
@@ -527,6 +599,12 @@ export const ConfigSchema = Type.Object(
       default: 20 * 1024 * 1024,
       minimum: 1024,
       description: 'Largest accepted request body (raw image or multipart), in bytes.',
+    }),
+    quality_overrides: Type.String({
+      default: '',
+      pattern: QUALITY_OVERRIDES_PATTERN,
+      description:
+        "Per-line changes to the models' image-quality envelopes, bound by bound: `line-1=sharpness_min:20,brightness_max:230; line-4=off` (measures sharpness, brightness, contrast, dark_fraction, bright_fraction; `off`: no gate on that line).",
     }),
     max_image_pixels: Type.Integer({
       default: 40_000_000,
@@ -554,7 +632,20 @@ export const ConfigSchema = Type.Object(
       default: 1,
       minimum: 1,
       maximum: 256,
-      description: 'ONNX Runtime inter-op threads per model instance.',
+      description:
+        'ONNX Runtime inter-op threads per model instance (used only by parallel execution; sessions run sequentially, so this changes nothing measurable).',
+    }),
+    lone_request_threads: Type.Integer({
+      default: 0,
+      minimum: 0,
+      maximum: 256,
+      description:
+        "Intra-op threads of an extra session in the first instance that runs a request arriving at an idle model alone, so one part uses every core (docs/batching.md#thread-layout); 0: the layout's cores when an instance has fewer threads than that, 1: off.",
+    }),
+    intra_op_spinning: Type.Boolean({
+      default: false,
+      description:
+        "Whether ONNX Runtime's intra-op threads busy-wait between operators. Off by default: spinning threads fight the image decoder and the other instances for the cores (measured: docs/batching.md#thread-layout).",
     }),
     max_batch_size: Type.Integer({
       default: 1,

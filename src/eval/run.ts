@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { detect } from '../inference/detector.js';
+import { detect, type DetectOptions } from '../inference/detector.js';
 import type { ReadyModel } from '../inference/repository.js';
 import type { Dataset } from './dataset.js';
 import { evaluateDetections, type DetectionMetrics, type ImageEvaluation } from './metrics.js';
@@ -12,13 +12,19 @@ export interface EvalOptions {
   maxPixels: number;
   /** Images in flight: decoding one overlaps inference of another, as in the server. */
   concurrency?: number;
+  /** Tiled inference (docs/models.md#tiled-inference); default: the model's `tiling`, as the server does. */
+  tiling?: DetectOptions['tiling'];
 }
 
 export interface EvalRun {
   metrics: DetectionMetrics;
   seconds: number;
-  /** Mean inference time per image. */
+  /** Mean inference time per image (every tile's batch counted once, when tiled). */
   inferMs: number;
+  /** Mean end-to-end time per image, decode to answer (timings_ms.total). */
+  totalMs: number;
+  /** Mean inferences per image: 1 untiled, the tiles plus the full view when tiled. */
+  runsPerImage: number;
 }
 
 /**
@@ -33,6 +39,8 @@ export async function evaluateModel(model: ReadyModel, dataset: Dataset, options
   const started = performance.now();
   let next = 0;
   let inferMs = 0;
+  let totalMs = 0;
+  let runs = 0;
   const lanes = Array.from({ length: options.concurrency ?? 2 }, async () => {
     while (next < dataset.images.length) {
       const index = next++;
@@ -42,8 +50,11 @@ export async function evaluateModel(model: ReadyModel, dataset: Dataset, options
         iou: options.iou,
         maxDetections: 300,
         maxPixels: options.maxPixels,
+        tiling: options.tiling,
       });
       inferMs += outcome.timings_ms.infer;
+      totalMs += outcome.timings_ms.total;
+      runs += outcome.tiles?.count ?? 1;
       const { width, height } = outcome.image;
       evaluations[index] = {
         truths: item.labels
@@ -65,5 +76,7 @@ export async function evaluateModel(model: ReadyModel, dataset: Dataset, options
     metrics: evaluateDetections(evaluations, labels, model.manifest.conf),
     seconds: (performance.now() - started) / 1000,
     inferMs: inferMs / count,
+    totalMs: totalMs / count,
+    runsPerImage: runs / count,
   };
 }

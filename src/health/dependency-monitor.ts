@@ -91,6 +91,22 @@ export class DependencyMonitor extends EventEmitter<{ change: [DependencyStatus]
     return [...this.#entries.values()].filter((e) => e.dep.critical && e.status.state !== 'up').map((e) => e.dep.name);
   }
 
+  /** Watches one more dependency from now on (a source added while running); probed at once. */
+  add(dep: Dependency): void {
+    if (this.#entries.has(dep.name)) this.remove(dep.name);
+    const entry: Entry = { dep, wasUp: false, status: { name: dep.name, critical: dep.critical, state: 'starting', since: new Date(), failures: 0 } };
+    this.#entries.set(dep.name, entry);
+    if (!this.#stopped) void this.#probe(entry);
+  }
+
+  /** Stops watching a dependency (a source deleted while running). */
+  remove(name: string): void {
+    const entry = this.#entries.get(name);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    this.#entries.delete(name);
+  }
+
   stop(): void {
     this.#stopped = true;
     for (const entry of this.#entries.values()) clearTimeout(entry.timer);
@@ -121,7 +137,8 @@ export class DependencyMonitor extends EventEmitter<{ change: [DependencyStatus]
     } finally {
       clearTimeout(timer);
     }
-    if (this.#stopped) return;
+    // Stopped, or this dependency was removed while its probe ran: no next probe.
+    if (this.#stopped || this.#entries.get(entry.dep.name) !== entry) return;
     entry.timer = setTimeout(() => void this.#probe(entry), this.#nextDelay(entry.status.failures));
     entry.timer.unref();
   }

@@ -30,6 +30,8 @@ export interface BatchedOutput {
   queueMs: number;
   preprocessMs: number;
   inferMs: number;
+  /** Run by the lone-request session. */
+  wide: boolean;
 }
 
 interface Queued {
@@ -66,12 +68,19 @@ export class Batcher {
   private decoding = 0;
   private flushTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** The instance with a lone-request session (one that uses every core), if any. */
+  private readonly wideRunner: ModelRunner | undefined;
+  /** Runs under way, and whether one of them is on the lone-request session. */
+  private busy = 0;
+  private wideBusy = false;
 
   constructor(
     runners: ModelRunner[],
     private readonly options: BatcherOptions,
   ) {
     this.idle = [...runners];
+    this.wideRunner = runners.find((r) => r.prepareWide);
+    this.wideRunner?.prepareWide?.(options.width, options.height);
   }
 
   get queued(): number {
@@ -182,9 +191,31 @@ export class Batcher {
     return now - oldest;
   }
 
+  /**
+   * A request alone in an idle model, with no other on its way (none decoding), runs
+   * on the lone-request session: every core on one image, the lowest latency. Any
+   * company sends work to the single-threaded instances instead, which give the most
+   * throughput; the two never overlap, so neither takes cores from the other.
+   */
+  private lone(): ModelRunner | undefined {
+    const wide = this.wideRunner;
+    if (!wide || this.busy > 0 || this.queued !== 1 || this.decoding > 0) return undefined;
+    return this.idle.includes(wide) ? wide : undefined;
+  }
+
   private pump(): void {
     while (this.idle.length > 0 && this.queued > 0) {
+      // The lone-request session holds every core until it is done.
+      if (this.wideBusy) return;
       const now = performance.now();
+      const wide = this.lone();
+      if (wide) {
+        const batch = this.take(now);
+        if (batch.length === 0) continue;
+        this.idle.splice(this.idle.indexOf(wide), 1);
+        void this.dispatch(wide, batch, now, true);
+        continue;
+      }
       if (this.queued < this.batchLimit && this.decoding > 0 && this.options.maxDelayMs > 0) {
         const wait = this.options.maxDelayMs - this.oldestWait(now);
         if (wait > 0) {
@@ -224,7 +255,7 @@ export class Batcher {
     return batch;
   }
 
-  private async dispatch(runner: ModelRunner, batch: Queued[], now: number): Promise<void> {
+  private async dispatch(runner: ModelRunner, batch: Queued[], now: number, wide = false): Promise<void> {
     const images = batch.map((b) => b.pixels);
     const fixed = this.options.fixedBatch;
     if (fixed && images.length < fixed) {
@@ -232,8 +263,11 @@ export class Batcher {
       while (images.length < fixed) images.push(grey);
     }
     this.options.onBatch?.(batch.length);
+    this.busy++;
+    this.wideBusy = wide;
     try {
-      const out = await runner.run(images, this.options.width, this.options.height);
+      // The decoded pixels belong to their requests alone and are not read again: handed over, not copied.
+      const out = await runner.run(images, this.options.width, this.options.height, { transfer: true, wide });
       for (const [index, item] of batch.entries()) {
         item.resolve({
           output: out.output,
@@ -243,6 +277,7 @@ export class Batcher {
           queueMs: now - item.enqueuedAt,
           preprocessMs: out.preprocessMs,
           inferMs: out.inferMs,
+          wide: out.wide ?? false,
         });
       }
     } catch (err) {
@@ -250,6 +285,8 @@ export class Batcher {
       const failure = (err as { code?: unknown }).code === 'INFERENCE_STALLED' ? (err as Error) : new Errors.INFERENCE_FAILED((err as Error).message);
       for (const item of batch) item.reject(failure);
     } finally {
+      this.busy--;
+      if (wide) this.wideBusy = false;
       const replacing = runner.replacing;
       if (replacing) {
         // An instance being replaced (watchdog) takes batches again once its replacement serves.

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { BatchingOptions, RepositoryOptions } from './repository.js';
-import { layoutCores, threadLayout } from './thread-layout.js';
+import { parseVersionPolicies } from '../config/version-policy.js';
+import { layoutCores, loneRequestThreads, threadLayout } from './thread-layout.js';
 
 /**
  * Repository settings from the validated config; the server and `sightline eval` share them.
@@ -15,15 +16,23 @@ export function repositoryOptions(
   extra: Partial<Omit<RepositoryOptions, 'batching'>> & { batching?: Partial<BatchingOptions> } = {},
   cpus?: number,
 ): RepositoryOptions {
-  const layout = threadLayout(config.instances, config.intra_op_threads, layoutCores(cpus));
+  const cores = layoutCores(cpus);
+  const layout = threadLayout(config.instances, config.intra_op_threads, cores);
   const { batching, ...rest } = extra;
   return {
     dir: config.models_dir,
     defaultModel: config.default_model,
-    runner: { intraOpThreads: layout.intraOpThreads, interOpThreads: config.inter_op_threads },
+    runner: {
+      intraOpThreads: layout.intraOpThreads,
+      interOpThreads: config.inter_op_threads,
+      intraOpSpinning: config.intra_op_spinning,
+      loneRequestThreads: loneRequestThreads(config.lone_request_threads, layout.intraOpThreads, cores),
+    },
     instances: layout.instances,
     warmupRuns: config.warmup_runs,
     stallMs: config.inference_stall_ms,
+    versionPolicies: parseVersionPolicies(config.model_version_policy),
+    drainTimeoutMs: config.model_drain_timeout_ms,
     logger,
     ...rest,
     batching: {

@@ -7,7 +7,9 @@ export interface OnnxThreadData {
 }
 
 export type OnnxThreadRequest =
-  | { type: 'run'; id: number; images: Uint8Array[]; width: number; height: number }
+  | { type: 'run'; id: number; images: Uint8Array[]; width: number; height: number; wide?: boolean }
+  // Starts and warms up the lone-request session ahead of its first run.
+  | { type: 'prepareWide'; width: number; height: number }
   // Raw tensors (the Open Inference Protocol): fed as they are, the named outputs returned.
   | { type: 'runTensors'; id: number; inputs: NamedTensor[]; outputNames: string[] }
   | { type: 'close' };
@@ -15,6 +17,6 @@ export type OnnxThreadRequest =
 export type OnnxThreadReply =
   | { type: 'ready'; info: RunnerInfo }
   | { type: 'failed'; message: string }
-  | { type: 'result'; id: number; output: Float32Array; dims: number[]; preprocessMs: number; inferMs: number }
+  | { type: 'result'; id: number; output: Float32Array; dims: number[]; preprocessMs: number; inferMs: number; wide: boolean }
   | { type: 'tensors'; id: number; outputs: NamedTensor[]; inferMs: number }
   | { type: 'error'; id: number; message: string };

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import type { ModelRunner, NamedTensor, RunnerInfo, RunnerOptions, RunOutput, TensorRunOutput } from './runner.js';
+import type { ModelRunner, NamedTensor, RunHow, RunnerInfo, RunnerOptions, RunOutput, TensorRunOutput } from './runner.js';
 import type { OnnxThreadData, OnnxThreadReply, OnnxThreadRequest } from './onnx-protocol.js';
 
 // Under tsx (tests, dev) this module is .ts and so is its thread module; built, both are .js.
@@ -21,16 +21,29 @@ interface Pending {
 }
 
 /** ONNX Runtime session living in a worker thread of its own. */
+/** How long close() waits for the thread to end (its current native call to return). */
+const CLOSE_WAIT_MS = 30_000;
+
 export class OnnxRunner implements ModelRunner {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closed = false;
   private exitError: Error | undefined;
 
+  /** Only on an instance with a lone-request session (RunnerOptions.loneRequestThreads): the batcher looks for it. */
+  readonly prepareWide: ((width: number, height: number) => void) | undefined;
+
   private constructor(
     private readonly thread: Worker,
     readonly info: RunnerInfo,
+    loneRequestThreads: number,
   ) {
+    this.prepareWide =
+      loneRequestThreads > 0
+        ? (width, height) => {
+            if (!this.closed && !this.exitError) this.thread.postMessage({ type: 'prepareWide', width, height } satisfies OnnxThreadRequest);
+          }
+        : undefined;
     thread.on('message', (msg: OnnxThreadReply) => this.onMessage(msg));
     thread.on('error', (err) => this.failAll(err));
     thread.on('exit', (code) => this.failAll(new Error(`inference worker exited with code ${code}`)));
@@ -65,17 +78,19 @@ export class OnnxRunner implements ModelRunner {
         throw err;
       })
       .finally(() => cleanup());
-    return new OnnxRunner(thread, info);
+    return new OnnxRunner(thread, info, resolved.loneRequestThreads ?? 0);
   }
 
-  run(images: Uint8Array[], width: number, height: number): Promise<RunOutput> {
+  run(images: Uint8Array[], width: number, height: number, how: RunHow = {}): Promise<RunOutput> {
     if (this.closed) return Promise.reject(new Error('model instance is closed'));
     if (this.exitError) return Promise.reject(this.exitError);
     const id = this.nextId++;
     return new Promise<RunOutput>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      const request: OnnxThreadRequest = { type: 'run', id, images, width, height };
-      this.thread.postMessage(request);
+      const request: OnnxThreadRequest = { type: 'run', id, images, width, height, ...(how.wide ? { wide: true } : {}) };
+      // Transferred, a 1.2 MB image (640²×3) crosses to the thread without a copy; a buffer
+      // listed twice (the batcher's grey padding) or a view of a larger one cannot be.
+      this.thread.postMessage(request, how.transfer ? transferable(images) : undefined);
     });
   }
 
@@ -98,10 +113,13 @@ export class OnnxRunner implements ModelRunner {
     if (this.exitError) return;
     const exited = new Promise<void>((resolve) => this.thread.once('exit', () => resolve()));
     this.thread.postMessage({ type: 'close' } satisfies OnnxThreadRequest);
-    const timeout = setTimeout(() => void this.thread.terminate(), 2000);
-    timeout.unref();
-    await exited;
-    clearTimeout(timeout);
+    // No worker.terminate() as a fallback: the thread may be inside a native call (a
+    // warm-up of its lone-request session, a slow run), and terminating it then aborts
+    // the whole process (see abandon()). The thread exits by itself once the call
+    // returns; past CLOSE_WAIT_MS we stop waiting, and it stays referenced until then.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   /**
@@ -131,7 +149,7 @@ export class OnnxRunner implements ModelRunner {
     this.pending.delete(msg.id);
     if (msg.type === 'error') pending.reject(new Error(msg.message));
     else if (msg.type === 'tensors') (pending.resolve as unknown as (out: TensorRunOutput) => void)({ outputs: msg.outputs, inferMs: msg.inferMs });
-    else pending.resolve({ output: msg.output, dims: msg.dims, preprocessMs: msg.preprocessMs, inferMs: msg.inferMs });
+    else pending.resolve({ output: msg.output, dims: msg.dims, preprocessMs: msg.preprocessMs, inferMs: msg.inferMs, wide: msg.wide });
   }
 
   private failAll(err: Error): void {
@@ -139,4 +157,14 @@ export class OnnxRunner implements ModelRunner {
     for (const pending of this.pending.values()) pending.reject(err);
     this.pending.clear();
   }
+}
+
+/** The distinct whole ArrayBuffers behind `images` (a view of part of a buffer stays a copy). */
+function transferable(images: readonly Uint8Array[]): ArrayBuffer[] {
+  const buffers = new Set<ArrayBuffer>();
+  for (const image of images) {
+    const buffer = image.buffer as ArrayBuffer;
+    if (image.byteOffset === 0 && image.byteLength === buffer.byteLength && !(buffer instanceof SharedArrayBuffer)) buffers.add(buffer);
+  }
+  return [...buffers];
 }

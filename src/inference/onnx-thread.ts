@@ -5,6 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import ort from 'onnxruntime-node';
 import { hwcToChwFloat } from './preprocess.js';
+import { LETTERBOX_PAD_VALUE } from './letterbox.js';
 import type { OnnxThreadData, OnnxThreadReply, OnnxThreadRequest } from './onnx-protocol.js';
 import type { NamedTensor, TensorData, TensorMetadata } from './runner.js';
 
@@ -20,13 +21,19 @@ function metadataOf(meta: ort.InferenceSession.ValueMetadata): TensorMetadata {
   return meta.isTensor ? { name: meta.name, type: meta.type, shape: [...meta.shape] } : { name: meta.name, type: 'unknown', shape: [] };
 }
 
-async function main(): Promise<void> {
-  const session = await ort.InferenceSession.create(modelPath, {
-    intraOpNumThreads: options.intraOpThreads,
+function createSession(intraOpThreads: number, spinning: boolean | undefined): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(modelPath, {
+    intraOpNumThreads: intraOpThreads,
     interOpNumThreads: options.interOpThreads,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
+    // Flattened by the binding into ONNX Runtime's session config key session.intra_op.allow_spinning.
+    ...(spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
   });
+}
+
+async function main(): Promise<void> {
+  const session = await createSession(options.intraOpThreads, options.intraOpSpinning);
   const inputName = options.inputName ?? session.inputNames[0];
   const outputName = session.outputNames[0];
   if (!inputName || !session.inputNames.includes(inputName)) {
@@ -58,9 +65,29 @@ async function main(): Promise<void> {
     return buffer;
   };
 
+  // The lone-request session: created on the first prepareWide or wide run, so that only
+  // the instance the batcher picks for lone requests holds a second session. It runs only
+  // while every other instance is idle (the batcher's rule).
+  let wide: Promise<ort.InferenceSession> | undefined;
+  const wideSession = (width: number, height: number): Promise<ort.InferenceSession> | undefined => {
+    if (!options.loneRequestThreads || options.loneRequestThreads <= 0) return undefined;
+    wide ??= createSession(options.loneRequestThreads, options.intraOpSpinning).then(async (s) => {
+      // One warm-up run: the first run of a session allocates its arena and picks kernels.
+      const grey = new Float32Array(3 * width * height).fill(LETTERBOX_PAD_VALUE / 255);
+      await s.run({ [inputName]: new ort.Tensor('float32', grey, [1, 3, height, width]) }, [outputName]);
+      return s;
+    });
+    return wide;
+  };
+
   port.on('message', async (msg: OnnxThreadRequest) => {
+    if (msg.type === 'prepareWide') {
+      await wideSession(msg.width, msg.height)?.catch(() => undefined);
+      return;
+    }
     if (msg.type === 'close') {
       await session.release().catch(() => undefined);
+      await (await wide?.catch(() => undefined))?.release().catch(() => undefined);
       // ONNX Runtime's thread pool keeps the thread alive after release; in a
       // worker, process.exit ends only this thread.
       process.exit(0);
@@ -71,13 +98,15 @@ async function main(): Promise<void> {
     }
     running++;
     try {
+      // Asked for, but failing to start, the lone-request session falls back to the instance's own.
+      const lone = msg.wide ? await wideSession(msg.width, msg.height)?.catch(() => undefined) : undefined;
       const t0 = performance.now();
       const plane = msg.width * msg.height * 3;
       const input = inputBuffer(plane * msg.images.length);
       for (const [i, pixels] of msg.images.entries()) hwcToChwFloat(pixels, msg.width, msg.height, input, i * plane);
       const tensor = new ort.Tensor('float32', input, [msg.images.length, 3, msg.height, msg.width]);
       const t1 = performance.now();
-      const result = await session.run({ [inputName]: tensor }, [outputName]);
+      const result = await (lone ?? session).run({ [inputName]: tensor }, [outputName]);
       const t2 = performance.now();
       const out = result[outputName] as ort.Tensor;
       if (out.type !== 'float32') throw new Error(`output "${outputName}" is ${out.type}, expected float32`);
@@ -90,6 +119,7 @@ async function main(): Promise<void> {
         dims: out.dims.map(Number),
         preprocessMs: t1 - t0,
         inferMs: t2 - t1,
+        wide: lone !== undefined,
       };
       port.postMessage(reply, [data.buffer]);
     } catch (err) {

@@ -1,4 +1,4 @@
-import sharp, { type Metadata, type OutputInfo } from 'sharp';
+import sharp, { type Metadata, type OutputInfo, type Sharp } from 'sharp';
 import { Errors } from '../errors.js';
 import { letterboxGeometry, LETTERBOX_PAD_VALUE, type Letterbox } from './letterbox.js';
 
@@ -154,14 +154,31 @@ function checkNothingAfterEnd(bytes: Buffer, format: 'jpeg' | 'png' | 'webp'): v
  * the pixel limit, so a decompression bomb costs a few bytes of parsing.
  */
 export async function inspectImage(bytes: Buffer, maxPixels: number): Promise<ImageHeader> {
+  return (await openImage(bytes, maxPixels)).header;
+}
+
+/** An image whose header passed inspectImage's checks, ready to decode once. */
+export interface OpenedImage {
+  header: ImageHeader;
+  image: Sharp;
+}
+
+/**
+ * inspectImage's checks on one sharp instance that prepareImage then decodes from:
+ * the header is read once, and no second instance (input buffer wrapping, option
+ * parsing) is built per image.
+ */
+export async function openImage(bytes: Buffer, maxPixels: number): Promise<OpenedImage> {
   if (bytes.length === 0) throw new Errors.EMPTY_BODY();
   const sniffed = sniffImageFormat(bytes);
   checkNothingAfterEnd(bytes, sniffed);
+  // The header is read with sharp's own pixel limit off, so that an oversized image is
+  // answered 413 IMAGE_TOO_LARGE below rather than 400 by sharp; the decode is bounded
+  // by that check (and by the output size: the image is shrunk while it is decoded).
+  const image = sharp(bytes, { pages: 1, limitInputPixels: false });
   let meta: Metadata;
   try {
-    // Header only, no pixels: sharp's own default pixel limit (0x3FFF²) is off here so that an
-    // oversized image is answered 413 IMAGE_TOO_LARGE below rather than 400 by sharp.
-    meta = await sharp(bytes, { pages: 1, limitInputPixels: false }).metadata();
+    meta = await image.metadata();
   } catch (err) {
     throw new Errors.INVALID_IMAGE(cleanSharpMessage(err));
   }
@@ -176,21 +193,35 @@ export async function inspectImage(bytes: Buffer, maxPixels: number): Promise<Im
   }
   // EXIF orientations 5–8 turn the image by 90°: width and height swap.
   const turned = (meta.orientation ?? 1) >= 5;
-  return { format, width: turned ? meta.height : meta.width, height: turned ? meta.width : meta.height };
+  return { header: { format, width: turned ? meta.height : meta.width, height: turned ? meta.width : meta.height }, image };
 }
 
-/** Decodes, orients and letterboxes one image with sharp (libvips threads, off the event loop). */
+/**
+ * Decodes, orients and letterboxes one image with sharp (libvips threads, off the
+ * event loop), in one pass from the bytes to the model's input pixels. A JPEG
+ * much larger than the model input is decoded straight at 1/2, 1/4 or 1/8 scale
+ * (libjpeg's DCT scaling, libvips shrink-on-load; WebP likewise) and only the
+ * rest is resampled: a 1280×720 JPEG for a 320 model decodes 320×180 pixels
+ * instead of 921 600 (bench/results/2026-12-03-inference-speed.md has the steps).
+ */
 export async function prepareImage(bytes: Buffer, options: PrepareOptions): Promise<PreparedImage> {
-  const { format, width, height } = await inspectImage(bytes, options.maxPixels);
-  const lb = letterboxGeometry(width, height, options.inputWidth, options.inputHeight);
+  return prepareOpened(await openImage(bytes, options.maxPixels), options);
+}
+
+/** prepareImage after openImage: for a caller that looks at the header first (tiling decides on it). */
+export async function prepareOpened(opened: OpenedImage, options: Omit<PrepareOptions, 'maxPixels'>): Promise<PreparedImage> {
+  const { header, image } = opened;
+  const lb = letterboxGeometry(header.width, header.height, options.inputWidth, options.inputHeight);
   let data: Buffer;
   let info: OutputInfo;
   try {
-    ({ data, info } = await sharp(bytes, { pages: 1, limitInputPixels: options.maxPixels })
+    ({ data, info } = await image
       .rotate()
       .removeAlpha()
       .toColourspace('srgb')
-      .resize(lb.scaledWidth, lb.scaledHeight, { fit: 'fill', kernel: 'linear' })
+      // fastShrinkOnLoad (sharp's default, stated because the speed depends on it): the
+      // decoder shrinks by the largest power of two that fits, the kernel does the rest.
+      .resize(lb.scaledWidth, lb.scaledHeight, { fit: 'fill', kernel: 'linear', fastShrinkOnLoad: true })
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true }));
   } catch (err) {
@@ -199,7 +230,70 @@ export async function prepareImage(bytes: Buffer, options: PrepareOptions): Prom
   if (info.channels !== 3 || info.width !== lb.scaledWidth || info.height !== lb.scaledHeight) {
     throw new Errors.INVALID_IMAGE(`decoded to ${info.width}×${info.height}×${info.channels}, expected RGB`);
   }
-  return { pixels: padLetterbox(data, lb), letterbox: lb, format };
+  return { pixels: padLetterbox(data, lb), letterbox: lb, format: header.format };
+}
+
+/** A whole decoded image: upright RGB, uint8, HWC, width × height × 3. */
+export interface RawImage {
+  data: Buffer;
+  width: number;
+  height: number;
+}
+
+/**
+ * Decodes the whole image at full resolution once, for tiling: every tile and the
+ * full view are cut from these pixels, so a 5-megapixel frame is decoded once, not
+ * once per tile. Bounded like every decode: openImage checked the pixel limit.
+ */
+export async function decodeRaw(opened: OpenedImage): Promise<RawImage> {
+  let data: Buffer;
+  let info: OutputInfo;
+  try {
+    ({ data, info } = await opened.image.rotate().removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true }));
+  } catch (err) {
+    throw new Errors.INVALID_IMAGE(cleanSharpMessage(err));
+  }
+  if (info.channels !== 3) throw new Errors.INVALID_IMAGE(`decoded to ${info.channels} channels, expected RGB`);
+  return { data, width: info.width, height: info.height };
+}
+
+/** A rectangle of an image, in its pixels. */
+export interface PixelRect {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+/**
+ * One region of a decoded image as model input: letterboxed by `lb` (whose
+ * width × height is the region's size). A region at native resolution (the usual
+ * tile) is copied row by row from the raw pixels, with no resampling at all; a
+ * region that must be scaled (a tile with scale > 1, the full view) goes through
+ * sharp's extract and resize, with the kernel prepareImage uses.
+ */
+export async function regionPixels(raw: RawImage, rect: PixelRect, lb: Letterbox): Promise<Uint8Array> {
+  if (lb.scaledWidth === rect.width && lb.scaledHeight === rect.height) {
+    const rowBytes = lb.inputWidth * 3;
+    const out = new Uint8Array(rowBytes * lb.inputHeight).fill(LETTERBOX_PAD_VALUE);
+    const srcRow = raw.width * 3;
+    for (let y = 0; y < rect.height; y++) {
+      const start = (rect.y + y) * srcRow + rect.x * 3;
+      out.set(raw.data.subarray(start, start + rect.width * 3), (lb.padTop + y) * rowBytes + lb.padLeft * 3);
+    }
+    return out;
+  }
+  let data: Buffer;
+  try {
+    data = await sharp(raw.data, { raw: { width: raw.width, height: raw.height, channels: 3 }, limitInputPixels: false })
+      .extract({ left: rect.x, top: rect.y, width: rect.width, height: rect.height })
+      .resize(lb.scaledWidth, lb.scaledHeight, { fit: 'fill', kernel: 'linear' })
+      .raw({ depth: 'uchar' })
+      .toBuffer();
+  } catch (err) {
+    throw new Errors.INVALID_IMAGE(cleanSharpMessage(err));
+  }
+  return padLetterbox(data, lb);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { readdirSync, existsSync, statSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { Errors } from '../errors.js';
@@ -9,8 +10,14 @@ import type { ModelRunner, RunnerOptions } from './runner.js';
 import { OnnxRunner } from './onnx-runner.js';
 import { Batcher, type BatcherOptions } from './batcher.js';
 import { SupervisedRunner, withinLimit, type RestartReason } from './watchdog.js';
+import { formatVersionPolicy, selectVersions, type VersionPolicies, type VersionPolicy } from '../config/version-policy.js';
+import { pickVersion, shadowVersion, type RouteRole, type TrafficSplit } from './traffic.js';
 
-export type ModelState = 'LOADING' | 'READY' | 'FAILED';
+/**
+ * LOADING and UNLOADING are passing states; UNAVAILABLE is a version on disk that
+ * is not loaded (left out by the version policy, unloaded, or not yet complete).
+ */
+export type ModelState = 'LOADING' | 'READY' | 'FAILED' | 'UNLOADING' | 'UNAVAILABLE';
 
 /** One version of one model in the repository and where its loading stands. */
 export interface ModelEntry {
@@ -18,7 +25,7 @@ export interface ModelEntry {
   version: string;
   dir: string;
   state: ModelState;
-  /** Why the model FAILED. */
+  /** Why the model FAILED, or why it is UNAVAILABLE. */
   reason?: string;
   stateSince: Date;
   manifest?: ModelManifest;
@@ -30,6 +37,14 @@ export interface ModelEntry {
   /** One per instance, each in its own worker thread. */
   runners?: ModelRunner[];
   batcher?: Batcher;
+  /** Sizes and mtimes of model.onnx and model.json when last scanned. */
+  fingerprint: string;
+  /** The files are complete: the fingerprint held still across two scans (or the version was there at start). */
+  complete: boolean;
+  /** The fingerprint the last failed load read: a FAILED version is tried again only once its files change. */
+  failedFingerprint?: string;
+  /** Requests holding this version (route leases); unloading waits for none. */
+  inflight: number;
 }
 
 /** A READY entry, with everything inference needs filled in. */
@@ -71,6 +86,32 @@ export interface RepositoryOptions {
   include?: (name: string, version: string) => boolean;
   /** Creates model instances; the ONNX worker-thread runner unless a test or back end says otherwise. */
   createRunner?: (modelPath: string, options: RunnerOptions) => Promise<ModelRunner>;
+  /** Which versions load (model_version_policy); default `latest:1`. */
+  versionPolicies?: VersionPolicies;
+  /** How long an unloading version waits for its requests before it is closed anyway (model_drain_timeout_ms). */
+  drainTimeoutMs?: number;
+  /** A version was released (unloaded, or gone from disk). */
+  onReleased?: (entry: ModelEntry) => void;
+}
+
+/** What the control API or table asks beyond the version policy (src/models/). */
+export interface VersionOverrides {
+  /** Every version unloaded until the next load. */
+  unloaded?: boolean;
+  /** Versions loaded besides those the policy picks. */
+  extra?: string[];
+  /** Versions the policy must skip. */
+  excluded?: string[];
+}
+
+/** A READY version picked for one request, held until release() so that unloading waits for it. */
+export interface RoutedModel {
+  model: ReadyModel;
+  /** requested: the request named the version; else how the traffic split chose it. */
+  role: RouteRole | 'requested';
+  /** A version to run the same image on for comparison, never returned. */
+  shadow?: ReadyModel;
+  release(): void;
 }
 
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -82,38 +123,111 @@ function compareVersions(a: string, b: string): number {
   return a.localeCompare(b);
 }
 
+/** Sizes and mtimes of the two files: what changes while a copy is under way. */
+function fingerprintOf(dir: string): string | undefined {
+  try {
+    const onnx = statSync(join(dir, 'model.onnx'));
+    const json = existsSync(join(dir, 'model.json')) ? statSync(join(dir, 'model.json')) : undefined;
+    return `${onnx.size}:${onnx.mtimeMs}|${json ? `${json.size}:${json.mtimeMs}` : '-'}`;
+  } catch {
+    return undefined;
+  }
+}
+
+const DEFAULT_POLICY: VersionPolicy = { kind: 'latest', count: 1 };
+
 /**
  * The model repository: `<dir>/<name>/<version>/model.onnx` + `model.json`, as
  * Triton lays it out. Every version loads independently, so one broken model is
- * reported as FAILED and never stops the others.
+ * reported as FAILED and never stops the others. Which versions are loaded follows
+ * the version policy plus what model control asks (overrides, traffic split); a
+ * new version is loaded and warmed up before it takes traffic, and a version that
+ * leaves drains its requests before its instances are closed.
  */
 export class ModelRepository {
-  private readonly entries: ModelEntry[] = [];
+  private entries: ModelEntry[] = [];
   private loading: Promise<void> | undefined;
+  private readonly overrides = new Map<string, VersionOverrides>();
+  private readonly traffic = new Map<string, TrafficSplit>();
+  /** Per model: the reconciliation under way, so that loads and unloads of one model never overlap. */
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly drained = new Map<ModelEntry, () => void>();
+  private closed = false;
 
   constructor(private readonly options: RepositoryOptions) {
-    this.entries = this.discover();
+    this.entries = this.scan([], true).entries;
+    for (const name of this.names()) {
+      const desired = this.desiredVersions(name);
+      for (const e of this.versionsOf(name)) {
+        // Shown as LOADING from the start: loadAll() follows at once.
+        if (desired.has(e.version)) e.state = 'LOADING';
+      }
+    }
   }
 
-  private discover(): ModelEntry[] {
+  /** Reads the directory: entries kept as they are, new versions added, vanished ones reported. */
+  private scan(known: readonly ModelEntry[], atStart = false): { entries: ModelEntry[]; gone: ModelEntry[] } {
     const root = resolve(this.options.dir);
     const found: ModelEntry[] = [];
     if (!existsSync(root)) {
-      this.options.logger.warn({ event: 'model_repository_missing', dir: root }, `model repository ${root} does not exist`);
-      return found;
+      if (atStart) this.options.logger.warn({ event: 'model_repository_missing', dir: root }, `model repository ${root} does not exist`);
+      return { entries: found, gone: [...known] };
     }
     for (const name of readdirSync(root).sort()) {
       const modelDir = join(root, name);
-      if (!SAFE_NAME.test(name) || !statSync(modelDir).isDirectory()) continue;
+      if (!SAFE_NAME.test(name) || !isDirectory(modelDir)) continue;
       for (const version of readdirSync(modelDir).sort(compareVersions)) {
         const dir = join(modelDir, version);
-        if (!SAFE_NAME.test(version) || !statSync(dir).isDirectory()) continue;
-        if (!existsSync(join(dir, 'model.onnx'))) continue;
+        if (!SAFE_NAME.test(version) || !isDirectory(dir)) continue;
+        const fingerprint = fingerprintOf(dir);
+        if (fingerprint === undefined) continue;
         if (this.options.include && !this.options.include(name, version)) continue;
-        found.push({ name, version, dir, state: 'LOADING', stateSince: new Date() });
+        const old = known.find((e) => e.name === name && e.version === version);
+        // After start, a version needs both files, holding still between two scans (a copy may be under way).
+        const hasManifest = !fingerprint.endsWith('|-');
+        if (old) {
+          // A loaded version's files are read once: later changes wait for a new version (or a load call).
+          old.complete = old.complete || (hasManifest && old.fingerprint === fingerprint);
+          old.fingerprint = fingerprint;
+          found.push(old);
+        } else {
+          found.push({
+            name,
+            version,
+            dir,
+            state: 'UNAVAILABLE',
+            reason: atStart ? 'not loaded' : hasManifest ? 'new: waiting for its files to hold still' : 'new: waiting for model.json',
+            stateSince: new Date(),
+            fingerprint,
+            complete: atStart,
+            inflight: 0,
+          });
+        }
       }
     }
-    return found;
+    return { entries: found, gone: known.filter((e) => !found.includes(e)) };
+  }
+
+  /**
+   * Scans the directory again (model_control: poll, or a load call) and brings
+   * every model in line with it; resolves when loads and unloads are done.
+   */
+  async refresh(only?: string, how: { trustFiles?: boolean; retry?: true | string } = {}): Promise<void> {
+    if (this.closed) return;
+    const { entries, gone } = this.scan(this.entries);
+    this.entries = entries;
+    for (const e of entries) {
+      if (e.name !== only) continue;
+      // A load call vouches for the files, and tries a FAILED version again.
+      if (how.trustFiles) e.complete = true;
+      if (how.retry === true || how.retry === e.version) e.failedFingerprint = undefined;
+    }
+    for (const e of gone) {
+      this.options.logger.info({ event: 'model_version_removed', model: e.name, version: e.version }, `model ${e.name}:${e.version} left the repository`);
+      if (e.runners) await this.unload(e, 'its directory was removed');
+      else this.options.onReleased?.(e);
+    }
+    await Promise.all((only ? [only] : this.names()).map((name) => this.reconcile(name)));
   }
 
   /** Model instances each version runs. */
@@ -125,10 +239,129 @@ export class ModelRepository {
     return this.entries;
   }
 
+  /** Every model name in the repository. */
+  names(): string[] {
+    return [...new Set(this.entries.map((e) => e.name))];
+  }
+
+  private versionsOf(name: string): ModelEntry[] {
+    return this.entries.filter((e) => e.name === name);
+  }
+
+  policyOf(name: string): VersionPolicy {
+    const policies = this.options.versionPolicies;
+    return policies?.perModel[name] ?? policies?.default ?? DEFAULT_POLICY;
+  }
+
+  overridesOf(name: string): VersionOverrides {
+    return this.overrides.get(name) ?? {};
+  }
+
+  trafficOf(name: string): TrafficSplit | undefined {
+    return this.traffic.get(name);
+  }
+
+  /** Sets what model control asks of a model; reconcile(name) applies it. */
+  setControl(name: string, overrides: VersionOverrides, traffic: TrafficSplit | undefined): void {
+    this.overrides.set(name, overrides);
+    if (traffic) this.traffic.set(name, traffic);
+    else this.traffic.delete(name);
+  }
+
+  /** The versions that should be loaded now: the policy over those that can load, plus overrides and the traffic split's versions. */
+  desiredVersions(name: string): Set<string> {
+    const o = this.overridesOf(name);
+    if (o.unloaded) return new Set();
+    const usable = (e: ModelEntry) => e.complete && !(e.state === 'FAILED' && e.failedFingerprint === e.fingerprint);
+    const versions = this.versionsOf(name);
+    const candidates = versions.filter((e) => usable(e) && !o.excluded?.includes(e.version)).map((e) => e.version);
+    const desired = new Set(selectVersions(this.policyOf(name), candidates));
+    const split = this.traffic.get(name);
+    const asked = [...(o.extra ?? []), split?.primary, split?.canary?.version, split?.shadow?.version, ...Object.values(split?.pins ?? {})];
+    for (const v of asked) {
+      const e = versions.find((x) => x.version === v);
+      if (e && usable(e)) desired.add(e.version);
+    }
+    return desired;
+  }
+
+  /**
+   * Loads what is wanted and not loaded (each warmed up before it is READY and
+   * takes traffic), then drains and releases what is loaded and no longer wanted.
+   * Runs one at a time per model.
+   */
+  reconcile(name: string): Promise<void> {
+    const previous = this.chains.get(name) ?? Promise.resolve();
+    const next = previous.then(() => this.reconcileNow(name));
+    const settled = next.catch((err: Error) => {
+      this.options.logger.error({ event: 'model_reconcile_failed', model: name, err }, `model ${name}: ${err.message}`);
+    });
+    this.chains.set(name, settled);
+    return settled;
+  }
+
+  private async reconcileNow(name: string): Promise<void> {
+    if (this.closed) return;
+    // A failed load changes what the policy picks (latest:1 falls back to the one before), hence the rounds.
+    for (let round = 0; round < 8; round++) {
+      const desired = this.desiredVersions(name);
+      const missing = this.versionsOf(name).filter((e) => desired.has(e.version) && e.state !== 'READY');
+      if (missing.length === 0) break;
+      for (const e of missing) {
+        if (this.closed) return;
+        await this.load(e);
+      }
+    }
+    const desired = this.desiredVersions(name);
+    const o = this.overridesOf(name);
+    for (const e of this.versionsOf(name)) {
+      if (desired.has(e.version) || e.state === 'FAILED') continue;
+      const why = o.unloaded || o.excluded?.includes(e.version) ? 'unloaded' : `not selected by the version policy ${formatVersionPolicy(this.policyOf(name))}`;
+      if (e.state === 'READY') await this.unload(e, why);
+      else if (e.state === 'UNAVAILABLE' && e.complete && e.reason !== why) this.setState(e, 'UNAVAILABLE', why);
+    }
+  }
+
+  /**
+   * Takes the version out of traffic, waits until the requests holding it are
+   * done (at most drainTimeoutMs), then closes its batcher and instances: the
+   * worker threads end and their sessions' memory goes back.
+   */
+  private async unload(entry: ModelEntry, why: string): Promise<void> {
+    const { logger } = this.options;
+    const id = `${entry.name}:${entry.version}`;
+    this.setState(entry, 'UNLOADING', why);
+    const started = Date.now();
+    if (entry.inflight > 0) {
+      const done = new Promise<void>((r) => this.drained.set(entry, r));
+      const timeout = this.options.drainTimeoutMs ?? 30_000;
+      await Promise.race([done, delay(timeout)]);
+      this.drained.delete(entry);
+    }
+    const abandoned = entry.inflight;
+    entry.batcher?.close();
+    await Promise.all((entry.runners ?? []).map((r) => r.close().catch(() => undefined)));
+    entry.runners = undefined;
+    entry.batcher = undefined;
+    this.setState(entry, 'UNAVAILABLE', why);
+    this.options.onReleased?.(entry);
+    logger.info(
+      { event: 'model_unloaded', model: entry.name, version: entry.version, reason: why, drain_ms: Date.now() - started, abandoned },
+      `model ${id} unloaded (${why}) after ${Date.now() - started} ms of draining${abandoned ? `; ${abandoned} request(s) still running got SHUTTING_DOWN` : ''}`,
+    );
+  }
+
   /** Loads every model; resolves when each is READY or FAILED. Idempotent. */
   loadAll(): Promise<void> {
-    this.loading ??= Promise.all(this.entries.map((entry) => this.load(entry))).then(() => undefined);
+    this.loading ??= this.gate.then(() => Promise.all(this.names().map((name) => this.reconcile(name)))).then(() => undefined);
     return this.loading;
+  }
+
+  private gate: Promise<unknown> = Promise.resolve();
+
+  /** Makes the first loadAll() wait for `ready` (model control reads its table first, so that the first load follows it). */
+  holdLoadingUntil(ready: Promise<unknown>): void {
+    this.gate = ready.catch(() => undefined);
   }
 
   private setState(entry: ModelEntry, state: ModelState, reason?: string): void {
@@ -142,7 +375,8 @@ export class ModelRepository {
     const { logger } = this.options;
     const id = `${entry.name}:${entry.version}`;
     logger.info({ event: 'model_loading', model: entry.name, version: entry.version }, `loading model ${id}`);
-    this.options.onStateChange?.(entry);
+    this.setState(entry, 'LOADING');
+    const fingerprint = entry.fingerprint;
     const runners: ModelRunner[] = [];
     try {
       const manifest = await readModelManifest(join(entry.dir, 'model.json'));
@@ -215,6 +449,7 @@ export class ModelRepository {
     } catch (err) {
       await Promise.all(runners.map((r) => r.close().catch(() => undefined)));
       const reason = (err as Error).message;
+      entry.failedFingerprint = fingerprint;
       this.setState(entry, 'FAILED', reason);
       logger.error({ event: 'model_failed', model: entry.name, version: entry.version, reason }, `model ${id} FAILED: ${reason}`);
     }
@@ -291,11 +526,8 @@ export class ModelRepository {
     return { error: `${names.length} models (${names.join(', ')}) and no default_model configured` };
   }
 
-  /**
-   * Finds the entry for `name` or `name:version` (the default model when absent).
-   * A bare name means its newest READY version, else its newest version.
-   */
-  find(ref: string | undefined): ModelEntry {
+  /** The default model's name (or name:version), or throws NO_DEFAULT_MODEL. */
+  private resolveRef(ref: string | undefined): { name: string; version: string | undefined; wanted: string } {
     let wanted = ref;
     if (!wanted) {
       const def = this.defaultModel();
@@ -303,31 +535,95 @@ export class ModelRepository {
       wanted = def.ref;
     }
     const [name, version] = wanted.split(':', 2);
-    const versions = this.entries.filter((e) => e.name === name);
+    return { name: name!, version, wanted };
+  }
+
+  /**
+   * Finds the entry for `name` or `name:version` (the default model when absent).
+   * A bare name means the traffic split's primary when READY, else the newest
+   * READY version, else the newest version (to say why it is not ready).
+   */
+  find(ref: string | undefined): ModelEntry {
+    const { name, version, wanted } = this.resolveRef(ref);
+    const versions = this.versionsOf(name);
     if (version !== undefined) {
       const entry = versions.find((e) => e.version === version);
       if (!entry) throw new Errors.MODEL_NOT_FOUND(JSON.stringify(wanted));
       return entry;
     }
-    const newest = versions.filter((e) => e.state === 'READY').at(-1) ?? versions.at(-1);
-    if (!newest) throw new Errors.MODEL_NOT_FOUND(JSON.stringify(wanted));
-    return newest;
+    const primary = this.traffic.get(name)?.primary;
+    const ready = versions.filter((e) => e.state === 'READY');
+    const chosen = (primary !== undefined ? ready.find((e) => e.version === primary) : undefined) ?? ready.at(-1) ?? versions.at(-1);
+    if (!chosen) throw new Errors.MODEL_NOT_FOUND(JSON.stringify(wanted));
+    return chosen;
   }
 
   /** Like find(), but the model must be READY. */
   findReady(ref: string | undefined): ReadyModel {
     const entry = this.find(ref);
     if (entry.state !== 'READY') {
-      const detail = entry.state === 'FAILED' ? `FAILED: ${entry.reason ?? ''}` : entry.state;
+      const detail = entry.state === 'FAILED' ? `FAILED: ${entry.reason ?? ''}` : `${entry.state}${entry.reason ? ` (${entry.reason})` : ''}`;
       throw new Errors.MODEL_NOT_READY(`${entry.name}:${entry.version}`, detail);
     }
     return entry as ReadyModel;
   }
 
+  /**
+   * The version that serves one request, held until release(): a named version
+   * as asked; a bare name through the model's traffic split (pinned line, canary
+   * share, else the primary), falling back to the primary when the version the
+   * split names is not READY. Unloading a version waits for its holders.
+   */
+  route(ref: string | undefined, key: { requestId: string; line?: string }): RoutedModel {
+    const { name, version } = this.resolveRef(ref);
+    const split = version === undefined ? this.traffic.get(name) : undefined;
+    let model: ReadyModel;
+    let role: RoutedModel['role'] = 'requested';
+    if (version !== undefined) {
+      model = this.findReady(ref);
+    } else {
+      const pick = pickVersion(split, key);
+      const picked = pick.version !== undefined ? this.readyVersion(name, pick.version) : undefined;
+      model = picked ?? this.findReady(name);
+      role = picked ? pick.role : 'primary';
+    }
+    const shadowOf = shadowVersion(split, key.requestId);
+    const shadow = shadowOf !== undefined && shadowOf !== model.version ? this.readyVersion(name, shadowOf) : undefined;
+    const release = this.lease(model);
+    return { model, role, ...(shadow ? { shadow } : {}), release };
+  }
+
+  /** Holds a READY version until the returned function is called (once). */
+  lease(entry: ModelEntry): () => void {
+    entry.inflight++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      entry.inflight--;
+      if (entry.inflight === 0) this.drained.get(entry)?.();
+    };
+  }
+
+  private readyVersion(name: string, version: string): ReadyModel | undefined {
+    const e = this.entries.find((x) => x.name === name && x.version === version);
+    return e?.state === 'READY' ? (e as ReadyModel) : undefined;
+  }
+
   async close(): Promise<void> {
+    this.closed = true;
     await this.loading?.catch(() => undefined);
+    await Promise.all([...this.chains.values()]);
     for (const e of this.entries) e.batcher?.close();
     await Promise.all(this.entries.flatMap((e) => (e.runners ?? []).map((r) => r.close())));
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }
 

@@ -6,7 +6,12 @@
 export interface ModelRunner {
   readonly info: RunnerInfo;
   /** Runs one batch of uint8 HWC RGB images of the model's input size. */
-  run(images: Uint8Array[], width: number, height: number): Promise<RunOutput>;
+  run(images: Uint8Array[], width: number, height: number, how?: RunHow): Promise<RunOutput>;
+  /**
+   * Present when the instance has a lone-request session (RunnerOptions.loneRequestThreads):
+   * starts it and warms it up in the background, so that the first `wide` run finds it ready.
+   */
+  prepareWide?(width: number, height: number): void;
   /** Releases the session; idempotent. */
   close(): Promise<void>;
   /**
@@ -71,6 +76,18 @@ export interface RunnerInfo {
   outputs?: TensorMetadata[];
 }
 
+/** How one run is made. */
+export interface RunHow {
+  /**
+   * The images' buffers are handed to the instance's thread instead of copied
+   * (transferred: the caller's views become empty). Only for buffers the caller
+   * owns alone and never reads again.
+   */
+  transfer?: boolean;
+  /** On the lone-request session, which uses every core (only while no other run is under way). */
+  wide?: boolean;
+}
+
 export interface RunOutput {
   output: Float32Array;
   dims: number[];
@@ -78,11 +95,25 @@ export interface RunOutput {
   preprocessMs: number;
   /** Time spent in session.run. */
   inferMs: number;
+  /** True when the lone-request session ran it. */
+  wide?: boolean;
 }
 
 export interface RunnerOptions {
   intraOpThreads: number;
   interOpThreads: number;
+  /**
+   * Whether ONNX Runtime's intra-op threads busy-wait for work between operators
+   * (its default). Off, an idle pool sleeps: several multi-threaded instances then
+   * share the cores instead of spinning against each other (docs/batching.md).
+   */
+  intraOpSpinning?: boolean;
+  /**
+   * Intra-op threads of a second, lone-request session in the same thread, run
+   * for `wide` runs: a request that finds every instance idle uses all cores
+   * instead of one (docs/batching.md). 0 or absent: none.
+   */
+  loneRequestThreads?: number;
   /** Input tensor name; defaults to the model's first input. */
   inputName?: string;
 }

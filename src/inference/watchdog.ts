@@ -1,5 +1,5 @@
 import { Errors } from '../errors.js';
-import type { ModelRunner, NamedTensor, RunnerInfo, RunOutput, TensorRunOutput } from './runner.js';
+import type { ModelRunner, NamedTensor, RunHow, RunnerInfo, RunOutput, TensorRunOutput } from './runner.js';
 
 /** Why an instance was replaced: the label of sightline_model_instance_restarts_total. */
 export type RestartReason = 'stalled';
@@ -78,11 +78,15 @@ export class SupervisedRunner implements ModelRunner {
   /** Replacements started, for logs and tests. */
   restarts = 0;
 
+  /** The current instance's, when the first one has a lone-request session; a replacement starts its own on its first wide run. */
+  readonly prepareWide: ((width: number, height: number) => void) | undefined;
+
   constructor(
     initial: ModelRunner,
     private readonly options: WatchdogOptions,
   ) {
     this.current = initial;
+    this.prepareWide = initial.prepareWide ? (width, height) => this.current.prepareWide?.(width, height) : undefined;
   }
 
   get info(): RunnerInfo {
@@ -99,8 +103,8 @@ export class SupervisedRunner implements ModelRunner {
     return stallLimitMs(this.options.stallMs, this.p99.value);
   }
 
-  run(images: Uint8Array[], width: number, height: number): Promise<RunOutput> {
-    return this.guarded((runner) => runner.run(images, width, height));
+  run(images: Uint8Array[], width: number, height: number, how?: RunHow): Promise<RunOutput> {
+    return this.guarded((runner) => runner.run(images, width, height, how));
   }
 
   /** Raw tensors (the Open Inference Protocol) under the same stall limit as images. */

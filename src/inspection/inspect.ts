@@ -6,13 +6,46 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { ResultStore } from '../store/index.js';
 import { resultEvent, type EventBus } from '../events/index.js';
 import type { InferenceOptions } from '../protocol/options.js';
-import type { DetectionResult, ResultSource } from '../protocol/results.js';
+import type { DetectionResult, ImageQuality, ResultSource } from '../protocol/results.js';
 import { DEFAULT_CAMERA } from '../protocol/options.js';
 import type { InspectionObserver } from './observers.js';
+import { ShadowRecorder } from './shadow.js';
+import type { ReadyModel } from '../inference/repository.js';
+import type { DetectOptions, DetectionOutcome } from '../inference/detector.js';
+import { effectiveEnvelope, gatedVerdict, lineOverride, measureLetterboxed, qualityReasons, type QualityMeasures } from '../inference/quality.js';
+import type { Letterbox } from '../inference/letterbox.js';
+
+const recorders = new WeakMap<Metrics, ShadowRecorder>();
+
+/**
+ * Runs the same image on the shadow version after the answer, at low priority and
+ * off the caller's path: its result is compared with the answer and counted,
+ * never returned, stored or published. A shed or failed shadow run is counted only.
+ */
+function shadowRun(
+  deps: InspectionDeps,
+  shadow: ReadyModel,
+  inspection: Inspection,
+  options: Omit<DetectOptions, 'priority' | 'deadline'>,
+  answer: DetectionOutcome,
+): void {
+  const { metrics, models } = deps;
+  let recorder = recorders.get(metrics);
+  if (!recorder) recorders.set(metrics, (recorder = new ShadowRecorder(metrics)));
+  const rec = recorder;
+  const release = models.lease(shadow);
+  detect(shadow, inspection.image, { ...options, priority: 'low' })
+    .then((outcome) => rec.compared(shadow.name, shadow.version, answer, outcome))
+    .catch((err: Error) => {
+      rec.failed(shadow.name, shadow.version);
+      inspection.logger.info({ event: 'shadow_failed', model: shadow.name, version: shadow.version, reason: err.message }, 'shadow run failed');
+    })
+    .finally(release);
+}
 
 /** What an inspection needs, handed in by whoever built it (the server, the worker, a test). */
 export interface InspectionDeps {
-  config: Pick<Config, 'max_image_pixels' | 'store_sync_results'>;
+  config: Pick<Config, 'max_image_pixels' | 'store_sync_results'> & Partial<Pick<Config, 'quality_overrides'>>;
   models: ModelRepository;
   metrics: Metrics;
   store: ResultStore;
@@ -75,21 +108,55 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
   const { config, models, metrics, store, events } = deps;
   const { source, requestId, line, options, logger } = inspection;
   const path = PATHS[source];
-  const model = models.findReady(options.model);
-  const outcome = await detect(model, inspection.image, {
+  // The version that answers (traffic split, canary, pinned line) is held until the answer is in: unloading waits for it.
+  const routed = models.route(options.model, { requestId, line });
+  const { model } = routed;
+  const detectOptions = {
     conf: options.conf,
     iou: options.iou,
     maxDetections: options.max_det,
     agnostic: options.agnostic,
     maxPixels: config.max_image_pixels,
     priority: options.priority,
-    deadline: inspection.deadline,
-  });
+    // Edge resize: the client sent the image scaled down; boxes go back to the original's pixels.
+    sourceSize: options.source_width && options.source_height ? { width: options.source_width, height: options.source_height } : undefined,
+    // Tiled inference: the shadow run gets the same, so that its comparison is like for like.
+    tiling: options.tiling,
+  };
+  // The image-quality gate: measured on the model input in this thread, before the
+  // batcher transfers its buffer to the worker; nothing is measured without an envelope.
+  const envelope = effectiveEnvelope(model.manifest.quality, lineOverride(config.quality_overrides, line));
+  const seen: { measures?: QualityMeasures } = {};
+  const onPrepared = envelope
+    ? (pixels: Uint8Array, lb: Letterbox) => {
+        seen.measures = measureLetterboxed(pixels, lb);
+      }
+    : undefined;
+  let outcome;
+  try {
+    outcome = await detect(model, inspection.image, { ...detectOptions, deadline: inspection.deadline, onPrepared });
+  } finally {
+    routed.release();
+  }
+  metrics.versionRequests.inc({ model: model.name, version: model.version, route: routed.role });
+  if (routed.shadow) shadowRun(deps, routed.shadow, inspection, detectOptions, outcome);
   if (path.stageDurations) {
     for (const stage of STAGES) metrics.stageDuration.observe({ model: model.name, stage }, outcome.timings_ms[stage] / 1000);
   }
   const camera = inspection.camera ?? DEFAULT_CAMERA;
-  const result: DetectionResult = { request_id: requestId, line, camera, model: { name: model.name, version: model.version }, ...outcome };
+  const { measures } = seen;
+  const quality: ImageQuality | undefined = envelope && measures ? { ...measures, reasons: qualityReasons(measures, envelope) } : undefined;
+  // The shadow run above compares the model's own verdicts; the gate applies to the answer only.
+  const verdict = gatedVerdict(outcome.verdict, quality?.reasons ?? []);
+  const result: DetectionResult = {
+    request_id: requestId,
+    line,
+    camera,
+    model: { name: model.name, version: model.version },
+    ...outcome,
+    verdict,
+    ...(quality ? { quality } : {}),
+  };
 
   let stored: boolean | undefined;
   if (path.storeFirst) {
@@ -102,14 +169,29 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
   }
   const at = Date.now();
   for (const observer of deps.observers ?? []) observer.onInspected({ source, result, image: inspection.image, at });
-  metrics.verdicts.inc({ line, verdict: outcome.verdict });
+  metrics.verdicts.inc({ line, verdict });
+  for (const reason of quality?.reasons ?? []) metrics.qualityOutside.inc({ line, reason: reason.slice(0, reason.indexOf(':')) });
   for (const d of outcome.detections) metrics.detections.inc({ line, label: d.label });
   // Published even when the caller has gone (a closed stream): the result is real for every subscriber.
   if (stored !== false) events.publish(resultEvent(source, result));
 
   const duration = path.logDuration ? { duration_ms: outcome.timings_ms.total } : {};
   if (source === 'job') {
-    logger.info({ event: 'job_done', line, camera, ...inspection.logFields, verdict: outcome.verdict, duplicate: !stored, ...duration }, 'job done');
+    logger.info(
+      {
+        event: 'job_done',
+        line,
+        camera,
+        ...inspection.logFields,
+        model: model.name,
+        version: model.version,
+        verdict,
+        ...(quality?.reasons.length ? { quality_reasons: quality.reasons } : {}),
+        duplicate: !stored,
+        ...duration,
+      },
+      'job done',
+    );
   } else {
     logger.info(
       {
@@ -119,7 +201,8 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
         camera,
         model: model.name,
         version: model.version,
-        verdict: outcome.verdict,
+        verdict,
+        ...(quality?.reasons.length ? { quality_reasons: quality.reasons } : {}),
         detections: outcome.detections.length,
         labels: outcome.detections.map((d) => d.label),
         ...duration,

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { JobHandler } from '../queue/index.js';
 import { inspect, type InspectionDeps } from '../inspection/inspect.js';
+import type { TilingMode } from '../protocol/options.js';
 
 /** What a job carries besides its image: the query of POST /v1/jobs. */
 export interface JobOptions {
@@ -11,6 +12,10 @@ export interface JobOptions {
   iou?: number;
   max_det?: number;
   agnostic?: boolean;
+  tiling?: TilingMode;
+  /** Edge resize: the original image's size, to map boxes back. */
+  source_width?: number;
+  source_height?: number;
 }
 
 export interface ProcessorDeps extends InspectionDeps {

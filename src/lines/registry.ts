@@ -111,8 +111,9 @@ export class LineRegistry implements InspectionObserver {
     this.#o.metrics.framesProcessed.inc({ line, camera });
     const b = this.#bucket(this.#entry(line, camera), frame.at);
     b.processed++;
+    // A `check` (image outside the quality envelope) is processed but neither OK nor NG.
     if (verdict === 'ng') b.ng++;
-    else b.ok++;
+    else if (verdict === 'ok') b.ok++;
     observe(b.latency, timings_ms.total);
   }
 

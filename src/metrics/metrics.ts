@@ -48,8 +48,14 @@ export function createMetrics() {
     }),
     verdicts: new Counter({
       name: 'sightline_verdicts_total',
-      help: 'Inspection verdicts, by line and verdict.',
+      help: 'Inspection verdicts (ok, ng, check), by line and verdict.',
       labelNames: ['line', 'verdict'] as const,
+      registers,
+    }),
+    qualityOutside: new Counter({
+      name: 'sightline_image_quality_outside_total',
+      help: "Images outside their model's image-quality envelope, by line and reason (blurred, noisy, underexposed, overexposed, low contrast, high contrast, clipped dark, clipped bright).",
+      labelNames: ['line', 'reason'] as const,
       registers,
     }),
     batchSize: new Histogram({
@@ -87,6 +93,30 @@ export function createMetrics() {
       name: 'sightline_model_instance_restarts_total',
       help: 'Model instances replaced by the inference watchdog, by reason (stalled: an inference ran past inference_stall_ms).',
       labelNames: ['model', 'version', 'reason'] as const,
+      registers,
+    }),
+    versionRequests: new Counter({
+      name: 'sightline_model_version_requests_total',
+      help: 'Inspections answered per model version, by how the version was chosen (requested, primary, canary, pinned).',
+      labelNames: ['model', 'version', 'route'] as const,
+      registers,
+    }),
+    shadowComparisons: new Counter({
+      name: 'sightline_shadow_comparisons_total',
+      help: 'Shadow runs compared with the answer, by whether the verdicts agreed (agree, disagree) or the shadow run failed (failed).',
+      labelNames: ['model', 'version', 'outcome'] as const,
+      registers,
+    }),
+    shadowAgreement: new Gauge({
+      name: 'sightline_shadow_agreement_ratio',
+      help: "Share of shadow runs whose verdict equals the answer's, since this process started shadowing the version.",
+      labelNames: ['model', 'version'] as const,
+      registers,
+    }),
+    shadowBoxAgreement: new Gauge({
+      name: 'sightline_shadow_box_agreement_ratio',
+      help: 'Mean box-level agreement of shadow runs with the answer: matched boxes (same label, IoU >= 0.5) x 2 / all boxes of both.',
+      labelNames: ['model', 'version'] as const,
       registers,
     }),
     connections: new Gauge({
@@ -209,6 +239,19 @@ export function createMetrics() {
       name: 'sightline_camera_state',
       help: '1 for the state a line and camera is in (online, stale, offline), 0 for the others.',
       labelNames: ['line', 'camera', 'state'] as const,
+      registers,
+    }),
+    // Pulled sources (src/sources): what each hot folder or camera URL read, and whether it can be read.
+    sourceFrames: new Counter({
+      name: 'sightline_source_frames_total',
+      help: 'Frames of a pulled source by outcome: processed (inspected), failed (refused: not an image, too large), dropped (queue full, superseded by a newer frame), error (the source could not be read).',
+      labelNames: ['source', 'outcome'] as const,
+      registers,
+    }),
+    sourceUp: new Gauge({
+      name: 'sightline_source_up',
+      help: '1 while a pulled source can be read, 0 while it is down (retried with backoff); no series while paused.',
+      labelNames: ['source'] as const,
       registers,
     }),
     streamEvents: new Counter({

@@ -3,8 +3,12 @@ import type { SightlineEvent } from '../protocol/events.js';
 import type { CameraState, LineList } from '../protocol/lines.js';
 import type { Verdict } from '../protocol/results.js';
 
-/** Verdicts as PLC registers carry them: 0 none yet, 1 OK, 2 NG. */
-export const VERDICT_CODES: Record<Verdict, number> = { ok: 1, ng: 2 };
+/**
+ * Verdicts as PLC registers carry them: 0 none yet, 1 OK, 2 NG, 3 CHECK (the image
+ * is outside the model's quality envelope: a PLC that passes only on 1 never lets
+ * such a part through).
+ */
+export const VERDICT_CODES: Record<Verdict, number> = { ok: 1, ng: 2, check: 3 };
 
 /** Camera states as numbers: 0 unknown (no frame yet), 1 online, 2 stale, 3 offline. */
 export const CAMERA_STATE_CODES: Record<CameraState, number> = { online: 1, stale: 2, offline: 3 };
@@ -47,6 +51,7 @@ export class LineState extends EventEmitter<{ change: []; trigger: [count: numbe
   last: PlcResult | undefined;
   okCount = 0;
   ngCount = 0;
+  checkCount = 0;
   /** 0 until a camera state is known. */
   cameraStateCode = 0;
   readonly #cameras = new Map<string, CameraState>();
@@ -107,7 +112,8 @@ export class LineState extends EventEmitter<{ change: []; trigger: [count: numbe
     this.#nextId = this.#nextId >= 0xffff_ffff ? 1 : this.#nextId + 1;
     this.last = plc;
     if (plc.verdict === 'ok') this.okCount++;
-    else this.ngCount++;
+    else if (plc.verdict === 'ng') this.ngCount++;
+    else this.checkCount++;
     this.#buffer.push(plc);
     if (this.#buffer.length > this.bufferSize) {
       // The presented one is dropped too if the PLC has not acknowledged it: the newest results matter more.

@@ -21,6 +21,17 @@ export const DEFAULT_CAMERA = 'default';
 export const PRIORITIES = ['high', 'normal', 'low'] as const;
 export type Priority = (typeof PRIORITIES)[number];
 
+/**
+ * Tiled inference of a large image: `auto` tiles when the image is much larger than
+ * the model input (the model's `tiling` rule), `on` always, `off` never (one
+ * letterboxed view, the behaviour without tiling).
+ */
+export const TILING_MODES = ['auto', 'on', 'off'] as const;
+export type TilingMode = (typeof TILING_MODES)[number];
+
+/** Largest source_width / source_height: libvips' own limit on an image side. */
+export const MAX_SOURCE_SIDE = 65_535;
+
 /** Detection options, as the query of /v1/detect and /v1/jobs (and the keys of a frame header or upload metadata). */
 export function detectQuerySchema(maxDetectionsLimit: number) {
   return Type.Object(
@@ -33,6 +44,9 @@ export function detectQuerySchema(maxDetectionsLimit: number) {
       max_det: Type.Optional(Type.Integer({ minimum: 1, maximum: maxDetectionsLimit })),
       agnostic: Type.Optional(Type.Boolean()),
       priority: Type.Optional(Type.Union(PRIORITIES.map((p) => Type.Literal(p)))),
+      source_width: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SOURCE_SIDE })),
+      source_height: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SOURCE_SIDE })),
+      tiling: Type.Optional(Type.Union(TILING_MODES.map((m) => Type.Literal(m)))),
     },
     { additionalProperties: false },
   );
@@ -60,6 +74,18 @@ export interface InferenceOptions {
   agnostic?: boolean;
   /** Admission order under load; default `normal`. */
   priority?: Priority;
+  /**
+   * The size of the original image when the body is a copy scaled down at the edge
+   * (same aspect ratio; both or neither): boxes and `image` are answered in the
+   * original's pixels (docs/sdk.md#edge-resize).
+   */
+  source_width?: number;
+  source_height?: number;
+  /**
+   * Tiled inference of a large image (docs/models.md#tiled-inference): `auto`, `on` or
+   * `off`; default: the model's `tiling` (off for a model without one).
+   */
+  tiling?: TilingMode;
 }
 
 type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -68,7 +94,19 @@ type Assert<T extends true> = T;
 export type InferenceOptionsMatchSchema = Assert<Same<DetectQuery, InferenceOptions>>;
 
 /** Every inference option's name: what the SDK sends as query parameters and an upload as metadata keys. */
-export const INFERENCE_OPTION_KEYS = ['line', 'camera', 'model', 'conf', 'iou', 'max_det', 'agnostic', 'priority'] as const;
+export const INFERENCE_OPTION_KEYS = [
+  'line',
+  'camera',
+  'model',
+  'conf',
+  'iou',
+  'max_det',
+  'agnostic',
+  'priority',
+  'source_width',
+  'source_height',
+  'tiling',
+] as const;
 /** Compile-time check: the list names every option, and only options. */
 export type InferenceOptionKeysComplete = Assert<Same<(typeof INFERENCE_OPTION_KEYS)[number], keyof InferenceOptions>>;
 

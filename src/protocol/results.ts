@@ -21,15 +21,64 @@ export interface Detection {
   box: Box;
 }
 
-export const VERDICTS = ['ok', 'ng'] as const;
-/** `ng` when a detection of a label named in the model's verdict rule reaches its threshold. */
+export const VERDICTS = ['ok', 'ng', 'check'] as const;
+/**
+ * `check` when the image lies outside the model's image-quality envelope
+ * (blurred, badly exposed, noisy: see `quality`), whatever the model saw, so a
+ * person or a new picture must decide; else `ng` when a detection of a label
+ * named in the model's verdict rule reaches its threshold; `ok` otherwise.
+ */
 export type Verdict = (typeof VERDICTS)[number];
+
+/**
+ * The image-quality measures of the model input (the letterboxed image, padding
+ * aside) and why they lie outside the model's envelope; present when the model
+ * has a `quality` envelope (docs/models.md#image-quality-gate).
+ */
+export interface ImageQuality {
+  /** Variance of the Laplacian of the grey image: low is blurred, very high is noise. */
+  sharpness: number;
+  /** Mean grey level, 0–255. */
+  brightness: number;
+  /** Standard deviation of the grey level. */
+  contrast: number;
+  /** Share of pixels at grey ≤ 5 (clipped dark). */
+  dark_fraction: number;
+  /** Share of pixels at grey ≥ 250 (clipped bright). */
+  bright_fraction: number;
+  /** One per bound crossed, e.g. `blurred: sharpness 12.3 < 40`; empty inside the envelope. */
+  reasons: string[];
+}
 
 /** The pipeline's stages, in order; `timings_ms` has one key per stage plus `total`. */
 export const STAGES = ['queue', 'decode', 'preprocess', 'infer', 'postprocess'] as const;
 export type Stage = (typeof STAGES)[number];
 /** Milliseconds per stage and in all. */
 export type StageTimings = Record<Stage | 'total', number>;
+
+/** One inference of a tiled request: a tile at (up to) native resolution, or the downscaled full view. */
+export interface TileRun {
+  /** The region of the image it covers, in original image pixels (the full view covers all of it). */
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+  /** The downscaled view of the whole image, run beside the tiles. */
+  full_view: boolean;
+  /** Inference time of the batch the tile ran in: tiles batched together share it. */
+  infer_ms: number;
+  /** Images in that batch. */
+  batch_size: number;
+}
+
+/** How a request was tiled (docs/models.md#tiled-inference); absent when it was not. */
+export interface TilingSummary {
+  /** Inferences run: the tiles plus the full view, if any. */
+  count: number;
+  /** Image pixels per model-input pixel in the tiles: 1 is native resolution. */
+  scale: number;
+  tiles: TileRun[];
+}
 
 export interface DetectionResult {
   /** The request's X-Request-Id; a job's result carries its job id, a stream frame's its connection and frame id. */
@@ -42,6 +91,10 @@ export interface DetectionResult {
   detections: Detection[];
   verdict: Verdict;
   timings_ms: StageTimings;
+  /** Image-quality measures and reasons; left out when the model has no quality envelope (or the line's override is `off`). */
+  quality?: ImageQuality;
+  /** Present only when the image was run as tiles; not kept in the result store. */
+  tiles?: TilingSummary;
 }
 
 export const RESULT_SOURCES = ['sync', 'job', 'stream'] as const;

@@ -61,6 +61,37 @@ const StageTimingsSchema = Type.Object(
   { description: 'Milliseconds per pipeline stage and in all' },
 );
 
+const TilingSummarySchema = Type.Object(
+  {
+    count: Type.Integer({ description: 'Inferences run: the tiles plus the full view, if any' }),
+    scale: Type.Number({ description: 'Image pixels per model-input pixel in the tiles (1: native resolution)' }),
+    tiles: Type.Array(
+      Type.Object({
+        x: Type.Integer(),
+        y: Type.Integer(),
+        width: Type.Integer(),
+        height: Type.Integer(),
+        full_view: Type.Boolean({ description: 'The downscaled view of the whole image' }),
+        infer_ms: Type.Number({ description: 'Inference time of the batch the tile ran in (shared by its batch)' }),
+        batch_size: Type.Integer(),
+      }),
+    ),
+  },
+  { description: 'How the image was tiled (docs/models.md#tiled-inference); absent when it was not' },
+);
+
+const ImageQualitySchema = Type.Object(
+  {
+    sharpness: Type.Number({ description: 'Variance of the Laplacian of the grey model input: low is blurred, very high is noise' }),
+    brightness: Type.Number({ description: 'Mean grey level, 0–255' }),
+    contrast: Type.Number({ description: 'Standard deviation of the grey level' }),
+    dark_fraction: Type.Number({ minimum: 0, maximum: 1, description: 'Share of pixels at grey ≤ 5' }),
+    bright_fraction: Type.Number({ minimum: 0, maximum: 1, description: 'Share of pixels at grey ≥ 250' }),
+    reasons: Type.Array(Type.String(), { description: 'One per bound of the envelope crossed, e.g. `blurred: sharpness 12.3 < 40`; empty inside it' }),
+  },
+  { description: 'Image-quality measures of the model input; present when the model has a quality envelope (docs/models.md#image-quality-gate)' },
+);
+
 export const DetectionResultSchema = Type.Object(
   {
     request_id: Type.String({ description: "The request's X-Request-Id (a job's id for job results)" }),
@@ -69,8 +100,14 @@ export const DetectionResultSchema = Type.Object(
     model: Type.Object({ name: Type.String(), version: Type.String() }),
     image: Type.Object({ width: Type.Integer(), height: Type.Integer() }),
     detections: Type.Array(DetectionSchema),
-    verdict: literals(VERDICTS),
+    verdict: Type.Unsafe<DetectionResult['verdict']>({
+      ...literals(VERDICTS),
+      description:
+        "check: the image is outside the model's image-quality envelope (see quality.reasons), whatever the model saw; else ng: a detection reached the model's verdict rule; ok: neither",
+    }),
     timings_ms: StageTimingsSchema,
+    quality: Type.Optional(ImageQualitySchema),
+    tiles: Type.Optional(TilingSummarySchema),
   },
   { description: 'A detection result' },
 );
@@ -139,7 +176,7 @@ export const LineStatsSchema = Type.Object(
     from: nullable(isoTime()),
     to: nullable(isoTime()),
     total: CountSchema,
-    verdicts: Type.Object({ ok: CountSchema, ng: CountSchema }),
+    verdicts: Type.Object({ ok: CountSchema, ng: CountSchema, check: CountSchema }),
     labels: Type.Object(
       {},
       {
@@ -201,14 +238,81 @@ export const RequeuedJobSchema = Type.Object(
 
 export const PurgedSchema = Type.Object({ purged: CountSchema }, { description: 'How many dead letters were removed' });
 
+const TrafficSplitSchema = Type.Object(
+  {
+    primary: Type.Optional(Type.String({ description: 'Answers what no canary or pin takes; absent: the newest READY version' })),
+    canary: Type.Optional(
+      Type.Object({
+        version: Type.String(),
+        percent: Type.Number({ minimum: 0, maximum: 100 }),
+        by: literals(['request', 'line'] as const),
+      }),
+    ),
+    shadow: Type.Optional(Type.Object({ version: Type.String(), percent: Type.Number({ minimum: 0, maximum: 100 }) })),
+    pins: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'Line → version' })),
+  },
+  { description: 'How requests that name no version are shared among the versions' },
+);
+
+function ModelControlSchema() {
+  return Type.Object({
+    policy: Type.String({ description: 'all, latest:N or specific:V1,V2 (model_version_policy)' }),
+    serving: Type.Optional(Type.String({ description: 'The version answering now' })),
+    unloaded: Type.Optional(Type.Boolean()),
+    extra: Type.Optional(Type.Array(Type.String(), { description: 'Versions loaded beyond the policy' })),
+    excluded: Type.Optional(Type.Array(Type.String(), { description: 'Versions unloaded by a call' })),
+    traffic: Type.Optional(TrafficSplitSchema),
+  });
+}
+
+export const ModelVersionInputSchema = Type.Object(
+  { version: Type.Optional(Type.String({ description: 'One version; absent: the model as its policy says' })) },
+  { additionalProperties: false },
+);
+
+export const TrafficPatchSchema = Type.Object(
+  {
+    primary: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+    canary: Type.Optional(
+      Type.Union([
+        Type.Object(
+          {
+            version: Type.String(),
+            percent: Type.Number({ minimum: 0, maximum: 100 }),
+            by: Type.Optional(literals(['request', 'line'] as const)),
+          },
+          { additionalProperties: false },
+        ),
+        Type.Null(),
+      ]),
+    ),
+    shadow: Type.Optional(
+      Type.Union([Type.Object({ version: Type.String(), percent: Type.Number({ minimum: 0, maximum: 100 }) }, { additionalProperties: false }), Type.Null()]),
+    ),
+    pins: Type.Optional(Type.Union([Type.Record(Type.String(), Type.String()), Type.Null()])),
+  },
+  { additionalProperties: false, description: 'A key given replaces that part of the split, null clears it, absent keeps it' },
+);
+
+export const TrafficResultSchema = Type.Object(
+  { model: Type.String(), serving: Type.Optional(Type.String()), traffic: TrafficSplitSchema },
+  { description: 'The split now in force in this process (others follow within model_sync_interval_ms)' },
+);
+
 export const ModelListSchema = Type.Object(
   {
     models: Type.Array(
       Type.Object({
         name: Type.String(),
         version: Type.String(),
-        state: literals(['LOADING', 'READY', 'FAILED'] as const),
-        reason: Type.Optional(Type.String({ description: 'Why it is not READY' })),
+        state: literals(['LOADING', 'READY', 'FAILED', 'UNLOADING', 'UNAVAILABLE'] as const),
+        reason: Type.Optional(
+          Type.String({
+            description: 'Why it is not READY (FAILED: the load error; UNAVAILABLE: unloaded, left out by the version policy, or files not complete yet)',
+          }),
+        ),
+        serving: Type.Boolean({ description: 'The version that answers requests naming the model without a version (before any canary share)' }),
+        in_flight: Type.Integer({ description: 'Requests holding this version now' }),
         since: isoTime('When the state last changed'),
         default: Type.Boolean({ description: 'The model used when a request names none' }),
         description: Type.Optional(Type.String()),
@@ -221,6 +325,13 @@ export const ModelListSchema = Type.Object(
           Type.Object({ ng: Type.Object({}, { additionalProperties: Type.Number(), description: 'Label → score that makes a result NG' }) }),
         ),
       }),
+    ),
+    control: Type.Object(
+      {
+        mode: literals(['poll', 'explicit', 'none'] as const),
+        models: Type.Record(Type.String(), ModelControlSchema()),
+      },
+      { description: 'model_control and, per model, its version policy, overrides and traffic split' },
     ),
   },
   { description: 'Every model version in the repository' },

@@ -27,6 +27,7 @@ import { alertRoutes } from './routes/alerts.js';
 import { uploadRoutes } from './routes/uploads.js';
 import { adminConnectionRoutes } from './routes/admin-connections.js';
 import { outputRoutes } from './routes/outputs.js';
+import { sourceRoutes } from './routes/sources.js';
 import { scalingRoutes } from './routes/scaling.js';
 import { oipRoutes } from './routes/v2/index.js';
 import { webRoutes } from './web.js';
@@ -36,7 +37,7 @@ import { connectionServerOptions, connectionsPlugin } from '../connections/index
 /** What routes and plugins reach as `app.sightline`: the server runtime's parts (src/runtime.ts). */
 export type Sightline = Pick<
   ServerRuntime,
-  'config' | 'models' | 'metrics' | 'store' | 'queue' | 'events' | 'observers' | 'lines' | 'snapshots' | 'live' | 'health' | 'outputs'
+  'config' | 'models' | 'modelControl' | 'metrics' | 'store' | 'queue' | 'events' | 'observers' | 'lines' | 'snapshots' | 'live' | 'health' | 'outputs'
 >;
 
 declare module 'fastify' {
@@ -88,6 +89,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     app.decorate('sightline', {
       config,
       models,
+      modelControl: runtime.modelControl,
       metrics,
       store,
       queue,
@@ -140,6 +142,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(streamRoutes);
     await app.register(adminConnectionRoutes);
     await app.register(outputRoutes);
+    await app.register(sourceRoutes, { sources: runtime.sources });
     await app.register(oipRoutes, { prefix: '/v2' });
     // The operator dashboard at / (dist/web, built from web/), after the API routes.
     await app.register(webRoutes);

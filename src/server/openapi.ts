@@ -22,6 +22,7 @@ const TAGS = [
   { name: 'models', description: 'The model repository' },
   { name: 'health', description: 'Liveness and readiness probes' },
   { name: 'monitoring', description: 'Prometheus metrics and alert states' },
+  { name: 'sources', description: 'Pulled sources: hot folders, snapshot URLs, MJPEG and ffmpeg streams that Sightline reads itself' },
   { name: 'outputs', description: 'Factory outputs (MQTT, webhooks, OPC UA, Modbus): state, outboxes and dead letters' },
   { name: 'admin', description: 'Open connections' },
   { name: 'oip', description: 'The Open Inference Protocol (KServe v2 / Triton HTTP) under /v2: errors are {"error": "…"} (docs/oip.md)' },

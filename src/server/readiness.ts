@@ -8,7 +8,7 @@ export interface ReadinessCheck {
   status: 'pass' | 'fail';
   /** Whether this check decides readiness. */
   critical: boolean;
-  /** Models: LOADING, READY, FAILED; other dependencies: starting, up, down. */
+  /** Models: LOADING, READY, FAILED, UNLOADING, UNAVAILABLE; other dependencies: starting, up, down. */
   state?: string;
   reason?: string;
   detail?: string;
@@ -58,6 +58,8 @@ function modelChecks(models: ModelRepository, health: Health): ReadinessCheck[] 
   }
   for (const entry of models.list()) {
     const key = `${entry.name}:${entry.version}`;
+    // A version left out by its policy or unloaded on purpose is not meant to serve: no check (unless it is what the default model resolves to).
+    if (entry.state === 'UNAVAILABLE' && key !== defaultKey) continue;
     const test = entry.state === 'READY' ? health.testInference.resultFor(entry) : undefined;
     const failing = test !== undefined && !test.ok;
     checks.push({

@@ -111,7 +111,8 @@ export class SnapshotService implements InspectionObserver {
   #enqueue(frame: InspectedFrame): SkipReason | undefined {
     if (!this.policy.enabled) return 'disabled';
     this.#offerLatest(frame);
-    const keep = frame.result.verdict === 'ng' || this.#random() < this.policy.okSampleRate;
+    // A check (image outside the quality envelope) is for a person to decide: kept like an NG.
+    const keep = frame.result.verdict !== 'ok' || this.#random() < this.policy.okSampleRate;
     if (!keep) return 'sampled_out';
     if (frame.image.length > this.policy.maxBytes) return 'too_large';
     if (this.#failure && this.#failing()) return this.#failure.reason;

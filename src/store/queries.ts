@@ -175,11 +175,11 @@ export async function selectLineStats(db: Db, line: string, fromMs?: number, toM
     .groupBy('label')
     .orderBy('label')
     .execute();
-  const verdicts: Record<Verdict, number> = { ok: 0, ng: 0 };
+  const verdicts: Record<Verdict, number> = { ok: 0, ng: 0, check: 0 };
   for (const row of verdictRows) verdicts[row.verdict] = Number(row.n);
   const labels: Record<string, LabelCounts> = {};
   for (const row of labelRows) labels[row.label] = { detections: Number(row.detections), results: Number(row.results) };
-  return { line, total: verdicts.ok + verdicts.ng, verdicts, labels };
+  return { line, total: verdicts.ok + verdicts.ng + verdicts.check, verdicts, labels };
 }
 
 /**

@@ -70,7 +70,17 @@ export function jobRequestFromMetadata(metadata: Record<string, string | null> |
   return {
     line: q.line ?? DEFAULT_LINE,
     priority: q.priority ?? 'normal',
-    options: { camera: q.camera, model: q.model, conf: q.conf, iou: q.iou, max_det: q.max_det, agnostic: q.agnostic },
+    options: {
+      camera: q.camera,
+      model: q.model,
+      conf: q.conf,
+      iou: q.iou,
+      max_det: q.max_det,
+      agnostic: q.agnostic,
+      tiling: q.tiling,
+      source_width: q.source_width,
+      source_height: q.source_height,
+    },
   };
 }
 

@@ -153,6 +153,7 @@ test('Sparkplug B: NBIRTH seq 0 with bdSeq, DBIRTH before DDATA, seq mod 256, re
       ['InspectionId', 'UInt32'],
       ['OkCount', 'UInt64'],
       ['NgCount', 'UInt64'],
+      ['CheckCount', 'UInt64'],
       ['CameraState', 'String'],
     ],
     'a DBIRTH declares every metric of the line',

@@ -44,6 +44,7 @@ const DOCUMENTED: [string, DataType, boolean][] = [
   ['LastCamera', DataType.String, false],
   ['OkCount', DataType.UInt32, false],
   ['NgCount', DataType.UInt32, false],
+  ['CheckCount', DataType.UInt32, false],
   ['CameraState', DataType.String, false],
   ['CameraStateCode', DataType.Int32, false],
   ['TriggerReady', DataType.Boolean, false],

@@ -1,7 +1,16 @@
 // The shapes of Sightline's answers the dashboard reads (docs/http-api.md, docs/lines.md, docs/stream.md).
 
 export type CameraState = 'online' | 'stale' | 'offline';
-export type Verdict = 'ok' | 'ng';
+/** `check`: the image is outside the model's image-quality envelope (docs/models.md#image-quality-gate). */
+export type Verdict = 'ok' | 'ng' | 'check';
+export interface ImageQuality {
+  sharpness: number;
+  brightness: number;
+  contrast: number;
+  dark_fraction: number;
+  bright_fraction: number;
+  reasons: string[];
+}
 export type ReviewStatus = 'confirmed' | 'false_call' | 'missed';
 
 export interface Box {
@@ -32,6 +41,8 @@ export interface DetectionResult {
   detections: Detection[];
   verdict: Verdict;
   timings_ms: Record<string, number>;
+  /** Live results only (the store does not keep it): measures and reasons of the quality gate. */
+  quality?: ImageQuality;
   created_at?: string;
   source?: string;
   review?: Review | null;

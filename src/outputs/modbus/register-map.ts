@@ -27,8 +27,11 @@ export const DISCRETE = {
   error: 5,
   lastOk: 6,
   lastNg: 7,
+  /** CHECK: the image is outside the model's quality envelope (neither OK nor NG is set). */
+  presentedCheck: 8,
+  lastCheck: 9,
 } as const;
-const DISCRETE_COUNT = 8;
+const DISCRETE_COUNT = 10;
 
 /**
  * Holding registers (FC 3), mirrored in input registers (FC 4): read-only
@@ -47,8 +50,9 @@ export const REGISTER = {
   buffered: 13,
   dropped: 14,
   triggerCount: 16,
+  checkCount: 18,
 } as const;
-export const REGISTER_COUNT = 18;
+export const REGISTER_COUNT = 20;
 
 const word = (n: number) => Math.min(n, 0xffff);
 /** A count as two registers, high word first; counts past 2^32 wrap, as a PLC's UDINT would. */
@@ -75,6 +79,7 @@ export function lineRegisters(state: LineState): number[] {
     word(state.buffered),
     ...dword(state.dropped),
     ...dword(state.triggerCount),
+    ...dword(state.checkCount),
   ];
 }
 
@@ -90,6 +95,8 @@ export function lineDiscreteInputs(state: LineState): boolean[] {
     state.cameraStateCode >= 2,
     state.last?.verdict === 'ok',
     state.last?.verdict === 'ng',
+    presented?.verdict === 'check',
+    state.last?.verdict === 'check',
   ];
 }
 

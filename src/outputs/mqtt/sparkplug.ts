@@ -34,6 +34,7 @@ function resultMetrics(state: LineState, at: number): UMetric[] {
     { name: 'InspectionId', type: 'UInt32', value: last?.inspectionId ?? 0, timestamp: at },
     { name: 'OkCount', type: 'UInt64', value: state.okCount, timestamp: at },
     { name: 'NgCount', type: 'UInt64', value: state.ngCount, timestamp: at },
+    { name: 'CheckCount', type: 'UInt64', value: state.checkCount, timestamp: at },
   ];
 }
 

@@ -35,13 +35,13 @@ export const VARIABLES: readonly VariableSpec[] = [
   {
     name: 'LastVerdict',
     dataType: DataType.String,
-    description: 'Verdict of the newest result: ok, ng, or empty before the first.',
+    description: 'Verdict of the newest result: ok, ng, check, or empty before the first.',
     value: (s) => s.last?.verdict ?? '',
   },
   {
     name: 'LastVerdictCode',
     dataType: DataType.Int32,
-    description: 'LastVerdict as a number: 0 none yet, 1 OK, 2 NG.',
+    description: 'LastVerdict as a number: 0 none yet, 1 OK, 2 NG, 3 CHECK.',
     value: (s) => (s.last ? VERDICT_CODES[s.last.verdict] : 0),
   },
   { name: 'LastDefectCount', dataType: DataType.UInt32, description: 'Detections in the newest result.', value: (s) => u32(s.last?.defectCount ?? 0) },
@@ -62,6 +62,12 @@ export const VARIABLES: readonly VariableSpec[] = [
   { name: 'LastCamera', dataType: DataType.String, description: 'Camera of the newest result.', value: (s) => s.last?.camera ?? '' },
   { name: 'OkCount', dataType: DataType.UInt32, description: 'OK results since the server started.', value: (s) => u32(s.okCount) },
   { name: 'NgCount', dataType: DataType.UInt32, description: 'NG results since the server started.', value: (s) => u32(s.ngCount) },
+  {
+    name: 'CheckCount',
+    dataType: DataType.UInt32,
+    description: "CHECK results (images outside the model's quality envelope) since the server started.",
+    value: (s) => u32(s.checkCount),
+  },
   {
     name: 'CameraState',
     dataType: DataType.String,
@@ -94,11 +100,11 @@ export const VARIABLES: readonly VariableSpec[] = [
     description: 'Inspection id of the presented result (per line, from 1).',
     value: (_s, r) => u32(r?.inspectionId ?? 0),
   },
-  { name: 'ResultVerdict', dataType: DataType.String, description: 'Verdict of the presented result: ok or ng.', value: (_s, r) => r?.verdict ?? '' },
+  { name: 'ResultVerdict', dataType: DataType.String, description: 'Verdict of the presented result: ok, ng or check.', value: (_s, r) => r?.verdict ?? '' },
   {
     name: 'ResultVerdictCode',
     dataType: DataType.Int32,
-    description: 'ResultVerdict as a number: 0 none, 1 OK, 2 NG.',
+    description: 'ResultVerdict as a number: 0 none, 1 OK, 2 NG, 3 CHECK.',
     value: (_s, r) => (r ? VERDICT_CODES[r.verdict] : 0),
   },
   { name: 'ResultDefectCount', dataType: DataType.UInt32, description: 'Detections in the presented result.', value: (_s, r) => u32(r?.defectCount ?? 0) },

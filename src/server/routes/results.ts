@@ -15,7 +15,7 @@ const ResultsQuery = Type.Object(
     camera: Type.Optional(Type.String({ pattern: CAMERA_PATTERN })),
     from: Type.Optional(Type.String({ format: 'date-time' })),
     to: Type.Optional(Type.String({ format: 'date-time' })),
-    verdict: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('ng')])),
+    verdict: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('ng'), Type.Literal('check')])),
     // Any text but control characters; a %XX left in the value is an escape that was not valid UTF-8.
     label: Type.Optional(Type.String({ pattern: '^(?!.*%[0-9A-Fa-f]{2})[^\\u0000-\\u001f\\u007f]{1,128}$' })),
     review: Type.Optional(

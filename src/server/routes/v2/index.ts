@@ -509,31 +509,38 @@ export async function oipRoutes(app: FastifyInstance): Promise<void> {
         },
         async (request, reply) => {
           const deadline = performance.now() - reply.elapsedTime + config.request_timeout_ms;
-          const model = readyEntry(app, request.params);
-          const headerLength = request.headers[HEADER_LENGTH];
-          const infer = parseInferBody(request.body as Buffer | undefined, typeof headerLength === 'string' ? headerLength : undefined);
-          const imageInput = model.runners[0]!.info.inputName;
-          const declared = tensorsOf(model).inputs.find((i) => i.name === imageInput);
-          const [first] = infer.inputs;
-          const isImage = infer.inputs.length === 1 && first!.name === imageInput && first!.datatype === 'BYTES' && declared?.type !== 'string';
-          let outputs: OutputValue[];
-          if (isImage) {
-            if (first!.shape.length !== 1 || first!.shape[0] === 0) {
-              throw new Errors.INVALID_REQUEST(`image input "${imageInput}" must have shape [N], one encoded image per element`);
+          // A bare name goes through the model's traffic split; the version is held until the answer is out (unloading waits).
+          const { name, version } = request.params;
+          const routed = app.sightline.models.route(version === undefined ? name : `${name}:${version}`, { requestId: request.id });
+          const { model } = routed;
+          try {
+            const headerLength = request.headers[HEADER_LENGTH];
+            const infer = parseInferBody(request.body as Buffer | undefined, typeof headerLength === 'string' ? headerLength : undefined);
+            const imageInput = model.runners[0]!.info.inputName;
+            const declared = tensorsOf(model).inputs.find((i) => i.name === imageInput);
+            const [first] = infer.inputs;
+            const isImage = infer.inputs.length === 1 && first!.name === imageInput && first!.datatype === 'BYTES' && declared?.type !== 'string';
+            let outputs: OutputValue[];
+            if (isImage) {
+              if (first!.shape.length !== 1 || first!.shape[0] === 0) {
+                throw new Errors.INVALID_REQUEST(`image input "${imageInput}" must have shape [N], one encoded image per element`);
+              }
+              outputs = await runImages(app, model, first!, infer, deadline);
+            } else {
+              outputs = await runRaw(model, infer, deadline);
             }
-            outputs = await runImages(app, model, first!, infer, deadline);
-          } else {
-            outputs = await runRaw(model, infer, deadline);
+            const binary = new Set(
+              selectOutputs(
+                outputs.map((o) => o.name),
+                infer,
+              )
+                .filter((o) => o.binary)
+                .map((o) => o.name),
+            );
+            return sendOutputs(reply, model, infer, outputs, binary);
+          } finally {
+            routed.release();
           }
-          const binary = new Set(
-            selectOutputs(
-              outputs.map((o) => o.name),
-              infer,
-            )
-              .filter((o) => o.binary)
-              .map((o) => o.name),
-          );
-          return sendOutputs(reply, model, infer, outputs, binary);
         },
       );
     }
@@ -544,7 +551,7 @@ export async function oipRoutes(app: FastifyInstance): Promise<void> {
       name: e.name,
       version: e.version,
       state: e.state === 'READY' ? 'READY' : 'UNAVAILABLE',
-      reason: e.state === 'READY' ? '' : e.state === 'FAILED' ? (e.reason ?? 'FAILED') : 'LOADING',
+      reason: e.state === 'READY' ? '' : e.state === 'FAILED' ? (e.reason ?? 'FAILED') : e.reason ? `${e.state}: ${e.reason}` : e.state,
     }));
   app.post(
     '/repository/index',
@@ -587,24 +594,47 @@ export async function oipRoutes(app: FastifyInstance): Promise<void> {
         schema: {
           summary: `OIP: ${action} a model`,
           description:
-            'Model control is not available yet: Sightline loads every model of models_dir at start (restart to load or unload). Answers 404 for an unknown model and 400 for a known one.',
+            action === 'load'
+              ? 'Loads the model as its version policy says (the directory is read again; a FAILED version is tried again) and answers when it is READY: POST /v1/models/:name/load. Body (optional): `{"parameters": {"version": "2"}}` loads one version besides. A failed load leaves what served before serving.'
+              : 'Unloads every version of the model (drained, then released): POST /v1/models/:name/unload. Body (optional): `{"parameters": {"version": "2"}}` unloads one version.',
           tags: ['oip'],
           params: ModelParams,
           querystring: NoQuery,
           consumes: ['application/json'],
           response: {
-            200: Type.Object({}, { description: 'Never at present (model control comes later)' }),
-            400: OipError(`INVALID_REQUEST: model control is not enabled (every model loads at start)`),
-            404: OipError('MODEL_NOT_FOUND: no such model'),
+            200: Type.Object({}, { description: 'Done: loaded and warmed up, or unloaded and released' }),
+            400: OipError('INVALID_REQUEST: the body is not a JSON object with an optional parameters.version string'),
+            404: OipError('MODEL_NOT_FOUND: no such model or version'),
+            409: OipError('MODEL_CONTROL_DISABLED: model_control is none'),
+            ...(action === 'load' ? { 422: OipError('MODEL_LOAD_FAILED: the model failed to load; the reason is in the message') } : {}),
+            503: OipError('STORE_UNAVAILABLE: the model control table is out of reach'),
           },
         },
       },
       async (request) => {
-        const entry = entryOf(app, request.params);
-        throw new Errors.INVALID_REQUEST(
-          `model control is not enabled: ${entry.name} cannot be ${action}ed while the server runs (every model of models_dir loads at start)`,
-        );
+        const version = repositoryVersion(request.body as Buffer | undefined);
+        const { name } = request.params;
+        await (action === 'load' ? app.sightline.modelControl.load(name, version) : app.sightline.modelControl.unload(name, version));
+        return {};
       },
     );
   }
+}
+
+/** The optional body of repository load/unload: `{"parameters": {"version": "2"}}`. */
+function repositoryVersion(body: Buffer | undefined): string | undefined {
+  if (!body || body.length === 0) return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    throw new Errors.INVALID_REQUEST(`the body is not JSON: ${(err as Error).message}`);
+  }
+  if (!json || typeof json !== 'object' || Array.isArray(json)) throw new Errors.INVALID_REQUEST('the body must be a JSON object');
+  const parameters = (json as { parameters?: unknown }).parameters;
+  if (parameters === undefined) return undefined;
+  if (!parameters || typeof parameters !== 'object' || Array.isArray(parameters)) throw new Errors.INVALID_REQUEST('"parameters" must be an object');
+  const version = (parameters as { version?: unknown }).version;
+  if (version !== undefined && typeof version !== 'string') throw new Errors.INVALID_REQUEST('"parameters.version" must be a string');
+  return version;
 }
