@@ -71,7 +71,7 @@ describe('stored results over HTTP', () => {
 
     const stats = (await app.inject('/v1/lines/press-1/stats')).json();
     assert.equal(stats.total, 2);
-    assert.deepEqual(stats.verdicts, { ok: 1, ng: 1 });
+    assert.deepEqual(stats.verdicts, { ok: 1, ng: 1, check: 0 });
     assert.equal(stats.labels.scratch.results, 1);
   });
 

@@ -261,10 +261,10 @@ test('modbus: addresses outside the map and writes to read-only registers answer
   const cases: [string, Record<string, unknown>][] = [
     ['coil past the two of a block', { op: 'read', table: 'coils', address: 2, count: 1 }],
     ['coil of a third line that is not mapped', { op: 'read', table: 'coils', address: 200, count: 1 }],
-    ['discrete input past the block', { op: 'read', table: 'discrete', address: 108, count: 1 }],
-    ['holding register past the block', { op: 'read', table: 'holding', address: 18, count: 1 }],
-    ['input register past the block', { op: 'read', table: 'input', address: 118, count: 1 }],
-    ['holding registers reaching past the block', { op: 'read', table: 'holding', address: 10, count: 10 }],
+    ['discrete input past the block', { op: 'read', table: 'discrete', address: 110, count: 1 }],
+    ['holding register past the block', { op: 'read', table: 'holding', address: 20, count: 1 }],
+    ['input register past the block', { op: 'read', table: 'input', address: 120, count: 1 }],
+    ['holding registers reaching past the block', { op: 'read', table: 'holding', address: 12, count: 10 }],
     ['a read at the top of the address space', { op: 'read', table: 'holding', address: 65_535, count: 1 }],
     ['write to a read-only holding register', { op: 'write_register', address: 0, value: 7 }],
     ['write to an unmapped coil', { op: 'write_coil', address: 5, value: true }],
@@ -274,8 +274,8 @@ test('modbus: addresses outside the map and writes to read-only registers answer
   assert.deepEqual(await plc.bits('coils', 0, 2), [false, false], 'the refused multi-coil write left ResultsAck alone');
   assert.deepEqual(await plc.registers('holding', 0, 1), [0], 'the refused register write changed nothing');
   // The mapped edges still answer.
-  assert.equal((await plc.registers('holding', 117, 1)).length, 1);
-  assert.equal((await plc.bits('discrete', 107, 1)).length, 1);
+  assert.equal((await plc.registers('holding', 119, 1)).length, 1);
+  assert.equal((await plc.bits('discrete', 109, 1)).length, 1);
   // A multi-coil write inside the map works (Trigger and ResultsAck at once).
   assert.equal(await plc.exception({ op: 'write_coils', address: 100, values: [true, true] }), undefined);
   assert.deepEqual(await plc.bits('coils', 100, 2), [true, true]);

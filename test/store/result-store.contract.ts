@@ -127,7 +127,7 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
         assert.deepEqual(await store.get('dup'), { ...first, review: null });
         assert.deepEqual(ids((await store.list()).results), ['dup']);
         const stats = await store.lineStats('line-1');
-        assert.deepEqual(stats.verdicts, { ok: 0, ng: 1 });
+        assert.deepEqual(stats.verdicts, { ok: 0, ng: 1, check: 0 });
         assert.deepEqual(stats.labels, { scratch: { detections: 1, results: 1 } });
         assert.equal((await store.lineStats('line-2')).total, 0);
       });
@@ -263,7 +263,7 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
           from: null,
           to: null,
           total: 5,
-          verdicts: { ok: 2, ng: 3 },
+          verdicts: { ok: 2, ng: 3, check: 0 },
           labels: { crack: { detections: 1, results: 1 }, dent: { detections: 2, results: 2 }, scratch: { detections: 3, results: 2 } },
         });
         const window = await store.lineStats('line-1', { from: at(1), to: at(4) });
@@ -272,7 +272,7 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
           from: at(1),
           to: at(4),
           total: 3,
-          verdicts: { ok: 2, ng: 1 },
+          verdicts: { ok: 2, ng: 1, check: 0 },
           labels: { crack: { detections: 1, results: 1 }, dent: { detections: 1, results: 1 } },
         });
         assert.deepEqual(await store.lineStats('idle-line', { from: at(0) }), {
@@ -280,7 +280,7 @@ export function resultStoreContract(name: string, makeHarness: MakeHarness): voi
           from: at(0),
           to: null,
           total: 0,
-          verdicts: { ok: 0, ng: 0 },
+          verdicts: { ok: 0, ng: 0, check: 0 },
           labels: {},
         });
       });
