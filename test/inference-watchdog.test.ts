@@ -13,7 +13,7 @@
  * iteration), more than six times the 1.5 s limit; buildStallingModel's default
  * runs for days.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -55,6 +55,13 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, tim
   }
 }
 
+// An abandoned thread still inside the stalling loop cannot be stopped and keeps this
+// process alive until its native call returns (sometimes minutes, not the ~10 s the loop
+// is sized for); once every test has reported, the file's process ends regardless.
+after(() => {
+  setTimeout(() => process.exit(), 5000).unref();
+});
+
 test('a run blocked in session.run: 503 INFERENCE_STALLED within the limit, /readyz reports the replacement, a failed restart is retried, the model serves again, a job retries', {
   timeout: 80_000,
 }, async () => {
@@ -91,6 +98,8 @@ test('a run blocked in session.run: 503 INFERENCE_STALLED within the limit, /rea
     instances: 1,
     intra_op_threads: 1,
     inference_stall_ms: STALL_MS,
+    // The stall is sized for one single-threaded instance, not the lone-request session.
+    lone_request_threads: 1,
     test_inference_interval_ms: 0,
     job_max_attempts: 2,
     job_backoff_ms: 3000,

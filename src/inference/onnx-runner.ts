@@ -23,6 +23,8 @@ interface Pending {
 /** ONNX Runtime session living in a worker thread of its own. */
 /** How long close() waits for the thread to end (its current native call to return). */
 const CLOSE_WAIT_MS = 30_000;
+/** When close() terminates a thread that has not ended and holds none of our runs. */
+const TERMINATE_AFTER_MS = 10_000;
 
 export class OnnxRunner implements ModelRunner {
   private nextId = 1;
@@ -113,13 +115,22 @@ export class OnnxRunner implements ModelRunner {
     if (this.exitError) return;
     const exited = new Promise<void>((resolve) => this.thread.once('exit', () => resolve()));
     this.thread.postMessage({ type: 'close' } satisfies OnnxThreadRequest);
-    // No worker.terminate() as a fallback: the thread may be inside a native call (a
-    // warm-up of its lone-request session, a slow run), and terminating it then aborts
-    // the whole process (see abandon()). The thread exits by itself once the call
-    // returns; past CLOSE_WAIT_MS we stop waiting, and it stays referenced until then.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)))]);
-    clearTimeout(timer);
+    // A thread that does not end: terminated after TERMINATE_AFTER_MS, but only while no
+    // run of ours is in flight there. Terminating a thread inside a native call (a
+    // slow run) aborts the whole process (see abandon()); a thread with nothing in
+    // flight is at most finishing its lone-request session's warm-up, which
+    // TERMINATE_AFTER_MS leaves time for. Past CLOSE_WAIT_MS close() stops waiting.
+    const timers: NodeJS.Timeout[] = [];
+    const gaveUp = new Promise<void>((resolve) => {
+      timers.push(
+        setTimeout(() => {
+          if (this.pending.size === 0) void this.thread.terminate();
+        }, TERMINATE_AFTER_MS),
+        setTimeout(resolve, CLOSE_WAIT_MS),
+      );
+    });
+    await Promise.race([exited, gaveUp]);
+    for (const t of timers) clearTimeout(t);
   }
 
   /**
