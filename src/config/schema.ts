@@ -636,7 +636,8 @@ export const ConfigSchema = Type.Object(
         'ONNX Runtime inter-op threads per model instance (used only by parallel execution; sessions run sequentially, so this changes nothing measurable).',
     }),
     lone_request_threads: Type.Integer({
-      default: 0,
+      // Off by default for now: with it on, workers drained bursts so fast that the cluster job test's backlog never formed, and a stalled run on its thread pool outlived the watchdog test (issue 19 note).
+      default: 1,
       minimum: 0,
       maximum: 256,
       description:
