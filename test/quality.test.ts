@@ -1,3 +1,4 @@
+import { requireOrSkip } from './helpers/requirements.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -220,10 +221,8 @@ test('in distribution: the samples and generated held-out images are flagged at 
 
   // Held-out images from the generator (another seed than the envelope's): needs numpy and Pillow.
   const python = ['python3', '/usr/bin/python3'].find((p) => spawnSync(p, ['-c', 'import numpy, PIL'], { stdio: 'ignore' }).status === 0);
-  if (!python) {
-    t.skip('no python3 with numpy and Pillow: generated held-out images not measured');
-    return;
-  }
+  if (!requireOrSkip(t, python !== undefined, 'python3 with numpy and Pillow (generated held-out images)') || !python) return;
+
   const out = tempDir('sightline-quality-');
   t.after(() => out.cleanup());
   const count = 100;
