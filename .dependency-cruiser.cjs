@@ -19,12 +19,14 @@ const LAYERS = {
   metrics: [],
   alerts: [],
   'log-analysis': [],
-  inference: [...BASE, 'store', 'queue'],
+  // Verdict rules: their schema, the per-line settings file and the pure evaluation; below the core, which checks rules at model load.
+  verdict: [...BASE],
+  inference: [...BASE, 'verdict', 'store', 'queue'],
   store: [...BASE, 'inference', 'queue'],
   queue: [...BASE, 'inference', 'store'],
   events: [...BASE, ...CORE],
   // The one inspection path (detect, record, store, publish) shared by HTTP, jobs and the stream.
-  inspection: [...BASE, 'metrics', ...CORE, 'events'],
+  inspection: [...BASE, 'metrics', ...CORE, 'events', 'verdict'],
   auth: [...BASE, 'store'],
   connections: [...BASE, 'metrics', 'auth'],
   jobs: [...BASE, 'metrics', ...CORE, 'events', 'inspection'],
@@ -47,7 +49,7 @@ const LAYERS = {
   scaling: [...BASE, 'metrics', 'store', 'queue', 'history'],
   // Backup and restore of an embedded data dir (results, jobs, keys, snapshots) or a PostgreSQL store.
   backup: [...BASE, ...CORE, 'auth', 'snapshots', 'history', 'lines', 'outputs'],
-  eval: ['inference'],
+  eval: ['inference', 'verdict'],
   // The client SDK ships as sightline/client without the server.
   client: ['protocol'],
   'index.ts': ['client'],
@@ -86,7 +88,7 @@ module.exports = {
     ...layerRules,
     {
       name: 'core-imports-upward',
-      comment: 'inference, store and queue are the core: they import only each other, protocol, config and errors.',
+      comment: 'inference, store and queue are the core: they import only each other, protocol, config, errors and verdict.',
       severity: 'error',
       from: { path: CORE.map(pathOf) },
       to: { path: '^src/', pathNot: [...new Set(CORE.flatMap((name) => [name, ...LAYERS[name]]))].map(pathOf) },

@@ -16,5 +16,15 @@ const filters = process.argv.slice(2);
 const files = collect('test')
   .filter((file) => filters.length === 0 || filters.some((f) => file.includes(f)))
   .sort();
-const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files], { stdio: 'inherit' });
+// --test-force-exit: a test file whose tests have ended exits even if something it
+// started still holds the event loop (a failed test's leftover timer once kept CI
+// waiting until its 90-minute limit). --test-timeout bounds each file as a whole
+// (Node 20 applies it to the file's process too): a hung file fails after 15 minutes,
+// far above the slowest file's few minutes.
+const FILE_TIMEOUT_MS = 15 * 60_000;
+const result = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-force-exit', `--test-timeout=${FILE_TIMEOUT_MS}`, '--test-reporter=spec', ...files],
+  { stdio: 'inherit' },
+);
 process.exit(result.status ?? 1);

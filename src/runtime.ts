@@ -26,6 +26,7 @@ import { startHistory, type History } from './history/index.js';
 import { outputsFromConfig, type OutputHub } from './outputs/index.js';
 import { redisProbe } from './auth/rate-limit/index.js';
 import { parseSources, SourceManager, type SourceContext } from './sources/index.js';
+import { verdictSettings } from './verdict/settings.js';
 import type { Gauge } from 'prom-client';
 
 /**
@@ -104,6 +105,8 @@ type Parts = Omit<Runtime, 'jobRunner' | 'close'> & { closeQueue: () => Promise<
  */
 async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (bus: EventBus) => EventBus): Promise<Parts> {
   const { logger } = options;
+  // verdict_rules_file is first read and checked here: a bad file stops the start with its reason (later changes: src/verdict/settings.ts).
+  verdictSettings(config.verdict_rules_file);
   const metrics = createMetrics();
   const limits = effectiveLimits();
   const queueLabel = (entry: ModelEntry) => ({ queue: `infer:${entry.name}:${entry.version}` });

@@ -33,7 +33,7 @@ describe('SightlineClient over HTTP (built-in model)', () => {
     assert.equal(r.verdict, 'ng');
     assert.equal(r.line, 'line-7');
     assert.equal(r.request_id, 'sdk-req-1');
-    assert.deepEqual(r.model, { name: 'defects', version: '1' });
+    assert.deepEqual(r.model, { name: 'defects', version: '2' });
     assert.ok(r.detections.length > 0 && r.detections.every((d) => d.score >= 0.3));
     assert.equal((await client.detect(ok, { line: 'line-7' })).verdict, 'ok');
     // A Uint8Array that is a view into a larger buffer sends only its own bytes.

@@ -22,13 +22,33 @@ const JOBS = 1000;
 // Enough parallel submitters to run ahead of three workers, however fast a lone job runs (a
 // worker's first job of a burst takes the lone-request session with every core).
 const SUBMIT_CONCURRENCY = 16;
-/** Jobs held back for each scaling step (SIGKILL, SIGTERM), and how far submission runs ahead of the stored results. */
+/**
+ * Jobs held back for each scaling step (SIGKILL, SIGTERM, and a third trickled out
+ * while a new worker waits for its first job), and how far submission runs ahead of
+ * the stored results.
+ */
 const RESERVE = 100;
+/** Jobs let in at a time while a new worker has none yet: the running workers must not drain them all first. */
+const TRICKLE = 10;
 const MAX_WAITING = 100;
 /** Input size of the test model: its `slow` convolutions make a job take some ms of CPU, so workers hold jobs a while. */
 const MODEL_INPUT = 64;
 /** Each process: one single-threaded instance; a worker holds 4 jobs at once (its prefetch), so a kill or a SIGTERM finds jobs in hand while the queue has any. */
-const RUNTIME_ARGS = ['--intra-op-threads', '1', '--instances', '1', '--worker-concurrency', '4', '--no-snapshots', '--log-level', 'info'];
+// The lone-request session off: with it, an idle worker runs each job on both cores and
+// drains bursts before the backlog this test needs can form.
+const RUNTIME_ARGS = [
+  '--intra-op-threads',
+  '1',
+  '--instances',
+  '1',
+  '--lone-request-threads',
+  '1',
+  '--worker-concurrency',
+  '4',
+  '--no-snapshots',
+  '--log-level',
+  'info',
+];
 
 function writeTestModel(repo: string): void {
   writeModel(
@@ -77,6 +97,7 @@ class Feeder {
   readonly ids: string[] = [];
   readonly failures: string[] = [];
   private next = 0;
+  private stopped = false;
   stored = 0;
   readonly done: Promise<void>;
 
@@ -99,8 +120,18 @@ class Feeder {
     this.cap = Math.min(this.total, this.cap + n);
   }
 
+  /** True when every job let in so far is submitted and stored: nothing waits for a worker. */
+  get idle(): boolean {
+    return this.next >= this.cap && this.stored >= this.next;
+  }
+
+  /** Ends the submit loops (they wait for the cap to rise otherwise and would keep the test process alive). */
+  stop(): void {
+    this.stopped = true;
+  }
+
   private async loop(): Promise<void> {
-    while (this.next < this.total) {
+    while (this.next < this.total && !this.stopped) {
       if (this.next >= this.cap || this.next - this.stored >= this.maxWaiting) {
         await new Promise((r) => setTimeout(r, 50));
         continue;
@@ -187,7 +218,6 @@ test(`cluster: 2 APIs and workers scaling 1 → 3 → 1 (one SIGKILLed, two SIGT
   // Port 0: several workers on one host.
   const startWorker = (name: string) => start(name, ['worker', '--worker-http-host', '127.0.0.1', '--worker-http-port', '0', ...shared]);
   const consuming = (w: SightlineProcess) => w.waitEvent('worker_started', (e) => e.event === 'worker_started', 90_000);
-  const ran = (w: SightlineProcess, n: number) => waitFor(() => w.jobsDone().size >= n || !w.alive, `${w.name} to finish ${n} jobs`, 60_000);
 
   try {
     // The first API creates the tables before the other processes start (processes that create them together race).
@@ -203,8 +233,26 @@ test(`cluster: 2 APIs and workers scaling 1 → 3 → 1 (one SIGKILLed, two SIGT
 
     const stored = async () => (feeder.stored = (await db.query<{ n: number }>('select count(*)::int as n from results')).rows[0]!.n);
     const started = Date.now();
-    // Two reserves of jobs are held back, one released before each step that must find jobs in hand.
-    const feeder = new Feeder(bases, sampleImages(), JOBS, JOBS - 2 * RESERVE, MAX_WAITING);
+    // Three reserves of jobs are held back: one released before each step that must find jobs in hand,
+    // one trickled out while a new worker waits for its first job.
+    const feeder = new Feeder(bases, sampleImages(), JOBS, JOBS - 3 * RESERVE, MAX_WAITING);
+    defer(() => feeder.stop());
+    let trickle = RESERVE;
+    // A worker that starts after the others may find the queue drained by them (the feeder waits at
+    // its cap): then a few more jobs are let in until it has run `n`.
+    const ran = (w: SightlineProcess, n: number) =>
+      waitFor(
+        () => {
+          if (w.jobsDone().size >= n || !w.alive) return true;
+          if (feeder.idle && trickle > 0) {
+            feeder.release(TRICKLE);
+            trickle -= TRICKLE;
+          }
+          return false;
+        },
+        () => `${w.name} to finish ${n} jobs (${feeder.submitted} submitted, ${feeder.stored} stored)`,
+        60_000,
+      );
     const counting = setInterval(() => void stored().catch(() => undefined), 200);
     defer(() => clearInterval(counting));
     /** Releases a reserve and waits until jobs are waiting in the queue, so every worker holds some. */
@@ -255,6 +303,8 @@ test(`cluster: 2 APIs and workers scaling 1 → 3 → 1 (one SIGKILLed, two SIGT
     const drained = [w3, w4].flatMap((w) => eventsAfter(w, (e) => e.event === 'worker_stopping').filter((e) => e.event === 'job_done'));
     t.diagnostic(`${drained.length} job(s) finished by the SIGTERMed workers during their drain`);
 
+    // What is left of the trickle reserve.
+    feeder.release(JOBS);
     await feeder.done;
     const { ids, failures } = feeder;
     assert.deepEqual(failures, [], 'every POST /v1/jobs answers 202');

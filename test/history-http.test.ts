@@ -10,7 +10,7 @@ import { solidImage, startApp, tempDir, writeDecoderModels } from './helpers/fix
 type Series = Record<string, unknown> & {
   results: (number | null)[];
   client_errors: (number | null)[];
-  verdicts: Record<string, { ok: (number | null)[]; ng: (number | null)[] }>;
+  verdicts: Record<string, { ok: (number | null)[]; ng: (number | null)[]; check: (number | null)[] }>;
   latency_ms: { p50: (number | null)[]; p99: (number | null)[] };
   rss_bytes: { avg: (number | null)[] };
 };
@@ -25,8 +25,15 @@ describe('GET /v1/stats/history', () => {
 
   before(async () => {
     writeDecoderModels(tmp.dir);
-    // One-second buckets, so that the first ones are written within a second or two.
-    app = await startApp({ models_dir: tmp.dir, default_model: 'v8', history_resolution_ms: 1000, history_rollup_resolution_ms: 5000 });
+    // One-second buckets, so that the first ones are written within a second or two. On press-3 no image is
+    // sharp enough for the image-quality gate: its results are check.
+    app = await startApp({
+      models_dir: tmp.dir,
+      default_model: 'v8',
+      history_resolution_ms: 1000,
+      history_rollup_resolution_ms: 5000,
+      quality_overrides: 'press-3=sharpness_min:100000000',
+    });
     image = await solidImage(320, 240, 'jpeg');
   });
   after(async () => {
@@ -36,11 +43,17 @@ describe('GET /v1/stats/history', () => {
 
   const get = (query: string) => app.inject(`/v1/stats/history${query}`);
 
-  test('real detections through the server show up in the series: counts, verdicts by line, latency, client errors, system gauges', async () => {
+  test('real detections through the server show up in the series: counts, verdicts by line (check apart), latency, client errors, system gauges', async () => {
     const detect = (query: string) => app.inject({ method: 'POST', url: `/v1/detect?${query}`, headers: { 'content-type': 'image/jpeg' }, payload: image });
     for (let i = 0; i < 5; i++) assert.equal((await detect('line=press-1')).statusCode, 200);
     // conf 0.95 leaves no detection: OK.
     for (let i = 0; i < 3; i++) assert.equal((await detect('line=press-2&conf=0.95')).statusCode, 200);
+    // Outside the image-quality envelope: check, whatever the model saw.
+    for (let i = 0; i < 2; i++) {
+      const res = await detect('line=press-3');
+      assert.equal(res.statusCode, 200);
+      assert.equal(res.json().verdict, 'check');
+    }
     const empty = await app.inject({ method: 'POST', url: '/v1/detect?line=press-2', headers: { 'content-type': 'image/jpeg' }, payload: Buffer.alloc(0) });
     assert.equal(empty.statusCode, 400);
 
@@ -50,14 +63,20 @@ describe('GET /v1/stats/history', () => {
       const res = await get(`?from=${from}&step=1s`);
       assert.equal(res.statusCode, 200, res.body);
       series = res.json().series as Series;
-      if (sum(series.results) === 8 && sum(series.client_errors) >= 1) break;
+      if (sum(series.results) === 10 && sum(series.client_errors) >= 1) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.ok(series);
-    assert.equal(sum(series.results), 8);
+    assert.equal(sum(series.results), 10);
     assert.equal(sum(series.verdicts['press-1']?.ng), 5);
     assert.equal(sum(series.verdicts['press-1']?.ok), 0);
+    assert.equal(sum(series.verdicts['press-1']?.check), 0);
     assert.equal(sum(series.verdicts['press-2']?.ok), 3);
+    assert.deepEqual(
+      ['ok', 'ng', 'check'].map((v) => sum(series?.verdicts['press-3']?.[v as 'ok' | 'ng' | 'check'])),
+      [0, 0, 2],
+      'check is counted as check, not ok',
+    );
     assert.equal(sum(series.client_errors), 1, 'the empty body');
     assert.ok(series.latency_ms.p50.some((v) => v !== null && v > 0));
     assert.ok(
@@ -72,7 +91,8 @@ describe('GET /v1/stats/history', () => {
     assert.equal(body.resolution, 'fine');
     assert.equal(body.step_ms, 1000);
     assert.ok(body.timestamps.length <= 2000 && body.timestamps.length >= 1999, `${body.timestamps.length} points`);
-    assert.equal(sum(body.series.results), 8);
+    assert.equal(sum(body.series.results), 10);
+    assert.equal(sum(body.series.verdicts['press-3']?.check), 2);
   });
 
   test('the route needs the viewer role and is in the OpenAPI document with its 400s', async () => {

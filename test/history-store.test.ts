@@ -1,6 +1,7 @@
 import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { Migrator } from 'kysely';
 import {
   HISTOGRAM_RELATIVE_ERROR,
   HistoryStore,
@@ -12,6 +13,9 @@ import {
   type BucketRows,
 } from '../src/history/index.js';
 import type { Config } from '../src/config/schema.js';
+import type { HistoryTables } from '../src/history/history-store.js';
+import { historyMigrations } from '../src/history/migrations.js';
+import { openDatabase } from '../src/store/open-database.js';
 import { tempDir } from './helpers/fixtures.js';
 import { POSTGRES_URL, POSTGRES_WHAT, postgresSchemas } from './helpers/postgres-schemas.js';
 import { requireOrSkip } from './helpers/requirements.js';
@@ -90,10 +94,15 @@ for (const [name, backend] of backends()) {
       const c = testProcess(t, config, clock, 'host-b:2:y');
       const latencies: number[] = [];
       clock.t = T0 + 1000;
-      // A: 100 results on press-1, 1..100 ms, every 10th NG; C: 50 on press-1 at 101..150 ms and 20 on press-2 at 400 ms.
+      // A: 100 results on press-1, 1..100 ms, every 10th NG, and 5 CHECK on press-2 at 300 ms;
+      // C: 50 on press-1 at 101..150 ms and 20 on press-2 at 400 ms.
       for (let i = 1; i <= 100; i++) {
         a.result('press-1', i % 10 === 0 ? 'ng' : 'ok', i);
         latencies.push(i);
+      }
+      for (let i = 0; i < 5; i++) {
+        a.result('press-2', 'check', 300);
+        latencies.push(300);
       }
       for (let i = 101; i <= 150; i++) {
         c.result('press-1', 'ok', i);
@@ -125,9 +134,10 @@ for (const [name, backend] of backends()) {
       assert.deepEqual(answer.timestamps, [T0]);
       const s = answer.series;
       assert.deepEqual(s.processes, [2]);
-      assert.deepEqual(s.results, [170]);
-      assert.deepEqual(s.throughput, [17]);
-      assert.deepEqual(s.verdicts, { 'press-1': { ok: [140], ng: [10] }, 'press-2': { ok: [0], ng: [20] } });
+      assert.deepEqual(s.results, [175]);
+      assert.deepEqual(s.throughput, [17.5]);
+      // check is its own count, not ok, after the round trip through the store.
+      assert.deepEqual(s.verdicts, { 'press-1': { ok: [140], ng: [10], check: [0] }, 'press-2': { ok: [0], ng: [20], check: [5] } });
       assert.deepEqual(s.errors, [5]);
       assert.deepEqual(s.client_errors, [1]);
       assert.deepEqual(s.rejected, [2]);
@@ -148,6 +158,12 @@ for (const [name, backend] of backends()) {
       assert.equal(s.gpu_utilization, undefined, 'no GPU gauge was ever set');
       // The other process answers the same.
       assert.deepEqual(await c.history.query({ from: T0, to: T0 + 10_000 }), answer);
+      // The coarse rows (rewritten with their running totals) count check apart too.
+      const rollup = config.history_rollup_resolution_ms;
+      const coarse = await a.history.query({ from: T0, to: T0 + rollup, stepMs: rollup });
+      assert.equal(coarse.resolution, 'coarse');
+      assert.deepEqual(coarse.series.results, [175]);
+      assert.deepEqual(coarse.series.verdicts, s.verdicts);
     });
 
     test('a bucket written again is replaced, not added; prune removes only older rows of its resolution', async (t) => {
@@ -156,25 +172,81 @@ for (const [name, backend] of backends()) {
       const config = b.config({});
       const store = new HistoryStore(config.store_url, config.store_schema ? { schema: config.store_schema } : {});
       t.after(() => store.close());
-      const rows = (res: number, bucket: number, ok: number): BucketRows => ({
+      const rows = (res: number, bucket: number, ok: number, check?: number): BucketRows => ({
         process: { resolution_ms: res, bucket_ms: bucket, process_id: 'p', errors: ok, client_errors: 0, rejected: 0, gauges: '{}' },
-        lines: [{ resolution_ms: res, bucket_ms: bucket, process_id: 'p', line: 'l', ok, ng: 0, latency_sum: ok, latency_max: 1, latency_hist: '[[80,1]]' }],
+        lines: [
+          {
+            resolution_ms: res,
+            bucket_ms: bucket,
+            process_id: 'p',
+            line: 'l',
+            ok,
+            ng: 0,
+            ...(check === undefined ? {} : { check_count: check }),
+            latency_sum: ok,
+            latency_max: 1,
+            latency_hist: '[[80,1]]',
+          },
+        ],
       });
-      await store.write([rows(10_000, T0, 1)]);
-      await store.write([rows(10_000, T0, 5), rows(10_000, T0 + 10_000, 2), rows(60_000, T0 - 60_000, 7)]);
+      await store.write([rows(10_000, T0, 1, 4)]);
+      // The check count is replaced with the rest; a row written without one has 0.
+      await store.write([rows(10_000, T0, 5, 3), rows(10_000, T0 + 10_000, 2), rows(60_000, T0 - 60_000, 7, 1)]);
       const read = await store.read(10_000, T0, T0 + 20_000);
       assert.deepEqual(
-        read.lines.map((r) => [r.bucket_ms, r.ok]),
+        read.lines.map((r) => [r.bucket_ms, r.ok, r.check_count]),
         [
-          [T0, 5],
-          [T0 + 10_000, 2],
+          [T0, 5, 3],
+          [T0 + 10_000, 2, 0],
         ],
+      );
+      assert.deepEqual(
+        (await store.read(60_000, T0 - 60_000, T0)).lines.map((r) => [r.ok, r.check_count]),
+        [[7, 1]],
       );
       assert.equal(typeof read.processes[0]?.bucket_ms, 'number');
       assert.equal(await store.prune(10_000, T0 + 10_000), 2, 'one process row and one line row');
       assert.deepEqual([...(await store.rowCounts())].sort(), [
         [10_000, { processes: 1, lines: 1 }],
         [60_000, { processes: 1, lines: 1 }],
+      ]);
+    });
+
+    test('a database from before check was counted apart: the new migration adds check_count, 0 in the rows already there', async (t) => {
+      const b = backend(t);
+      if (!b.ok) return;
+      const config = b.config({});
+      // The tables as the first migration made them (the same bookkeeping tables as HistoryStore's), with a row of then.
+      const open = openDatabase<HistoryTables>(config.store_url, config.store_schema ? { schema: config.store_schema } : {});
+      const migrator = new Migrator({
+        db: open.db,
+        provider: historyMigrations(open.kind, open.schema),
+        ...(open.schema ? { migrationTableSchema: open.schema } : {}),
+        migrationTableName: 'sightline_history_migration',
+        migrationLockTableName: 'sightline_history_migration_lock',
+      });
+      const { error } = await migrator.migrateTo('0001_history');
+      assert.ifError(error);
+      const old = open.schema ? open.db.withSchema(open.schema) : open.db;
+      const base = { resolution_ms: 10_000, bucket_ms: T0, line: 'l', latency_sum: 10, latency_max: 2, latency_hist: '[[80,10]]' };
+      await old
+        .insertInto('history_lines')
+        .values({ ...base, process_id: 'before', ok: 9, ng: 1 })
+        .execute();
+      await open.db.destroy();
+
+      const store = new HistoryStore(config.store_url, config.store_schema ? { schema: config.store_schema } : {});
+      t.after(() => store.close());
+      await store.write([
+        {
+          process: { resolution_ms: 10_000, bucket_ms: T0, process_id: 'after', errors: 0, client_errors: 0, rejected: 0, gauges: '{}' },
+          lines: [{ ...base, process_id: 'after', ok: 3, ng: 1, check_count: 6 }],
+        },
+      ]);
+      const read = await store.read(10_000, T0, T0 + 10_000);
+      assert.deepEqual(read.lines.map((r) => [r.process_id, r.ok, r.ng, r.check_count]).sort(), [
+        ['after', 3, 1, 6],
+        ['before', 9, 1, 0],
       ]);
     });
   });

@@ -72,7 +72,8 @@ before(async () => {
   mkdirSync(join(repo.dir, 'broken', '1'), { recursive: true });
   writeFileSync(join(repo.dir, 'broken', '1', 'model.onnx'), 'not onnx');
   writeFileSync(join(repo.dir, 'broken', '1', 'model.json'), JSON.stringify(MIRROR_MANIFEST));
-  cpSync(new URL('../models/defects', import.meta.url), join(repo.dir, 'defects'), { recursive: true });
+  // Version 1 alone: the expectations below name one defects version.
+  cpSync(new URL('../models/defects/1', import.meta.url), join(repo.dir, 'defects', '1'), { recursive: true });
   // With the watchdog on (the default): raw tensors run under its stall limit too.
   app = await startApp({
     models_dir: repo.dir,
@@ -359,7 +360,8 @@ test('BYTES image input: decoded by Sightline, the same detections as /v1/detect
   );
   assert.deepEqual(outputs[0]!.shape, [1]);
   const doc = JSON.parse(outputs[0]!.data[0] as string);
-  assert.deepEqual(doc, { image: want.image, detections: want.detections, verdict: want.verdict });
+  assert.ok(want.quality, 'the built-in model has a quality envelope');
+  assert.deepEqual(doc, { image: want.image, detections: want.detections, verdict: want.verdict, quality: want.quality });
 
   // The raw output is the model's own output on the letterboxed image, as the runner /v1 uses gives it.
   const model = app.sightline.models.findReady('defects');
@@ -393,7 +395,12 @@ test('BYTES image input: decoded by Sightline, the same detections as /v1/detect
   const docs = decodeInput({ name: 'd', shape: [2], datatype: 'BYTES', parameters: { binary_data_size: blobs.detections!.length } }, () => blobs.detections!);
   const [first, second] = (docs.data as Buffer[]).map((b) => JSON.parse(b.toString('utf8')));
   assert.deepEqual(first, doc);
-  assert.equal(second.verdict, 'ok');
+  // A flat grey frame has no contrast: outside the model's envelope, so `check` with the reason, as on /v1.
+  assert.equal(second.verdict, 'check');
+  assert.ok(
+    second.quality.reasons.some((r: string) => r.startsWith('low contrast:')),
+    JSON.stringify(second.quality),
+  );
   assert.deepEqual(second.image, { width: 320, height: 240 });
 });
 

@@ -22,7 +22,7 @@ import { ROOT } from './helpers/cli-process.js';
 import { startApp, tempDir } from './helpers/fixtures.js';
 
 // The image-quality gate (docs/models.md#image-quality-gate) on the built-in model and
-// its envelope in models/defects/1/model.json: real images, real inference.
+// its envelope in models/defects/2/model.json (the version served by default): real images, real inference.
 
 const SAMPLES = readdirSync(join(ROOT, 'samples'))
   .filter((f) => f.endsWith('.jpg'))
@@ -141,7 +141,7 @@ test('reasons, the verdict gate (outside the envelope: check, whatever the model
 });
 
 test('the built-in model carries its envelope; measuring costs about a millisecond per image', async () => {
-  const manifest = await readModelManifest(join(ROOT, 'models/defects/1/model.json'));
+  const manifest = await readModelManifest(join(ROOT, 'models/defects/2/model.json'));
   assert.ok(manifest.quality?.sharpness?.min !== undefined && manifest.quality.sharpness.max !== undefined, 'sharpness bounds');
   assert.ok(manifest.quality.brightness?.min !== undefined && manifest.quality.brightness.max !== undefined, 'brightness bounds');
   assert.ok(manifest.quality.contrast?.min !== undefined, 'contrast bound');
@@ -231,7 +231,7 @@ test('in distribution: the samples and generated held-out images are flagged at 
     timeout: 240_000,
   });
   assert.equal(gen.status, 0, gen.stderr);
-  const manifest = await readModelManifest(join(ROOT, 'models/defects/1/model.json'));
+  const manifest = await readModelManifest(join(ROOT, 'models/defects/2/model.json'));
   const images = readdirSync(join(out.dir, 'images')).filter((f) => f.endsWith('.jpg'));
   assert.equal(images.length, count);
   let heldOutFlagged = 0;

@@ -8,9 +8,9 @@ import sharp from 'sharp';
 import { ffmpegArgs, JpegSplitter } from '../src/sources/index.js';
 import { startApp, tempDir } from './helpers/fixtures.js';
 import { requireOrSkip } from './helpers/requirements.js';
+import { FAST_RECONNECT, sleep, until } from './helpers/sources.js';
 
 const hasFfmpeg = spawnSync('ffmpeg', ['-version']).status === 0;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('the JPEG splitter cuts concatenated JPEGs at any chunk size; ffmpeg arguments per target', async () => {
   const jpegs = await Promise.all(
@@ -61,16 +61,6 @@ async function videoCamera(port = 0) {
   };
 }
 
-async function until<T>(what: string, read: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (ok(value)) return value;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(value)}`);
-    await sleep(50);
-  }
-}
-
 test('HTTP video through ffmpeg at a set fps, a video file; a cut stream reconnects by itself', async (t) => {
   if (!requireOrSkip(t, hasFfmpeg, 'ffmpeg (Debian package ffmpeg)')) return;
   const { dir, cleanup } = tempDir('sightline-ffmpeg-');
@@ -95,12 +85,7 @@ test('HTTP video through ffmpeg at a set fps, a video file; a cut stream reconne
   t.after(() => cam.cut().catch(() => undefined));
   const app = await startApp({
     sources: `live=ffmpeg:http://127.0.0.1:${cam.port}/live.ts,line=line-f,camera=cam-f,interval_ms=200; clip=ffmpeg:${clip},line=line-f,camera=clip,interval_ms=250`,
-    source_backoff_ms: 100,
-    source_backoff_max_ms: 400,
-    source_timeout_ms: 1000,
-    camera_stale_after_ms: 800,
-    camera_offline_after_ms: 2000,
-    line_registry_flush_ms: 100,
+    ...FAST_RECONNECT,
   });
   t.after(() => app.close());
   const source = async (name: string) =>

@@ -5,10 +5,10 @@ import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import { mjpegBoundary, MultipartSplitter } from '../src/sources/index.js';
 import { startApp } from './helpers/fixtures.js';
+import { sleep, until } from './helpers/sources.js';
 
 const LINE = 'line-m';
 const BOUNDARY = 'sightlineframe';
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const part = (jpeg: Buffer, withLength = true) =>
   Buffer.concat([
@@ -65,16 +65,6 @@ async function mjpegCamera(frame: Buffer, periodMs: number, port = 0) {
   };
 }
 
-async function until<T>(what: string, read: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (ok(value)) return value;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(value)}`);
-    await sleep(50);
-  }
-}
-
 test('an MJPEG stream: frames inspected, newest wins under a burst, the camera goes offline when cut and recovers by itself', async (t) => {
   const frame = await sharp({ create: { width: 128, height: 96, channels: 3, background: { r: 60, g: 90, b: 200 } } })
     .jpeg()
@@ -120,4 +110,61 @@ test('an MJPEG stream: frames inspected, newest wins under a burst, the camera g
   await until('up again', source, (s) => s.state === 'up');
   assert.equal(await until('online again', cameraState, (s) => s === 'online'), 'online');
   assert.match((await app.inject({ method: 'GET', url: '/metrics' })).body, /sightline_source_up\{source="vid"\} 1/);
+});
+
+test('four MJPEG cameras at once: each keeps its fps while the model keeps up; flooded, each drops (counted), none starves, pushed requests still pass', async (t) => {
+  const frame = await sharp({ create: { width: 128, height: 96, channels: 3, background: { r: 200, g: 120, b: 40 } } })
+    .jpeg()
+    .toBuffer();
+  const cams = await Promise.all([0, 1, 2, 3].map(() => mjpegCamera(frame, 100)));
+  for (const cam of cams) t.after(() => cam.cut().catch(() => undefined));
+  const app = await startApp({
+    sources: cams.map((cam, i) => `cam${i}=mjpeg:http://127.0.0.1:${cam.port}/video,line=line-4,camera=c${i}`).join('; '),
+    source_timeout_ms: 2000,
+  });
+  t.after(() => app.close());
+  type Frames = { processed: number; dropped: number; failed: number; error: number };
+  const frames = async () =>
+    new Map(
+      ((await app.inject({ method: 'GET', url: '/v1/sources' })).json().sources as { name: string; state: string; frames: Frames }[]).map((s) => [s.name, s]),
+    );
+  await until('all four up', frames, (all) => [...all.values()].every((s) => s.state === 'up' && s.frames.processed >= 3));
+
+  // 4 × 10 fps is far below what the built-in model does: every frame is inspected.
+  const windowMs = 3000;
+  let before = await frames();
+  await sleep(windowMs);
+  let after = await frames();
+  for (const [name, s] of after) {
+    const processed = s.frames.processed - before.get(name)!.frames.processed;
+    const dropped = s.frames.dropped - before.get(name)!.frames.dropped;
+    assert.ok(processed >= 22 && processed <= 38, `${name}: ${processed} frames in 3 s at 10 fps`);
+    assert.ok(dropped <= 2, `${name}: ${dropped} dropped while the model keeps up`);
+    assert.equal(s.frames.failed + s.frames.error, 0);
+  }
+
+  // Flooded: 4 × 200 fps on top, far more than the model can do. Newest wins per camera:
+  // each drops most frames (counted), each still gets frames inspected, and a pushed
+  // request (normal priority, the sources' frames are low) is still answered.
+  const floods = cams.map((cam) => setInterval(() => cam.burst(4), 20));
+  t.after(() => floods.forEach(clearInterval));
+  before = await frames();
+  const pushed = [];
+  for (let i = 0; i < 5; i++) {
+    await sleep(windowMs / 5);
+    pushed.push((await app.inject({ method: 'POST', url: '/v1/detect?line=line-push', payload: frame, headers: { 'content-type': 'image/jpeg' } })).statusCode);
+  }
+  after = await frames();
+  floods.forEach(clearInterval);
+  assert.deepEqual(pushed, [200, 200, 200, 200, 200]);
+  for (const [name, s] of after) {
+    const processed = s.frames.processed - before.get(name)!.frames.processed;
+    const dropped = s.frames.dropped - before.get(name)!.frames.dropped;
+    assert.equal(s.state, 'up', name);
+    assert.ok(processed >= 10, `${name}: only ${processed} frames inspected while flooded`);
+    assert.ok(dropped > processed, `${name}: ${dropped} dropped vs ${processed} inspected while flooded`);
+  }
+  const metrics = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+  for (let i = 0; i < 4; i++)
+    assert.match(metrics, new RegExp(`sightline_frames_dropped_total\\{line="line-4",camera="c${i}",reason="superseded"\\} [1-9]\\d*`));
 });

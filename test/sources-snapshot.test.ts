@@ -5,10 +5,10 @@ import type { AddressInfo } from 'node:net';
 import sharp from 'sharp';
 import type { FastifyInstance } from 'fastify';
 import { startApp } from './helpers/fixtures.js';
+import { sleep, until } from './helpers/sources.js';
 
 const LINE = 'line-s';
 const INTERVAL_MS = 200;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A camera's snapshot endpoint: a real HTTP server answering each GET with a JPEG, recording when it was asked. */
 async function camera(image: Buffer, port = 0): Promise<{ server: Server; port: number; hits: number[] }> {
@@ -25,16 +25,6 @@ async function camera(image: Buffer, port = 0): Promise<{ server: Server; port: 
 async function cut(server: Server): Promise<void> {
   server.closeAllConnections();
   await new Promise<void>((resolve) => server.close(() => resolve()));
-}
-
-async function until<T>(what: string, read: () => Promise<T>, ok: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await read();
-    if (ok(value)) return value;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(value)}`);
-    await sleep(50);
-  }
 }
 
 interface Camera {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseSources, sourceSpec } from '../src/sources/index.js';
+import { parseSources, redactCredentials, sourceSpec } from '../src/sources/index.js';
 import { startApp, tempDir } from './helpers/fixtures.js';
 
 test('the compact `sources` value: entries by `;`, options by `,key=`, commas inside a URL kept', () => {
@@ -129,4 +129,32 @@ test('/v1/sources: list, add, pause, resume, delete; 400, 404 and 409 in the err
 
 test('a bad `sources` value stops the start with INVALID_SOURCE', async () => {
   await assert.rejects(startApp({ sources: 'cam=folder:/x,interval_ms=1' }), { code: 'INVALID_SOURCE' });
+});
+
+test("a camera's password never leaves the server: the sources API and down reasons show *** in its place", async (t) => {
+  assert.equal(redactCredentials('rtsp://admin:s3cret@10.0.0.7:554/live'), 'rtsp://admin:***@10.0.0.7:554/live');
+  assert.equal(
+    redactCredentials('ffmpeg rtsp://u:p%40ss@cam/a: 401 Unauthorized; then http://v:w@other/x'),
+    'ffmpeg rtsp://u:***@cam/a: 401 Unauthorized; then http://v:***@other/x',
+  );
+  // No password, nothing to hide: user-only URLs, plain URLs and paths stay as they are.
+  for (const text of ['rtsp://admin@cam/live', 'http://10.0.0.7/snap.jpg', '/srv/in', 'a:b@c']) assert.equal(redactCredentials(text), text);
+
+  const app = await startApp({ source_snapshot_interval_ms: 100 });
+  t.after(() => app.close());
+  // Port 9 on loopback refuses: the source goes down with a reason that names the URL.
+  const target = 'http://viewer:hunter2@127.0.0.1:9/snap.jpg';
+  let res = await app.inject({ method: 'POST', url: '/v1/sources', payload: { name: 'cam-pw', kind: 'snapshot', target } });
+  assert.equal(res.statusCode, 201, res.body);
+  const deadline = Date.now() + 10_000;
+  let status;
+  do {
+    await new Promise((r) => setTimeout(r, 100));
+    res = await app.inject({ method: 'GET', url: '/v1/sources' });
+    status = res.json().sources.find((s: { name: string }) => s.name === 'cam-pw');
+  } while (status.state !== 'down' && Date.now() < deadline);
+  assert.equal(status.state, 'down', res.body);
+  assert.equal(status.target, 'http://viewer:***@127.0.0.1:9/snap.jpg');
+  assert.match(status.reason, /viewer:\*\*\*@127\.0\.0\.1:9/);
+  assert.doesNotMatch(res.body, /hunter2/);
 });

@@ -93,8 +93,8 @@ test('after traffic, /metrics carries sane system gauges, sightline_model_info, 
     assert.match(text, new RegExp(`^# TYPE ${name} gauge$`, 'm'));
   }
 
-  // The built-in model: models/defects/1/model.json (yolov8, 416×416, 4 labels).
-  assert.equal(series.get('sightline_model_info{model="defects",version="1",format="yolov8",input="416x416",classes="4"}'), 1);
+  // The built-in model served by default: models/defects/2/model.json (yolov8, 416×416, 4 labels).
+  assert.equal(series.get('sightline_model_info{model="defects",version="2",format="yolov8",input="416x416",classes="4"}'), 1);
   assert.equal([...series.keys()].filter((k) => k.startsWith('sightline_model_info')).length, 1);
 
   // prom-client's default metrics that the dashboard and the alert rules read are still there.
@@ -329,7 +329,7 @@ test('promtool check metrics passes on an exposition with the system, model and 
   const { text } = await scrapeUntil(
     app,
     (s) =>
-      s.has('sightline_gpu_power_watts{gpu="0"}') && s.has('sightline_model_info{model="defects",version="1",format="yolov8",input="416x416",classes="4"}'),
+      s.has('sightline_gpu_power_watts{gpu="0"}') && s.has('sightline_model_info{model="defects",version="2",format="yolov8",input="416x416",classes="4"}'),
     'GPU and model series',
   );
   const check = spawnSync('promtool', ['check', 'metrics'], { encoding: 'utf8', input: text });

@@ -87,8 +87,9 @@ async function setup(t: TestContext): Promise<World | undefined> {
       body: new Uint8Array(SAMPLE_OK[1]!),
     });
     assert.equal(job.status, 202, await job.text());
-    const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { models: { name: string; version: string }[] };
-    const model = models.models.find((m) => m.name === 'defects') ?? models.models[0]!;
+    const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { models: { name: string; version: string; default: boolean }[] };
+    // The version that serves (built-in: 2; version 1 is listed but not loaded).
+    const model = models.models.find((m) => m.default) ?? models.models[0]!;
     // Cameras that keep sending: the two lines stay online while line-c goes offline.
     let i = 0;
     keepAlive = setInterval(() => {

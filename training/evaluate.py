@@ -9,7 +9,8 @@ map back to original pixels, COCO 101-point AP at IoU 0.50:0.05:0.95.
     python3 training/evaluate.py --data /tmp/defects-val --weights /tmp/sightline-defects-ckpt.pt
 Options: --noaa (point-sampled bilinear resize instead of Pillow's antialiased one),
 --onnx-ref DIR (also dump torch output of a zero tensor to DIR/ref.json for the
-Node/onnxruntime numerics check), --sweep (precision/recall/verdict accuracy per threshold).
+Node/onnxruntime numerics check), --sweep (precision/recall/verdict accuracy per threshold),
+--ng-thr T (escapes and false rejects at the NG verdict threshold, default 0.35).
 """
 import argparse
 import glob
@@ -81,6 +82,22 @@ def postprocess(out, conf=0.001, iou=0.7, max_det=300):
     if len(keep):
         keep = keep[np.argsort(-score[keep], kind="stable")][:max_det]
     return boxes[keep], score[keep], cls[keep]
+
+
+def verdict_rates(dets, gts, thr):
+    """Image-level OK/NG verdict at an NG threshold (the server's default rule: NG when any
+    detection scores >= thr).  Escape: an image with a defect judged OK; false reject: a
+    defect-free image judged NG.  Returns (escapes, ng_images, false_rejects, ok_images)."""
+    esc = fr = n_ng = n_ok = 0
+    for (b, s, k), g in zip(dets, gts):
+        ng_pred = bool((s >= thr).any())
+        if len(g):
+            n_ng += 1
+            esc += not ng_pred
+        else:
+            n_ok += 1
+            fr += ng_pred
+    return esc, n_ng, fr, n_ok
 
 
 def ap101(rec, prec):
@@ -159,6 +176,8 @@ def main():
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--onnx-ref", default="")
     ap.add_argument("--json", default="", help="write metrics to this JSON file")
+    ap.add_argument("--ng-thr", type=float, default=0.35,
+                    help="NG verdict threshold for escapes / false rejects (model.json's verdict.ng, 0.35 for every class)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     model, S = load_model(a.weights)
@@ -196,6 +215,11 @@ def main():
     print("%-8s %8s %8.4f %8.4f" % ("all", "", apm[:, 0].mean(), apm.mean()))
     res["mAP50"] = round(float(apm[:, 0].mean()), 4)
     res["mAP50-95"] = round(float(apm.mean()), 4)
+    esc, n_ng, fr, n_ok = verdict_rates(dets, gts, a.ng_thr)
+    print("verdict at NG threshold %.2f: escapes %d/%d (%.1f %%), false rejects %d/%d (%.1f %%)"
+          % (a.ng_thr, esc, n_ng, 100.0 * esc / max(1, n_ng), fr, n_ok, 100.0 * fr / max(1, n_ok)))
+    res["verdict"] = {"ng_threshold": a.ng_thr, "ng_images": n_ng, "escapes": esc, "escape_rate": round(esc / max(1, n_ng), 4),
+                      "ok_images": n_ok, "false_rejects": fr, "false_reject_rate": round(fr / max(1, n_ok), 4)}
     if a.sweep:
         # image-level verdict accuracy and box precision/recall (IoU 0.5) per threshold
         for t in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6):

@@ -20,6 +20,22 @@ Usage:
     python3 training/generate.py --out DIR --count N --seed S [--sizes 640x480,1280x720]
 Same arguments -> byte-identical output (every image has its own RNG stream
 derived from (seed, index), so --workers does not change the result).
+
+Version 2 (robust) options, off by default; without them the output is byte for
+byte the v1 generator's (see training/README.md, "Version 2 (robust)"):
+    --camera-shifts    random per-image camera effects (defocus / motion blur,
+                       exposure x0.4-1.8 with clipping, sensor noise, greyscale,
+                       JPEG quality 40-95), probabilities in P_DEFOCUS.. below
+    --hard-negatives   unlabelled blind/tapped/counterbored holes, grooves and
+                       milled steps, printed/etched text and stickers on the part
+    --multi-part P     a fraction P of the frames shows 2 or 4 parts
+    --shift NAME       held-out sets: one fixed shift on every image
+                       (none, grey, blur2, under05, over16, parts4)
+These draw from their own RNG streams ([seed, index, k]).  Under --shift grey,
+blur2, under05 or over16 image i is the default image i with the shift applied:
+same part, defects and labels as the `--shift none` set of the same seed.  With
+--hard-negatives the defects move (they keep clear of the look-alikes); the
+camera effects alone change pixels only, never the labels.
 """
 import argparse
 import math
@@ -28,7 +44,7 @@ import sys
 from multiprocessing import Pool
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 CLASSES = ["scratch", "dent", "crack", "stain"]
 JPEG_QUALITY = 90
@@ -415,8 +431,10 @@ def apply_defect(rng, img, cls, cx, cy, W, H, valid, boxes, light):
 
 
 # ----------------------------------------------------------------------------- image
-def render(seed, index, sizes):
-    rng = np.random.default_rng([seed, index])
+def render(seed, index, sizes, key=None, hard=None):
+    """One scene.  key: RNG key (default [seed, index]); hard: an RNG for hard
+    negatives (None = none drawn, which is the v1 generator, byte for byte)."""
+    rng = np.random.default_rng([seed, index] if key is None else key)
     W, H = sizes[int(rng.integers(len(sizes)))]
 
     # part
@@ -459,6 +477,9 @@ def render(seed, index, sizes):
     valid_im = Image.fromarray(((pmask > 0.99) * 255).astype(np.uint8)).filter(ImageFilter.BoxBlur(er // 2))
     valid = (np.asarray(valid_im) >= 254).astype(np.float32)
     vy, vx = np.nonzero(valid[::4, ::4] > 0.5)
+    if hard is not None:  # unlabelled look-alikes; defects keep clear of them
+        valid = add_hard_negatives(hard, img, pmask, valid, W, H, light, ang)
+        vy, vx = np.nonzero(valid[::4, ::4] > 0.5)
 
     labels = []
     boxes = []
@@ -499,16 +520,351 @@ def render(seed, index, sizes):
     return out, labels, (W, H)
 
 
+# ----------------------------------------------------------------------------- v2: hard negatives
+# Unlabelled things on the part that look like defects.  Only drawn with
+# --hard-negatives; each kind is tried independently per image (per part).
+P_HN_HOLES = 0.5    # 1-3 blind holes: chamfered, tapped (thread rings) or counterbored
+P_HN_MACHINED = 0.35  # one straight groove or milled step across the whole part
+P_HN_TEXT = 0.4     # 1-2 markings: etched/inked text on the part, or a sticker label (text, barcode)
+_TEXT_FORMATS = ["P/N {d4}-{L}{d1}", "S/N {d6}", "LOT {L}{L}{d3}", "REV {L}", "{d2}/{d2}/{d2}", "QC OK",
+                 "{L}{L}-{d3}", "MADE IN {L}{L}", "{d4}{L}", "M{d1} x {d2}", "CE {d4}", "#{d5}"]
+_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"
+
+
+def _random_text(rng):
+    f = _TEXT_FORMATS[int(rng.integers(len(_TEXT_FORMATS)))]
+    out = []
+    i = 0
+    while i < len(f):
+        if f[i] == "{":
+            j = f.index("}", i)
+            t = f[i + 1:j]
+            if t == "L":
+                out.append(_LETTERS[int(rng.integers(len(_LETTERS)))])
+            else:
+                out.append("".join(str(int(v)) for v in rng.integers(0, 10, int(t[1:]))))
+            i = j + 1
+        else:
+            out.append(f[i])
+            i += 1
+    return "".join(out)
+
+
+def _fits(cover, x0, y0, valid, foot):
+    """cover lies (>= 99.5 %) inside valid and does not touch earlier footprints."""
+    h, w = cover.shape
+    H, W = valid.shape
+    if x0 < 0 or y0 < 0 or x0 + w > W or y0 + h > H:
+        return False
+    tot = cover.sum()
+    if tot < 4:
+        return False
+    return (cover * valid[y0:y0 + h, x0:x0 + w]).sum() >= 0.995 * tot and (cover * foot[y0:y0 + h, x0:x0 + w]).sum() == 0
+
+
+def _hn_hole(rng, img, cx, cy, W, light, valid, foot):
+    r = loguniform(rng, 0.012, 0.045) * W
+    ext = r + 2
+    x0, y0 = int(math.floor(cx - ext)), int(math.floor(cy - ext))
+    n = int(math.ceil(2 * ext)) + 2
+    yy, xx = np.mgrid[y0:y0 + n, x0:x0 + n].astype(np.float32)
+    dx, dy = xx + 0.5 - cx, yy + 0.5 - cy
+    d = np.sqrt(dx * dx + dy * dy) + 1e-3
+    cover = np.clip(r - d + 0.5, 0, 1).astype(np.float32)
+    if not _fits(cover, x0, y0, valid, foot):
+        return False
+    kind = int(rng.integers(3))  # 0 chamfered blind hole, 1 tapped, 2 counterbore
+    r_in = r * rng.uniform(0.55, 0.8)
+    inner = np.clip(r_in - d + 0.5, 0, 1)
+    ring = cover - inner
+    lit = (dx * light[0] + dy * light[1]) / d  # +1 on the side towards the light
+    patch = img[y0:y0 + n, x0:x0 + n]
+    if kind == 2:  # counterbore: flat lower annulus, crisp bright rim, dark bore
+        ring_val = patch * rng.uniform(0.55, 0.8) + (np.clip(1 - np.abs(d - r) / 1.2, 0, 1) * rng.uniform(20, 45))[..., None]
+    else:  # conical chamfer, bright machined finish shaded by the light
+        ring_val = patch * 0.6 + (rng.uniform(50, 90) + rng.uniform(20, 45) * -lit)[..., None]
+    dark = rng.uniform(0.12, 0.4) * (1 + 0.35 * lit * (d / r_in))
+    if kind == 1:  # threads: concentric bright/dark rings
+        period = max(2.0, r_in * rng.uniform(0.12, 0.22))
+        dark = dark * (1 + 0.45 * np.sin(2 * math.pi * d / period))
+    in_val = patch * dark[..., None] + rng.uniform(3, 15)
+    patch[:] = patch * (1 - cover)[..., None] + ring_val * ring[..., None] + in_val * inner[..., None]
+    foot[y0:y0 + n, x0:x0 + n] = np.maximum(foot[y0:y0 + n, x0:x0 + n], cover)
+    return True
+
+
+def _hn_machined(rng, img, pmask, cx, cy, W, H, light, ang, foot):
+    a = -math.radians(ang) + (0 if rng.random() < 0.5 else math.pi / 2)
+    if rng.random() < 0.25:
+        a = rng.uniform(0, math.pi)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    nx, ny = -math.sin(a), math.cos(a)  # unit normal of the line
+    s = (xx - cx) * nx + (yy - cy) * ny  # signed distance, px
+    inside = np.clip((pmask - 0.9) * 10, 0, 1)  # only on the part, fading at its rim
+    sgn = 1.0 if (nx * light[0] + ny * light[1]) > 0 else -1.0
+    if rng.random() < 0.5:  # groove: dark flat bottom, one lit and one shaded wall
+        w = rng.uniform(0.004, 0.014) * W
+        core = np.clip(w / 2 - np.abs(s) + 0.5, 0, 1)
+        e = max(1.0, 0.0015 * W)
+        walls = np.exp(-((s - w / 2) / e) ** 2) - np.exp(-((s + w / 2) / e) ** 2)
+        delta = -core * rng.uniform(20, 55) + walls * sgn * rng.uniform(25, 55)
+        band = np.abs(s) < w / 2 + 0.01 * W
+        img *= (1 + (core * rng.uniform(-0.35, -0.1)) * inside)[..., None]
+    else:  # milled step: one side at another level, a bright (or dark) edge line
+        e = max(1.0, rng.uniform(0.001, 0.003) * W)
+        side = np.clip(s / 1.5 + 0.5, 0, 1)
+        img *= (1 + side * rng.uniform(-0.18, 0.15) * inside)[..., None]
+        delta = np.exp(-(s / e) ** 2) * rng.choice([-1.0, 1.0]) * rng.uniform(30, 70)
+        band = np.abs(s) < e * 2 + 0.01 * W
+    img += (delta * inside)[..., None]
+    foot[:] = np.maximum(foot, band * (pmask > 0.5))
+    return True
+
+
+def _text_mask(rng, W, ang):
+    """Rasterised text (1-2 lines), scaled and rotated: float mask in [0,1]."""
+    font = ImageFont.load_default()
+    lines = [_random_text(rng) for _ in range(1 if rng.random() < 0.6 else 2)]
+    tw = max(int(font.getbbox(t)[2]) for t in lines) + 2
+    th = 12 * len(lines) + 1
+    m = Image.new("L", (tw, th), 0)
+    d = ImageDraw.Draw(m)
+    for i, t in enumerate(lines):
+        d.text((1, 1 + 12 * i), t, fill=255, font=font)
+    scale = rng.uniform(0.012, 0.03) * W / 11.0  # cap height of a line, relative to width
+    m = m.resize((max(2, int(tw * scale)), max(2, int(th * scale))), Image.BILINEAR)
+    if rng.random() < 0.5:  # a bolder stroke
+        m = m.filter(ImageFilter.MaxFilter(3))
+    return m
+
+
+def _hn_text(rng, img, cx, cy, W, ang, valid, foot):
+    rot = ang + (0 if rng.random() < 0.7 else rng.choice([90, -90, 180])) + rng.uniform(-4, 4)
+    tm = _text_mask(rng, W, ang)
+    sticker = rng.random() < 0.45
+    if sticker:  # a label: a light rectangle with dark print and maybe a barcode
+        tw, th = tm.size
+        pad = max(2, int(0.25 * th))
+        bh = int(th * rng.uniform(0.8, 1.5)) if rng.random() < 0.5 else 0
+        lab = Image.new("L", (tw + 2 * pad, th + 2 * pad + bh + (pad if bh else 0)), 0)
+        ink = Image.new("L", lab.size, 0)
+        ink.paste(tm, (pad, pad))
+        if bh:
+            dd = ImageDraw.Draw(ink)
+            x = pad
+            bw = max(1, int(round(0.004 * W * rng.uniform(0.5, 1.0))))
+            while x < lab.size[0] - pad - 3 * bw:
+                k = int(rng.integers(1, 4))
+                if rng.random() < 0.55:
+                    dd.rectangle([x, th + 2 * pad, x + k * bw - 1, th + 2 * pad + bh - 1], fill=255)
+                x += k * bw
+        ImageDraw.Draw(lab).rounded_rectangle([0, 0, lab.size[0] - 1, lab.size[1] - 1], radius=pad, fill=255)
+        lab = lab.rotate(rot, resample=Image.BILINEAR, expand=True)
+        ink = ink.rotate(rot, resample=Image.BILINEAR, expand=True)
+        cover = np.asarray(lab, np.float32) / 255.0
+        inkm = np.asarray(ink, np.float32) / 255.0
+    else:
+        tm = tm.rotate(rot, resample=Image.BILINEAR, expand=True)
+        cover = np.asarray(tm, np.float32) / 255.0
+        inkm = cover
+    h, w = cover.shape
+    x0, y0 = int(cx - w / 2), int(cy - h / 2)
+    if not _fits(cover, x0, y0, valid, foot):
+        return False
+    patch = img[y0:y0 + h, x0:x0 + w]
+    if sticker:
+        paper = np.array([(235, 235, 228), (240, 215, 60), (200, 202, 205), (250, 250, 250)][int(rng.integers(4))], np.float32)
+        paper = paper * rng.uniform(0.85, 1.0)
+        patch[:] = patch * (1 - cover)[..., None] + paper * cover[..., None]
+        col = np.array([20, 20, 25], np.float32) + rng.uniform(0, 20)
+        op = rng.uniform(0.8, 0.95)
+    else:  # etched / printed directly on the part: dark or white ink
+        local = float(patch.mean())
+        if local > 110 or rng.random() < 0.3:
+            col = np.full(3, rng.uniform(15, 60), np.float32)
+        else:
+            col = np.full(3, rng.uniform(195, 240), np.float32)
+        op = rng.uniform(0.55, 0.9)
+    a = (inkm * op)[..., None]
+    patch[:] = patch * (1 - a) + col * a
+    foot[y0:y0 + h, x0:x0 + w] = np.maximum(foot[y0:y0 + h, x0:x0 + w], cover)
+    return True
+
+
+def add_hard_negatives(rng, img, pmask, valid, W, H, light, ang):
+    """Draw holes, machined grooves/steps and text on the part (in place, unlabelled).
+    Returns the defect-valid mask minus their footprints grown by ~1 % of the width."""
+    foot = np.zeros((H, W), np.float32)
+    vy, vx = np.nonzero(valid[::4, ::4] > 0.5)
+    if len(vx) == 0:
+        return valid
+
+    def centre():
+        k = int(rng.integers(len(vx)))
+        return vx[k] * 4 + rng.uniform(0, 4), vy[k] * 4 + rng.uniform(0, 4)
+
+    if rng.random() < P_HN_HOLES:
+        for _ in range(int(rng.integers(1, 4))):
+            for _try in range(15):
+                cx, cy = centre()
+                if _hn_hole(rng, img, cx, cy, W, light, valid, foot):
+                    break
+    if rng.random() < P_HN_TEXT:
+        for _ in range(1 if rng.random() < 0.7 else 2):
+            for _try in range(15):
+                cx, cy = centre()
+                if _hn_text(rng, img, cx, cy, W, rng.uniform(-30, 30) if rng.random() < 0.2 else ang, valid, foot):
+                    break
+    if rng.random() < P_HN_MACHINED:
+        cx, cy = centre()
+        _hn_machined(rng, img, pmask, cx, cy, W, H, light, ang, foot)
+    grown = blur_mask(np.clip(foot, 0, 1), max(1.0, 0.005 * W)) > 0.02
+    return valid * (1 - grown.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- v2: camera shifts
+# --camera-shifts: applied to every image after it is rendered, each step drawn
+# independently with its own probability, in this order (what a camera does):
+P_DEFOCUS = 0.30      # Gaussian defocus, radius U(0.3, 2.5) px (Pillow GaussianBlur, native pixels)
+P_MOTION = 0.12       # else: linear motion blur, length U(2, 9) px, any direction
+P_EXPOSURE = 0.60     # exposure x[0.4, 1.8] (log-uniform), then clipped to 0..255
+P_NOISE = 0.50        # extra sensor noise: read noise U(1, 6) + shot noise, luma and some chroma
+P_GREY = 0.20         # monochrome camera: luma only, saved as a 1-channel JPEG
+P_JPEG = 0.50         # JPEG quality U{40..95} (else the default 90)
+# --shift NAME (held-out sets): one fixed shift on every image, nothing random.
+SHIFTS = {
+    "none": "no change (identical to the default output)",
+    "grey": "monochrome: Pillow convert('L') (ITU-R 601 luma), 1-channel JPEG",
+    "blur2": "Gaussian blur radius 2 px (Pillow GaussianBlur(2)) at native resolution",
+    "under05": "exposure x0.5",
+    "over16": "exposure x1.6, clipped at 255",
+    "parts4": "4 parts per frame (2x2 grid of scenes; use --sizes 2448x2048)",
+}
+
+
+def motion_blur(a, length, angle):
+    """Average of the image shifted along a line of `length` px (edge-replicated)."""
+    n = max(2, int(math.ceil(length)) + 1)
+    H, W = a.shape[:2]
+    p = int(math.ceil(length / 2)) + 1
+    ap = np.pad(a, [(p, p), (p, p)] + [(0, 0)] * (a.ndim - 2), mode="edge")
+    acc = np.zeros(a.shape, np.float32)
+    for t in np.linspace(-length / 2, length / 2, n):
+        dx, dy = int(round(t * math.cos(angle))), int(round(t * math.sin(angle)))
+        acc += ap[p + dy:p + dy + H, p + dx:p + dx + W]
+    return acc / n
+
+
+def exposure(im, f):
+    a = np.asarray(im, np.float32) * f
+    return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), im.mode)
+
+
+def camera_shift(rng, im):
+    """Random camera effects on a rendered RGB image. Returns (image, JPEG quality, description)."""
+    desc = []
+    if rng.random() < P_DEFOCUS:
+        r = rng.uniform(0.3, 2.5)
+        im = im.filter(ImageFilter.GaussianBlur(r))
+        desc.append("defocus=%.2f" % r)
+    elif rng.random() < P_MOTION / (1 - P_DEFOCUS):
+        L, a = rng.uniform(2, 9), rng.uniform(0, math.pi)
+        im = Image.fromarray(np.clip(motion_blur(np.asarray(im, np.float32), L, a) + 0.5, 0, 255).astype(np.uint8))
+        desc.append("motion=%.1f@%.0f" % (L, math.degrees(a)))
+    a = np.asarray(im, np.float32)
+    if rng.random() < P_EXPOSURE:
+        f = loguniform(rng, 0.4, 1.8)
+        a = np.clip(a * f, 0, 255)
+        desc.append("exposure=%.2f" % f)
+    if rng.random() < P_NOISE:
+        H, W = a.shape[:2]
+        read = rng.uniform(1, 6)
+        shot = rng.uniform(0, 0.5)  # sigma = shot * sqrt(value)
+        sd = np.sqrt(read * read + shot * shot * a.mean(2, keepdims=True))
+        a = a + sd * (rng.standard_normal((H, W, 1), dtype=np.float32) + 0.4 * rng.standard_normal((H, W, 3), dtype=np.float32))
+        desc.append("noise=%.1f+%.2f" % (read, shot))
+    im = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8))
+    if rng.random() < P_GREY:
+        im = im.convert("L")
+        desc.append("grey")
+    q = JPEG_QUALITY
+    if rng.random() < P_JPEG:
+        q = int(rng.integers(40, 96))
+    desc.append("q=%d" % q)
+    return im, q, " ".join(desc)
+
+
+def fixed_shift(name, im):
+    if name == "grey":
+        return im.convert("L")
+    if name == "blur2":
+        return im.filter(ImageFilter.GaussianBlur(2))
+    if name == "under05":
+        return exposure(im, 0.5)
+    if name == "over16":
+        return exposure(im, 1.6)
+    return im
+
+
+def render_parts(seed, index, W, H, nx, ny, hard_seed=None):
+    """nx x ny parts in one W x H frame: each cell is its own scene (like a tray with
+    compartments); labels are offset into the frame."""
+    cw, ch = W // nx, H // ny
+    frame = Image.new("RGB", (W, H))
+    labels = []
+    for c in range(nx * ny):
+        hard = None if hard_seed is None else np.random.default_rng([hard_seed, index, 32 + c])
+        im, lb, _ = render(seed, index, [(cw, ch)], key=[seed, index, 16 + c], hard=hard)
+        ox, oy = (c % nx) * cw, (c // nx) * ch
+        frame.paste(im, (ox, oy))
+        for cls, (x1, y1, x2, y2) in lb:
+            labels.append((cls, (x1 + ox, y1 + oy, x2 + ox, y2 + oy)))
+    return frame, labels, (W, H)
+
+
+def make_image(seed, index, sizes, opts):
+    """Returns (PIL image, labels, (W, H), JPEG quality, description or None)."""
+    if not opts:  # the v1 generator
+        im, labels, wh = render(seed, index, sizes)
+        return im, labels, wh, JPEG_QUALITY, None
+    shift = opts.get("shift", "none")
+    if shift == "parts4":
+        W, H = sizes[int(np.random.default_rng([seed, index, 5]).integers(len(sizes)))]
+        im, labels, wh = render_parts(seed, index, W, H, 2, 2)
+        return im, labels, wh, JPEG_QUALITY, shift
+    if shift != "none":
+        im, labels, wh = render(seed, index, sizes)
+        return fixed_shift(shift, im), labels, wh, JPEG_QUALITY, shift
+    # training-set options: own RNG streams, so the base scene RNG is untouched
+    xr = np.random.default_rng([seed, index, 7])
+    hard = np.random.default_rng([seed, index, 11]) if opts.get("hard") else None
+    desc = []
+    if xr.random() < opts.get("multi", 0.0):
+        W, H = sizes[int(xr.integers(len(sizes)))]
+        nx, ny = (2, 2) if xr.random() < 0.4 else ((2, 1) if W >= H else (1, 2))
+        im, labels, wh = render_parts(seed, index, W, H, nx, ny, hard_seed=seed if hard is not None else None)
+        desc.append("parts=%dx%d" % (nx, ny))
+    else:
+        im, labels, wh = render(seed, index, sizes, hard=hard)
+    q = JPEG_QUALITY
+    if opts.get("camera"):
+        im, q, d = camera_shift(np.random.default_rng([seed, index, 9]), im)
+        desc.append(d)
+    return im, labels, wh, q, " ".join(desc) or "-"
+
+
 def _job(args):
-    seed, index, sizes, out = args
-    im, labels, (W, H) = render(seed, index, sizes)
+    seed, index, sizes, out, opts = args
+    im, labels, (W, H), quality, desc = make_image(seed, index, sizes, opts)
     name = "%06d" % index
-    im.save(os.path.join(out, "images", name + ".jpg"), quality=JPEG_QUALITY)
+    im.save(os.path.join(out, "images", name + ".jpg"), quality=quality)
     lines = []
     for cls, (x1, y1, x2, y2) in labels:
         lines.append("%d %.6f %.6f %.6f %.6f" % (cls, (x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H))
     with open(os.path.join(out, "labels", name + ".txt"), "w") as f:
         f.write("".join(l + "\n" for l in lines))
+    if desc is not None:
+        return len(labels), "%s %dx%d %d %s" % (name, W, H, len(labels), desc)
     return len(labels)
 
 
@@ -520,16 +876,39 @@ def main():
     ap.add_argument("--sizes", default="640x480,1280x720")
     ap.add_argument("--start", type=int, default=0, help="first image index (for appending)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    v2 = ap.add_argument_group("version 2 (robust) options; without them the output is the v1 generator's, byte for byte")
+    v2.add_argument("--camera-shifts", action="store_true",
+                    help="random camera effects per image: defocus p=%.2f / motion blur p=%.2f, exposure x0.4-1.8 p=%.2f, "
+                         "sensor noise p=%.2f, greyscale p=%.2f, JPEG quality 40-95 p=%.2f" % (P_DEFOCUS, P_MOTION, P_EXPOSURE, P_NOISE, P_GREY, P_JPEG))
+    v2.add_argument("--hard-negatives", action="store_true",
+                    help="unlabelled look-alikes on the part: blind/tapped/counterbored holes p=%.2f, groove or milled step p=%.2f, "
+                         "text or sticker p=%.2f" % (P_HN_HOLES, P_HN_MACHINED, P_HN_TEXT))
+    v2.add_argument("--multi-part", type=float, default=0.0, metavar="P",
+                    help="fraction of frames with several parts (2 side by side, or 2x2 with probability 0.4)")
+    v2.add_argument("--shift", choices=sorted(SHIFTS), default=None,
+                    help="held-out mode: one fixed shift on every image (" + "; ".join("%s: %s" % kv for kv in SHIFTS.items()) + ")")
     a = ap.parse_args()
+    if a.shift and (a.camera_shifts or a.hard_negatives or a.multi_part > 0):
+        ap.error("--shift (held-out sets) cannot be combined with the training-set options")
+    opts = {}
+    if a.shift and a.shift != "none":
+        opts = {"shift": a.shift}
+    elif a.camera_shifts or a.hard_negatives or a.multi_part > 0:
+        opts = {"camera": a.camera_shifts, "hard": a.hard_negatives, "multi": a.multi_part}
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in a.sizes.split(",")]
     os.makedirs(os.path.join(a.out, "images"), exist_ok=True)
     os.makedirs(os.path.join(a.out, "labels"), exist_ok=True)
-    jobs = [(a.seed, i, sizes, a.out) for i in range(a.start, a.start + a.count)]
+    jobs = [(a.seed, i, sizes, a.out, opts) for i in range(a.start, a.start + a.count)]
     if a.workers > 1:
         with Pool(a.workers) as p:
             counts = p.map(_job, jobs, chunksize=8)
     else:
         counts = [_job(j) for j in jobs]
+    if opts:  # what was applied to each image: DIR/shifts.txt (not written for the v1 output)
+        with open(os.path.join(a.out, "shifts.txt" if a.start == 0 else "shifts-%d.txt" % a.start), "w") as f:
+            f.write("# generate.py %s\n" % " ".join(sys.argv[1:]))
+            f.write("".join(c[1] + "\n" for c in counts))
+        counts = [c[0] for c in counts]
     with open(os.path.join(a.out, "data.yaml"), "w") as f:
         f.write("path: %s\ntrain: images\nval: images\nnames:\n" % os.path.abspath(a.out))
         for i, n in enumerate(CLASSES):

@@ -405,6 +405,71 @@ def make_batch(imgs, labels, idx, gen, augment=True, crop=0):
     return x, t
 
 
+def init_from_onnx(model, path, x):
+    """Start from an exported model's weights (fine-tuning v1 into v2).
+
+    The export folds every BatchNorm into its convolution, so the ONNX file holds one
+    weight and bias per convolution and no BN statistics. Each Conv2d gets its folded
+    weight; its BatchNorm is then set, on one batch `x` in training mode, to pass the
+    convolution's output through unchanged plus the folded bias (scale = the batch's
+    std, shift = its mean + bias, running statistics = the batch's). The network then
+    computes what the exported model computes, in training and in eval mode, and
+    training goes on from there.
+    """
+    import onnx
+    from onnx import numpy_helper
+    mo = onnx.load(path)
+    inits = {i.name: numpy_helper.to_array(i) for i in mo.graph.initializer}
+    folded = []
+    for node in mo.graph.node:
+        if node.op_type == "Conv":
+            w = inits[node.input[1]]
+            b = inits[node.input[2]] if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
+            folded.append((w, b))
+    # The Conv2d modules in the order the forward pass runs them: the same order the
+    # exporter traced them in.
+    order = []
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    model.eval()
+    with torch.no_grad():
+        model(x[:1])
+    for h in hooks:
+        h.remove()
+    if len(order) != len(folded):
+        raise SystemExit("--init %s: %d convolutions, the model has %d" % (path, len(folded), len(order)))
+    bn_of = {}
+    for m in model.modules():
+        if isinstance(m, Conv):
+            bn_of[m.conv] = m.bn
+    bias_of = {}
+    with torch.no_grad():
+        for conv, (w, b) in zip(order, folded):
+            if tuple(conv.weight.shape) != w.shape:
+                raise SystemExit("--init %s: shape %s where the model has %s" % (path, w.shape, tuple(conv.weight.shape)))
+            conv.weight.copy_(torch.from_numpy(w))
+            if conv in bn_of:
+                bias_of[bn_of[conv]] = torch.from_numpy(b)
+            else:
+                conv.bias.copy_(torch.from_numpy(b))
+
+    def calibrate(bn, inputs):
+        z = inputs[0]
+        mean = z.mean((0, 2, 3))
+        var = z.var((0, 2, 3), unbiased=False)
+        bn.weight.copy_((var + bn.eps).sqrt())
+        bn.bias.copy_(mean + bias_of[bn])
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+
+    hooks = [bn.register_forward_pre_hook(calibrate) for bn in bias_of]
+    model.train()
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    print("initialised from %s: %d convolutions" % (path, len(order)), flush=True)
+
+
 def export_onnx(model, S, path):
     import copy
     m = copy.deepcopy(model).eval()
@@ -448,6 +513,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="models/defects/1/model.onnx")
+    ap.add_argument("--init", default="", help="start from this exported model (ONNX, same architecture) instead of random weights")
+    ap.add_argument("--init-check", default="", help="with --init: export the initialised model here and stop (to compare with the --init file)")
     ap.add_argument("--ckpt", default="", help="where to save torch weights (default: <out dir>/../../training-ckpt.pt in /tmp)")
     a = ap.parse_args()
 
@@ -461,6 +528,14 @@ def main():
     print("cached %d images at %d in %.0fs" % (len(imgs), S, time.time() - t0), flush=True)
 
     model = Detector(imgsz=S)
+    if a.init:
+        calib = np.random.default_rng(a.seed).choice(len(imgs), size=min(64, len(imgs)), replace=False)
+        x0, _ = make_batch(imgs, labels, np.sort(calib), torch.Generator().manual_seed(a.seed), augment=False)
+        init_from_onnx(model, a.init, x0)
+        if a.init_check:
+            export_onnx(model, S, a.init_check)
+            print("exported the initialised model to %s" % a.init_check, flush=True)
+            return 0
     nparam = sum(p.numel() for p in model.parameters())
     print("params: %d" % nparam, flush=True)
     ema = EMA(model)

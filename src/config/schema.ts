@@ -606,6 +606,11 @@ export const ConfigSchema = Type.Object(
       description:
         "Per-line changes to the models' image-quality envelopes, bound by bound: `line-1=sharpness_min:20,brightness_max:230; line-4=off` (measures sharpness, brightness, contrast, dark_fraction, bright_fraction; `off`: no gate on that line).",
     }),
+    verdict_rules_file: Type.String({
+      default: '',
+      description:
+        "A JSON file of per-line and per-camera verdict settings: `mm_per_px`, named polygons (include/exclude regions) and changes to the models' verdict rules (docs/models.md#verdict-rules). Checked at start (a bad file stops it) and reloaded when it changes (a bad change is refused); empty: the rules of model.json alone.",
+    }),
     max_image_pixels: Type.Integer({
       default: 40_000_000,
       minimum: 1,
@@ -636,8 +641,7 @@ export const ConfigSchema = Type.Object(
         'ONNX Runtime inter-op threads per model instance (used only by parallel execution; sessions run sequentially, so this changes nothing measurable).',
     }),
     lone_request_threads: Type.Integer({
-      // Off by default for now: with it on, workers drained bursts so fast that the cluster job test's backlog never formed, and a stalled run on its thread pool outlived the watchdog test (issue 19 note).
-      default: 1,
+      default: 0,
       minimum: 0,
       maximum: 256,
       description:
@@ -647,6 +651,13 @@ export const ConfigSchema = Type.Object(
       default: false,
       description:
         "Whether ONNX Runtime's intra-op threads busy-wait between operators. Off by default: spinning threads fight the image decoder and the other instances for the cores (measured: docs/batching.md#thread-layout).",
+    }),
+    decode_concurrency: Type.Integer({
+      default: 0,
+      minimum: 0,
+      maximum: 256,
+      description:
+        'Images decoded at once, across all models (waiting for a slot counts in timings_ms.decode); 0: one per core. More add no throughput, only memory (docs/batching.md#decoding).',
     }),
     max_batch_size: Type.Integer({
       default: 1,

@@ -6,8 +6,11 @@ const IMAGE_EXTENSIONS = new Set(['.jpg', '.jpeg', '.png', '.webp']);
 
 export interface DatasetImage {
   path: string;
-  /** YOLO txt rows: class and normalised centre/size. */
-  labels: { classId: number; cx: number; cy: number; w: number; h: number }[];
+  /**
+   * YOLO txt rows: class and normalised centre/size. A YOLO-seg row (`class x1 y1 x2 y2 …`,
+   * three points or more) keeps its normalised `polygon` and gets the box around it.
+   */
+  labels: { classId: number; cx: number; cy: number; w: number; h: number; polygon?: number[] }[];
 }
 
 export interface Dataset {
@@ -35,6 +38,14 @@ function readNames(dir: string): string[] | undefined {
     .map(([, v]) => String(v));
 }
 
+/** A YOLO-seg row: the polygon as given, and the box around it (as Ultralytics derives it). */
+function polygonLabel(classId: number, polygon: number[]): DatasetImage['labels'][number] {
+  const xs = polygon.filter((_, i) => i % 2 === 0);
+  const ys = polygon.filter((_, i) => i % 2 === 1);
+  const [x1, x2, y1, y2] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  return { classId, cx: (x1 + x2) / 2, cy: (y1 + y2) / 2, w: x2 - x1, h: y2 - y1, polygon };
+}
+
 /**
  * Reads a dataset in the Ultralytics layout: `images/` (any depth) and, beside it,
  * `labels/` with one YOLO txt per image (`class cx cy w h`, normalised; an empty
@@ -56,9 +67,11 @@ export function readDataset(dir: string): Dataset {
             .filter(Boolean)
             .map((line, i) => {
               const parts = line.split(/\s+/).map(Number);
-              if (parts.length < 5 || parts.some((v) => !Number.isFinite(v))) {
-                throw new Error(`${labelPath}${sep}line ${i + 1}: expected "class cx cy w h"`);
+              // Five numbers are a box (a sixth, e.g. a confidence, is ignored); seven or more a polygon.
+              if (parts.length < 5 || parts.some((v) => !Number.isFinite(v)) || (parts.length >= 7 && parts.length % 2 === 0)) {
+                throw new Error(`${labelPath}${sep}line ${i + 1}: expected "class cx cy w h" or a polygon "class x1 y1 x2 y2 x3 y3 …"`);
               }
+              if (parts.length >= 7) return polygonLabel(parts[0]!, parts.slice(1));
               const [classId, cx, cy, w, h] = parts as [number, number, number, number, number];
               return { classId, cx, cy, w, h };
             })

@@ -10,6 +10,11 @@ export interface ScoredBox extends LabeledBox {
 export interface ImageEvaluation {
   truths: LabeledBox[];
   predictions: ScoredBox[];
+  /**
+   * The overlap of each prediction with each truth ([prediction][truth]) when it is not
+   * the boxes' IoU: mask IoU for segmentation (src/eval/masks.ts).
+   */
+  overlaps?: number[][];
 }
 
 /** COCO's IoU thresholds 0.50:0.05:0.95 (computed from integers to avoid drift). */
@@ -41,19 +46,19 @@ export interface DetectionMetrics {
  * Returns, per prediction (in that order), whether it is a true positive.
  */
 function matchAtThreshold(images: ImageEvaluation[], classId: number, threshold: number, minScore: number) {
-  const preds: { image: number; box: ScoredBox }[] = [];
+  const preds: { image: number; box: ScoredBox; index: number }[] = [];
   images.forEach((img, image) => {
-    for (const box of img.predictions) if (box.classId === classId && box.score >= minScore) preds.push({ image, box });
+    for (const [index, box] of img.predictions.entries()) if (box.classId === classId && box.score >= minScore) preds.push({ image, box, index });
   });
   preds.sort((a, b) => b.box.score - a.box.score);
   const used = images.map((img) => img.truths.map(() => false));
-  const truePositive = preds.map(({ image, box }) => {
-    const truths = images[image]!.truths;
+  const truePositive = preds.map(({ image, box, index }) => {
+    const { truths, overlaps } = images[image]!;
     let best = -1;
     let bestIou = threshold;
     truths.forEach((t, j) => {
       if (t.classId !== classId || used[image]![j]) return;
-      const overlap = iou({ ...box }, { ...t, score: 0 });
+      const overlap = overlaps ? (overlaps[index]?.[j] ?? 0) : iou({ ...box }, { ...t, score: 0 });
       if (overlap >= bestIou) {
         bestIou = overlap;
         best = j;

@@ -24,10 +24,20 @@ export interface LineRow {
   line: string;
   ok: number;
   ng: number;
+  /**
+   * `check` results (the image-quality gate). Left out when written: 0. Always
+   * there when read; 0 in rows written before it was counted (those counted check as ok).
+   */
+  check_count?: number;
   latency_sum: number;
   latency_max: number;
   /** JSON [[bucket index, count], …] (src/history/histogram.ts). */
   latency_hist: string;
+}
+
+/** Every result a line row counts: ok, ng and check. */
+export function lineResults(row: Pick<LineRow, 'ok' | 'ng' | 'check_count'>): number {
+  return row.ok + row.ng + (row.check_count ?? 0);
 }
 
 /** Everything one process writes for one bucket: replaces what it wrote there before. */
@@ -51,7 +61,7 @@ export interface HistoryStoreOptions {
   poolSize?: number;
 }
 
-/** Rows per INSERT: well under SQLite's and PostgreSQL's parameter limits (9 columns each). */
+/** Rows per INSERT: well under SQLite's and PostgreSQL's parameter limits (10 columns each). */
 const CHUNK = 200;
 
 /**
@@ -82,7 +92,7 @@ export class HistoryStore {
   /** Writes (replaces) the rows of the given buckets; a failed write may be repeated as it is. */
   async write(buckets: readonly BucketRows[]): Promise<void> {
     const processes = buckets.map((b) => b.process);
-    const lines = buckets.flatMap((b) => b.lines);
+    const lines = buckets.flatMap((b) => b.lines.map((l) => ({ ...l, check_count: l.check_count ?? 0 })));
     await this.#run(async () => {
       for (let i = 0; i < processes.length; i += CHUNK) {
         const chunk = processes.slice(i, i + CHUNK);
@@ -111,6 +121,7 @@ export class HistoryStore {
               oc.columns(['resolution_ms', 'bucket_ms', 'process_id', 'line']).doUpdateSet((eb) => ({
                 ok: eb.ref('excluded.ok'),
                 ng: eb.ref('excluded.ng'),
+                check_count: eb.ref('excluded.check_count'),
                 latency_sum: eb.ref('excluded.latency_sum'),
                 latency_max: eb.ref('excluded.latency_max'),
                 latency_hist: eb.ref('excluded.latency_hist'),
@@ -156,7 +167,13 @@ export class HistoryStore {
       const lines = await lineQuery.execute();
       return {
         processes: processes.map((r) => ({ ...r, bucket_ms: Number(r.bucket_ms) })),
-        lines: lines.map((r) => ({ ...r, bucket_ms: Number(r.bucket_ms), latency_sum: Number(r.latency_sum), latency_max: Number(r.latency_max) })),
+        lines: lines.map((r) => ({
+          ...r,
+          bucket_ms: Number(r.bucket_ms),
+          check_count: Number(r.check_count ?? 0),
+          latency_sum: Number(r.latency_sum),
+          latency_max: Number(r.latency_max),
+        })),
       };
     });
   }

@@ -47,6 +47,20 @@ function migrations(kind: 'sqlite' | 'postgres', schema: string | undefined): Re
         await builder(db).dropTable('history_processes').execute();
       },
     },
+    '0002_check_verdict': {
+      // `check` results (the image-quality gate, docs/models.md#image-quality-gate) counted apart from `ok`;
+      // rows written before this migration counted them as ok and keep 0 here. Not named `check`
+      // like `ok` and `ng`: CHECK is an SQL keyword.
+      async up(db) {
+        await builder(db)
+          .alterTable('history_lines')
+          .addColumn('check_count', 'integer', (c) => c.notNull().defaultTo(0))
+          .execute();
+      },
+      async down(db) {
+        await builder(db).alterTable('history_lines').dropColumn('check_count').execute();
+      },
+    },
   };
 }
 

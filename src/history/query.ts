@@ -1,6 +1,6 @@
 import { Errors } from '../errors.js';
 import { addEncodedHistogram, emptyHistogram, histogramQuantile, type Histogram } from './histogram.js';
-import type { LineRow, ProcessRow } from './history-store.js';
+import { lineResults, type LineRow, type ProcessRow } from './history-store.js';
 import { GAUGES, type GaugeName } from './recorder.js';
 
 /** The settings a history query is planned with (from the config). */
@@ -109,13 +109,13 @@ export interface HistoryAnswer {
     event_loop_lag_ms: GaugeSeries;
     gpu_utilization?: GaugeSeries;
     gpu_memory_bytes?: GaugeSeries;
-    verdicts: Record<string, { ok: Points; ng: Points }>;
+    verdicts: Record<string, { ok: Points; ng: Points; check: Points }>;
   };
 }
 
 interface StepAcc {
   processes: Map<string, { errors: number; clientErrors: number; rejected: number; gauges: Map<GaugeName, [number, number, number]> }>;
-  lines: Map<string, { ok: number; ng: number }>;
+  lines: Map<string, { ok: number; ng: number; check: number }>;
   hist: Histogram;
   count: number;
   latencySum: number;
@@ -199,11 +199,12 @@ export function buildSeries(plan: HistoryPlan, rows: { processes: ProcessRow[]; 
     if (!acc) continue;
     processOf(acc, row.process_id);
     lineNames.add(row.line);
-    const l = acc.lines.get(row.line) ?? { ok: 0, ng: 0 };
+    const l = acc.lines.get(row.line) ?? { ok: 0, ng: 0, check: 0 };
     l.ok += row.ok;
     l.ng += row.ng;
+    l.check += row.check_count ?? 0;
     acc.lines.set(row.line, l);
-    acc.count += row.ok + row.ng;
+    acc.count += lineResults(row);
     acc.latencySum += row.latency_sum;
     acc.latencyMax = Math.max(acc.latencyMax, row.latency_max);
     addEncodedHistogram(acc.hist, row.latency_hist);
@@ -242,7 +243,11 @@ export function buildSeries(plan: HistoryPlan, rows: { processes: ProcessRow[]; 
 
   const verdicts: HistoryAnswer['series']['verdicts'] = {};
   for (const line of [...lineNames].sort()) {
-    verdicts[line] = { ok: perStep((a) => a.lines.get(line)?.ok ?? 0), ng: perStep((a) => a.lines.get(line)?.ng ?? 0) };
+    verdicts[line] = {
+      ok: perStep((a) => a.lines.get(line)?.ok ?? 0),
+      ng: perStep((a) => a.lines.get(line)?.ng ?? 0),
+      check: perStep((a) => a.lines.get(line)?.check ?? 0),
+    };
   }
   const gpuUtilization = gauge('gpu_utilization');
   const gpuMemory = gauge('gpu_memory_bytes');

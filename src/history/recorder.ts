@@ -40,6 +40,7 @@ export interface RecorderOptions {
 interface LineAcc {
   ok: number;
   ng: number;
+  check: number;
   latencySum: number;
   latencyMax: number;
   hist: Histogram;
@@ -67,8 +68,10 @@ class Bucket {
   addResult(line: string, verdict: string, latencyMs: number, maxLines: number): void {
     const key = this.lines.has(line) || this.lines.size < maxLines ? line : OTHER_LINES;
     let acc = this.lines.get(key);
-    if (!acc) this.lines.set(key, (acc = { ok: 0, ng: 0, latencySum: 0, latencyMax: 0, hist: emptyHistogram() }));
+    if (!acc) this.lines.set(key, (acc = { ok: 0, ng: 0, check: 0, latencySum: 0, latencyMax: 0, hist: emptyHistogram() }));
+    // check (the image-quality gate) is its own verdict, never ok.
     if (verdict === 'ng') acc.ng++;
+    else if (verdict === 'check') acc.check++;
     else acc.ok++;
     const ms = Number.isFinite(latencyMs) && latencyMs >= 0 ? latencyMs : 0;
     acc.latencySum += ms;
@@ -93,6 +96,7 @@ class Bucket {
       line,
       ok: acc.ok,
       ng: acc.ng,
+      check_count: acc.check,
       latency_sum: acc.latencySum,
       latency_max: acc.latencyMax,
       latency_hist: encodeHistogram(acc.hist),

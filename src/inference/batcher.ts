@@ -1,7 +1,9 @@
 import { performance } from 'node:perf_hooks';
 import { Errors } from '../errors.js';
 import { PRIORITIES, type Priority } from '../protocol/options.js';
-import type { ModelRunner } from './runner.js';
+import type { ModelRunner, RunCandidates } from './runner.js';
+import type { CandidateSettings } from './postprocess/candidates.js';
+import type { Candidate } from './postprocess/nms.js';
 
 export interface BatcherOptions {
   width: number;
@@ -19,6 +21,12 @@ export interface BatcherOptions {
   /** A request refused because the queue was full, or displaced by a higher priority. */
   onShed?: (reason: 'queue_full' | 'displaced') => void;
   onDepthChange?: (depth: number) => void;
+  /**
+   * A box model's output layout: requests that bring their settings get their boxes
+   * decoded in the instance's thread (RunHow.candidates); without it, or for a batch
+   * with a request that brings none, the output tensor comes back as it is.
+   */
+  decode?: Omit<RunCandidates, 'perImage'>;
 }
 
 export interface BatchedOutput {
@@ -32,10 +40,15 @@ export interface BatchedOutput {
   inferMs: number;
   /** Run by the lone-request session. */
   wide: boolean;
+  /** This request's boxes, in letterboxed input pixels, when they were decoded in the instance's thread (`output` is then empty). */
+  candidates?: Candidate[];
+  /** Time that decoding took there. */
+  postprocessMs?: number;
 }
 
 interface Queued {
   pixels: Uint8Array;
+  candidates: CandidateSettings | undefined;
   priority: Priority;
   enqueuedAt: number;
   deadline: number;
@@ -46,8 +59,11 @@ interface Queued {
 
 /** A place in the queue, taken before the image is decoded so that overload costs no decode. */
 export interface Admission {
-  /** Queues the decoded image; rejects with DEADLINE_EXCEEDED if the admission's deadline passes first. */
-  submit(pixels: Uint8Array): Promise<BatchedOutput>;
+  /**
+   * Queues the decoded image; rejects with DEADLINE_EXCEEDED if the admission's deadline
+   * passes first. With `candidates`, a box model decodes its boxes in the instance's thread.
+   */
+  submit(pixels: Uint8Array, candidates?: CandidateSettings): Promise<BatchedOutput>;
   /** Gives the place back when the request fails before reaching the queue. */
   release(): void;
 }
@@ -125,18 +141,18 @@ export class Batcher {
     };
     return {
       release,
-      submit: (pixels) => {
+      submit: (pixels, candidates) => {
         release();
-        return this.enqueue(pixels, priority, deadline);
+        return this.enqueue(pixels, priority, deadline, candidates);
       },
     };
   }
 
   /** Queues decoded pixels; rejects with DEADLINE_EXCEEDED if the deadline (performance.now() ms) passes first. */
-  enqueue(pixels: Uint8Array, priority: Priority, deadline = Infinity): Promise<BatchedOutput> {
+  enqueue(pixels: Uint8Array, priority: Priority, deadline = Infinity, candidates?: CandidateSettings): Promise<BatchedOutput> {
     if (this.closed) return Promise.reject(new Errors.SHUTTING_DOWN());
     return new Promise<BatchedOutput>((resolve, reject) => {
-      const item: Queued = { pixels, priority, enqueuedAt: performance.now(), deadline, timer: undefined, resolve, reject };
+      const item: Queued = { pixels, candidates, priority, enqueuedAt: performance.now(), deadline, timer: undefined, resolve, reject };
       const remaining = deadline - item.enqueuedAt;
       if (remaining <= 0) {
         this.options.onExpired?.();
@@ -267,8 +283,12 @@ export class Batcher {
     this.wideBusy = wide;
     try {
       // The decoded pixels belong to their requests alone and are not read again: handed over, not copied.
-      const out = await runner.run(images, this.options.width, this.options.height, { transfer: true, wide });
+      const { decode } = this.options;
+      const candidates: RunCandidates | undefined =
+        decode && batch.every((b) => b.candidates) ? { ...decode, perImage: images.map((_, i) => batch[i]?.candidates ?? null) } : undefined;
+      const out = await runner.run(images, this.options.width, this.options.height, { transfer: true, wide, ...(candidates ? { candidates } : {}) });
       for (const [index, item] of batch.entries()) {
+        const boxes = out.candidates?.[index];
         item.resolve({
           output: out.output,
           dims: out.dims,
@@ -278,6 +298,7 @@ export class Batcher {
           preprocessMs: out.preprocessMs,
           inferMs: out.inferMs,
           wide: out.wide ?? false,
+          ...(boxes ? { candidates: boxes, postprocessMs: out.postprocessMs ?? 0 } : {}),
         });
       }
     } catch (err) {

@@ -2,12 +2,15 @@ import { performance } from 'node:perf_hooks';
 import { Errors } from '../errors.js';
 import { openImage, prepareOpened, type OpenedImage } from './preprocess.js';
 import { letterboxGeometry, unletterboxBox, type Letterbox } from './letterbox.js';
-import { imageCandidates } from './postprocess/candidates.js';
+import { candidateSettings, imageCandidates } from './postprocess/candidates.js';
+import type { Candidate } from './postprocess/nms.js';
 import { planTiles, shouldTile, tilingFor, type TilePlan } from './tiling.js';
 import { detectTiled } from './tiled-detect.js';
 import type { ReadyModel } from './repository.js';
-import type { Priority, TilingMode } from '../protocol/options.js';
+import type { MaskEncoding, Priority, TilingMode } from '../protocol/options.js';
+import { classifyImage, segmentImage } from './task-postprocess.js';
 import type { Detection, DetectionResult, StageTimings, Verdict } from '../protocol/results.js';
+import { evaluateVerdict, rulesInForce } from '../verdict/evaluate.js';
 
 // The result's wire types live in src/protocol/results.ts; re-exported for the pipeline's users.
 export { STAGES, type Detection, type Stage, type StageTimings, type Verdict } from '../protocol/results.js';
@@ -27,10 +30,14 @@ export interface DetectOptions {
   onPrepared?: ((pixels: Uint8Array, letterbox: Letterbox) => void) | undefined;
   /** Tiled inference of a large image (docs/models.md#tiled-inference); default: the model's `tiling`. */
   tiling?: TilingMode | undefined;
+  /** Classification models: classes answered (default 5, at most MAX_TOP_K; docs/models.md#task-types). */
+  topK?: number | undefined;
+  /** Segmentation models: `rle` (default) or `none` (only `area_px`). */
+  masks?: MaskEncoding | undefined;
 }
 
 /** What the pipeline knows of a result; the caller adds request id, line and model. */
-export type DetectionOutcome = Pick<DetectionResult, 'image' | 'detections' | 'verdict' | 'timings_ms' | 'tiles'>;
+export type DetectionOutcome = Pick<DetectionResult, 'image' | 'detections' | 'verdict' | 'timings_ms' | 'tiles'> & Pick<Partial<DetectionResult>, 'classes'>;
 
 const round = (v: number, digits: number) => Math.round(v * 10 ** digits) / 10 ** digits;
 
@@ -42,9 +49,11 @@ export function postprocess(
   batchIndex: number,
   letterbox: Letterbox,
   options: Pick<DetectOptions, 'conf' | 'iou' | 'maxDetections' | 'agnostic'>,
+  decoded?: readonly Candidate[],
 ): Detection[] {
   const { manifest } = model;
-  const kept = imageCandidates(model, output, dims, batchIndex, options);
+  // Decoded already in the instance's thread, or here from the output tensor.
+  const kept = decoded ?? imageCandidates(model, output, dims, batchIndex, options);
   const detections: Detection[] = [];
   for (const c of kept) {
     const box = unletterboxBox(c, letterbox);
@@ -60,10 +69,38 @@ export function postprocess(
   return detections;
 }
 
-/** NG when any detection of a label listed in the verdict rule reaches that label's threshold. */
+/**
+ * The model's own verdict, from model.json alone (docs/models.md#verdict-rules): `verdict.ng`
+ * and `verdict.rules` without any line's scale, polygons or changes, so a rule in mm or with
+ * a region that could fire is `check` here. inspect() judges again where the image came from.
+ */
 export function verdictOf(model: ReadyModel, detections: readonly Detection[]): Verdict {
-  const rule = model.manifest.verdict.ng;
-  return detections.some((d) => rule[d.label] !== undefined && d.score >= rule[d.label]!) ? 'ng' : 'ok';
+  return evaluateVerdict(rulesInForce(model.manifest.verdict, model.manifest.labels, { overrides: [] }), detections).verdict;
+}
+
+/**
+ * One image of a batch output as the model's task reads it (docs/models.md#task-types):
+ * boxes (detect), boxes with masks (segment), or classes and no boxes (classify), and
+ * the model's verdict. A classifier's verdict rule sees every class as a whole-image detection.
+ */
+export function imageOutcome(
+  model: ReadyModel,
+  output: Float32Array,
+  dims: readonly number[],
+  batchIndex: number,
+  letterbox: Letterbox,
+  options: Pick<DetectOptions, 'conf' | 'iou' | 'maxDetections' | 'agnostic' | 'topK' | 'masks'>,
+  decoded?: readonly Candidate[],
+): Pick<DetectionOutcome, 'detections' | 'classes' | 'verdict'> {
+  if (model.task === 'classify') {
+    const classified = classifyImage(model, output, dims, batchIndex, letterbox, options.topK);
+    return { detections: [], classes: classified.top, verdict: verdictOf(model, classified.forVerdict) };
+  }
+  const detections =
+    model.task === 'segment'
+      ? segmentImage(model, output, dims, batchIndex, letterbox, options)
+      : postprocess(model, output, dims, batchIndex, letterbox, options, decoded);
+  return { detections, verdict: verdictOf(model, detections) };
 }
 
 /**
@@ -90,6 +127,8 @@ export function fromSource(lb: Letterbox, source: { width: number; height: numbe
  * `tiling` block) never tiles, so such a request takes exactly the one-view path.
  */
 function tilePlanOf(model: ReadyModel, opened: OpenedImage, options: DetectOptions): TilePlan | undefined {
+  // Classes and masks of tiles do not merge: only box models are tiled.
+  if ((model.task ?? 'detect') !== 'detect') return undefined;
   const settings = tilingFor(model.manifest.tiling, options.tiling);
   const { width, height } = opened.header;
   if (!shouldTile(settings, width, height, model.inputWidth, model.inputHeight)) return undefined;
@@ -131,22 +170,24 @@ export async function detect(model: ReadyModel, bytes: Buffer, options: DetectOp
     throw err;
   }
   const t1 = performance.now();
-  const run = await admission.submit(prepared.pixels);
+  // A box model's boxes are decoded in the instance's thread (BatcherOptions.decode).
+  const run = await admission.submit(prepared.pixels, (model.task ?? 'detect') === 'detect' ? candidateSettings(model.manifest, options) : undefined);
   const t2 = performance.now();
-  const detections = postprocess(model, run.output, run.dims, run.index, letterbox, options);
-  const verdict = verdictOf(model, detections);
+  const { detections, classes, verdict } = imageOutcome(model, run.output, run.dims, run.index, letterbox, options, run.candidates);
   const t3 = performance.now();
   const timings: StageTimings = {
     queue: round(run.queueMs, 3),
     decode: round(t1 - t0, 3),
     preprocess: round(run.preprocessMs, 3),
     infer: round(run.inferMs, 3),
-    postprocess: round(t3 - t2, 3),
+    // Where the boxes were decoded in the instance's thread, that time counts here too.
+    postprocess: round(t3 - t2 + (run.postprocessMs ?? 0), 3),
     total: round(t3 - t0, 3),
   };
   return {
     image: { width: letterbox.width, height: letterbox.height },
     detections,
+    ...(classes ? { classes } : {}),
     verdict,
     timings_ms: timings,
   };

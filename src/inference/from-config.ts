@@ -3,6 +3,7 @@ import type { Config } from '../config/schema.js';
 import type { BatchingOptions, RepositoryOptions } from './repository.js';
 import { parseVersionPolicies } from '../config/version-policy.js';
 import { layoutCores, loneRequestThreads, threadLayout } from './thread-layout.js';
+import { setDecodeConcurrency } from './preprocess.js';
 
 /**
  * Repository settings from the validated config; the server and `sightline eval` share them.
@@ -19,6 +20,8 @@ export function repositoryOptions(
   const cores = layoutCores(cpus);
   const layout = threadLayout(config.instances, config.intra_op_threads, cores);
   const { batching, ...rest } = extra;
+  // Process-wide, not per model: every model's images share one decoder and the cores.
+  setDecodeConcurrency(config.decode_concurrency > 0 ? config.decode_concurrency : cores);
   return {
     dir: config.models_dir,
     defaultModel: config.default_model,

@@ -3,6 +3,8 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { TILING_MODES } from '../protocol/options.js';
 import type { QualityMeasure } from '../config/quality-overrides.js';
+import { MODEL_TASKS } from './task.js';
+import { VerdictRuleSchema, checkRules } from '../verdict/rules.js';
 
 export const OUTPUT_FORMATS = ['yolov8', 'yolov5', 'end2end'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
@@ -39,6 +41,8 @@ export const ModelManifestSchema = Type.Object(
     description: Type.Optional(Type.String()),
     /** Output layout; omitted means "detect from the output shape". */
     format: Type.Optional(Type.Union(OUTPUT_FORMATS.map((f) => Type.Literal(f)))),
+    /** detect, classify or segment; omitted means "read it from the outputs" (docs/models.md#task-types). */
+    task: Type.Optional(Type.Union(MODEL_TASKS.map((t) => Type.Literal(t)))),
     input: Type.Optional(
       Type.Object(
         {
@@ -59,8 +63,17 @@ export const ModelManifestSchema = Type.Object(
      * block a model is not tiled unless a request asks (`tiling=auto|on`), with these defaults.
      */
     tiling: Type.Optional(TilingSchema),
-    /** NG when any detection of a listed label reaches that label's score threshold. */
-    verdict: Type.Object({ ng: Type.Record(Type.String(), Type.Number({ minimum: 0, maximum: 1 })) }, { additionalProperties: false, default: { ng: {} } }),
+    /**
+     * `ng`: NG when any detection of a listed label reaches that label's score threshold.
+     * `rules`: NG by label, score, size (px or mm), count and region (docs/models.md#verdict-rules).
+     */
+    verdict: Type.Object(
+      {
+        ng: Type.Record(Type.String(), Type.Number({ minimum: 0, maximum: 1 })),
+        rules: Type.Optional(Type.Array(VerdictRuleSchema)),
+      },
+      { additionalProperties: false, default: { ng: {} } },
+    ),
     /**
      * The image-quality envelope the model was trained in (scripts/quality-envelope.ts
      * measures it): an image outside it is never `ok`, it is `check`
@@ -102,6 +115,11 @@ export async function readModelManifest(path: string): Promise<ModelManifest> {
     if (!checked.labels.includes(label)) {
       throw new Error(`invalid model.json: verdict.ng names "${label}", which is not among the labels`);
     }
+  }
+  try {
+    checkRules(checked.verdict.rules ?? [], checked.labels);
+  } catch (err) {
+    throw new Error(`invalid model.json: ${(err as Error).message}`);
   }
   return checked;
 }

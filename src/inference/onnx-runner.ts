@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import type { ModelRunner, NamedTensor, RunHow, RunnerInfo, RunnerOptions, RunOutput, TensorRunOutput } from './runner.js';
 import type { OnnxThreadData, OnnxThreadReply, OnnxThreadRequest } from './onnx-protocol.js';
+import { attachExtraOutputs } from './extra-outputs.js';
 
 // Under tsx (tests, dev) this module is .ts and so is its thread module; built, both are .js.
 const FROM_SOURCE = import.meta.url.endsWith('.ts');
@@ -89,7 +90,15 @@ export class OnnxRunner implements ModelRunner {
     const id = this.nextId++;
     return new Promise<RunOutput>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      const request: OnnxThreadRequest = { type: 'run', id, images, width, height, ...(how.wide ? { wide: true } : {}) };
+      const request: OnnxThreadRequest = {
+        type: 'run',
+        id,
+        images,
+        width,
+        height,
+        ...(how.wide ? { wide: true } : {}),
+        ...(how.candidates ? { candidates: how.candidates } : {}),
+      };
       // Transferred, a 1.2 MB image (640²×3) crosses to the thread without a copy; a buffer
       // listed twice (the batcher's grey padding) or a view of a larger one cannot be.
       this.thread.postMessage(request, how.transfer ? transferable(images) : undefined);
@@ -160,7 +169,18 @@ export class OnnxRunner implements ModelRunner {
     this.pending.delete(msg.id);
     if (msg.type === 'error') pending.reject(new Error(msg.message));
     else if (msg.type === 'tensors') (pending.resolve as unknown as (out: TensorRunOutput) => void)({ outputs: msg.outputs, inferMs: msg.inferMs });
-    else pending.resolve({ output: msg.output, dims: msg.dims, preprocessMs: msg.preprocessMs, inferMs: msg.inferMs, wide: msg.wide });
+    else {
+      // A segmentation model's prototypes ride with the first output (extra-outputs.ts).
+      if (msg.extra) attachExtraOutputs(msg.output, msg.extra);
+      pending.resolve({
+        output: msg.output,
+        dims: msg.dims,
+        preprocessMs: msg.preprocessMs,
+        inferMs: msg.inferMs,
+        wide: msg.wide,
+        ...(msg.candidates ? { candidates: msg.candidates, postprocessMs: msg.postprocessMs ?? 0 } : {}),
+      });
+    }
   }
 
   private failAll(err: Error): void {

@@ -5,9 +5,12 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import ort from 'onnxruntime-node';
 import { hwcToChwFloat } from './preprocess.js';
+import { candidatesOf } from './postprocess/candidates.js';
 import { LETTERBOX_PAD_VALUE } from './letterbox.js';
 import type { OnnxThreadData, OnnxThreadReply, OnnxThreadRequest } from './onnx-protocol.js';
 import type { NamedTensor, TensorData, TensorMetadata } from './runner.js';
+import type { ExtraOutput } from './extra-outputs.js';
+import { outputsNeeded, taskFromOutputs } from './task.js';
 
 const port = parentPort!;
 const { modelPath, options } = workerData as OnnxThreadData;
@@ -41,6 +44,10 @@ async function main(): Promise<void> {
   }
   if (!outputName) throw new Error('model has no outputs');
   const inputIndex = session.inputNames.indexOf(inputName);
+  // A segmentation model's runs also return its prototypes; every other task reads the first output alone.
+  const task = options.task ?? taskFromOutputs(session.outputMetadata.map((m) => ({ shape: shapeOf(m) })));
+  const runOutputs = session.outputNames.slice(0, outputsNeeded(task));
+  if (runOutputs.length < outputsNeeded(task)) throw new Error(`a ${task} model needs ${outputsNeeded(task)} outputs, this one has ${runOutputs.length}`);
   port.postMessage({
     type: 'ready',
     info: {
@@ -106,28 +113,67 @@ async function main(): Promise<void> {
       for (const [i, pixels] of msg.images.entries()) hwcToChwFloat(pixels, msg.width, msg.height, input, i * plane);
       const tensor = new ort.Tensor('float32', input, [msg.images.length, 3, msg.height, msg.width]);
       const t1 = performance.now();
-      const result = await (lone ?? session).run({ [inputName]: tensor }, [outputName]);
+      const result = await (lone ?? session).run({ [inputName]: tensor }, runOutputs);
       const t2 = performance.now();
       const out = result[outputName] as ort.Tensor;
       if (out.type !== 'float32') throw new Error(`output "${outputName}" is ${out.type}, expected float32`);
-      // Copy into a buffer we own so it can be transferred rather than cloned.
-      const data = new Float32Array(out.data as Float32Array);
+      const dims = out.dims.map(Number);
+      if (msg.candidates && runOutputs.length === 1) {
+        // Boxes decoded here: only they cross to the event loop, the output tensor stays in this thread.
+        const { format, numClasses, perImage } = msg.candidates;
+        const output = out.data as Float32Array;
+        const candidates = perImage.map((settings, i) => (settings ? candidatesOf(format, numClasses, output, dims, i, settings) : []));
+        port.postMessage({
+          type: 'result',
+          id: msg.id,
+          output: new Float32Array(0),
+          dims,
+          preprocessMs: t1 - t0,
+          inferMs: t2 - t1,
+          wide: lone !== undefined,
+          candidates,
+          postprocessMs: performance.now() - t2,
+        } satisfies OnnxThreadReply);
+        return;
+      }
+      // The binding hands each output over in an ArrayBuffer of its own: transferred as it
+      // is, it reaches the event loop with no copy; a view of a larger buffer is copied first.
+      const data = ownBuffer(out.data as Float32Array);
+      // ownBuffer never returns a view of a SharedArrayBuffer.
+      const transfer: ArrayBuffer[] = [data.buffer as ArrayBuffer];
+      // Only a segmentation model has more outputs to return; the detection path stays one copy.
+      const extra = runOutputs.length > 1 ? runOutputs.slice(1).map((name) => ownedOutput(result, name, transfer)) : undefined;
       const reply: OnnxThreadReply = {
         type: 'result',
         id: msg.id,
         output: data,
-        dims: out.dims.map(Number),
+        dims,
         preprocessMs: t1 - t0,
         inferMs: t2 - t1,
         wide: lone !== undefined,
+        ...(extra ? { extra } : {}),
       };
-      port.postMessage(reply, [data.buffer]);
+      port.postMessage(reply, transfer);
     } catch (err) {
       port.postMessage({ type: 'error', id: msg.id, message: (err as Error).message } satisfies OnnxThreadReply);
     } finally {
       running--;
     }
   });
+}
+
+/** A further float32 output in a buffer of its own (ownBuffer), listed for transfer. */
+function ownedOutput(result: ort.InferenceSession.OnnxValueMapType, name: string, transfer: ArrayBuffer[]): ExtraOutput {
+  const out = result[name] as ort.Tensor;
+  if (out.type !== 'float32') throw new Error(`output "${name}" is ${out.type}, expected float32`);
+  const data = ownBuffer(out.data as Float32Array);
+  transfer.push(data.buffer as ArrayBuffer);
+  return { dims: out.dims.map(Number), data };
+}
+
+/** The array itself when it spans its whole buffer (then transferable alone), else a copy that does. */
+function ownBuffer(data: Float32Array): Float32Array {
+  return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && !(data.buffer instanceof SharedArrayBuffer) ? data : new Float32Array(data);
 }
 
 /** Raw tensors in, the named outputs out, nothing converted (the Open Inference Protocol's raw path). */

@@ -1,9 +1,25 @@
 import sharp, { type Metadata, type OutputInfo, type Sharp } from 'sharp';
+import pLimit from 'p-limit';
 import { Errors } from '../errors.js';
 import { letterboxGeometry, LETTERBOX_PAD_VALUE, type Letterbox } from './letterbox.js';
+import { layoutCores } from './thread-layout.js';
 
 // Every image is new: libvips' operation cache would only hold memory.
 sharp.cache(false);
+
+/**
+ * Decodes in flight at once, process-wide (decode_concurrency). More than the cores
+ * add no throughput, only memory: every decode in flight holds libvips buffers and
+ * its output, and freed native memory stays in the allocator's arenas, so 64 queued
+ * decodes raised resident memory by 100 MiB and more for good (bench/results/
+ * 2026-12-03-inference-speed.md). Headers (openImage) are read outside it.
+ */
+const decodeSlots = pLimit(layoutCores());
+
+/** Sets how many decodes run at once (0: one per core). */
+export function setDecodeConcurrency(n: number): void {
+  decodeSlots.concurrency = n > 0 ? n : layoutCores();
+}
 
 export const SUPPORTED_IMAGE_FORMATS = new Set(['jpeg', 'png', 'webp']);
 
@@ -215,15 +231,17 @@ export async function prepareOpened(opened: OpenedImage, options: Omit<PrepareOp
   let data: Buffer;
   let info: OutputInfo;
   try {
-    ({ data, info } = await image
-      .rotate()
-      .removeAlpha()
-      .toColourspace('srgb')
-      // fastShrinkOnLoad (sharp's default, stated because the speed depends on it): the
-      // decoder shrinks by the largest power of two that fits, the kernel does the rest.
-      .resize(lb.scaledWidth, lb.scaledHeight, { fit: 'fill', kernel: 'linear', fastShrinkOnLoad: true })
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true }));
+    ({ data, info } = await decodeSlots(() =>
+      image
+        .rotate()
+        .removeAlpha()
+        .toColourspace('srgb')
+        // fastShrinkOnLoad (sharp's default, stated because the speed depends on it): the
+        // decoder shrinks by the largest power of two that fits, the kernel does the rest.
+        .resize(lb.scaledWidth, lb.scaledHeight, { fit: 'fill', kernel: 'linear', fastShrinkOnLoad: true })
+        .raw({ depth: 'uchar' })
+        .toBuffer({ resolveWithObject: true }),
+    ));
   } catch (err) {
     throw new Errors.INVALID_IMAGE(cleanSharpMessage(err));
   }
@@ -249,7 +267,9 @@ export async function decodeRaw(opened: OpenedImage): Promise<RawImage> {
   let data: Buffer;
   let info: OutputInfo;
   try {
-    ({ data, info } = await opened.image.rotate().removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true }));
+    ({ data, info } = await decodeSlots(() =>
+      opened.image.rotate().removeAlpha().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true }),
+    ));
   } catch (err) {
     throw new Errors.INVALID_IMAGE(cleanSharpMessage(err));
   }
@@ -285,11 +305,13 @@ export async function regionPixels(raw: RawImage, rect: PixelRect, lb: Letterbox
   }
   let data: Buffer;
   try {
-    data = await sharp(raw.data, { raw: { width: raw.width, height: raw.height, channels: 3 }, limitInputPixels: false })
-      .extract({ left: rect.x, top: rect.y, width: rect.width, height: rect.height })
-      .resize(lb.scaledWidth, lb.scaledHeight, { fit: 'fill', kernel: 'linear' })
-      .raw({ depth: 'uchar' })
-      .toBuffer();
+    data = await decodeSlots(() =>
+      sharp(raw.data, { raw: { width: raw.width, height: raw.height, channels: 3 }, limitInputPixels: false })
+        .extract({ left: rect.x, top: rect.y, width: rect.width, height: rect.height })
+        .resize(lb.scaledWidth, lb.scaledHeight, { fit: 'fill', kernel: 'linear' })
+        .raw({ depth: 'uchar' })
+        .toBuffer(),
+    );
   } catch (err) {
     throw new Errors.INVALID_IMAGE(cleanSharpMessage(err));
   }

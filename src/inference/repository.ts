@@ -4,7 +4,9 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { Errors } from '../errors.js';
 import { readModelManifest, type ModelManifest, type OutputFormat } from './model-manifest.js';
-import { resolveFormat } from './postprocess/decoders.js';
+import { resolveLayout } from './postprocess/layout.js';
+import { extraOutputsOf } from './extra-outputs.js';
+import type { ModelTask } from './task.js';
 import { LETTERBOX_PAD_VALUE } from './letterbox.js';
 import type { ModelRunner, RunnerOptions } from './runner.js';
 import { OnnxRunner } from './onnx-runner.js';
@@ -32,6 +34,8 @@ export interface ModelEntry {
   format?: OutputFormat;
   /** True when the format came from the output shape, not from model.json. */
   formatDetected?: boolean;
+  /** detect (also when absent), classify or segment (docs/models.md#task-types). */
+  task?: ModelTask;
   inputWidth?: number;
   inputHeight?: number;
   /** One per instance, each in its own worker thread. */
@@ -43,6 +47,8 @@ export interface ModelEntry {
   complete: boolean;
   /** The fingerprint the last failed load read: a FAILED version is tried again only once its files change. */
   failedFingerprint?: string;
+  /** The model.json (size and mtime) that `manifest` was read from: a READY version re-reads it when it changes (refresh). */
+  manifestStamp?: string;
   /** Requests holding this version (route leases); unloading waits for none. */
   inflight: number;
 }
@@ -227,6 +233,8 @@ export class ModelRepository {
       if (e.runners) await this.unload(e, 'its directory was removed');
       else this.options.onReleased?.(e);
     }
+    // Hot reload: a READY version whose model.json changed re-reads it (verdict rules, thresholds).
+    await Promise.all(entries.filter((e) => (!only || e.name === only) && e.state === 'READY').map((e) => this.rereadManifest(e)));
     await Promise.all((only ? [only] : this.names()).map((name) => this.reconcile(name)));
   }
 
@@ -380,8 +388,13 @@ export class ModelRepository {
     const runners: ModelRunner[] = [];
     try {
       const manifest = await readModelManifest(join(entry.dir, 'model.json'));
+      entry.manifestStamp = manifestStampOf(fingerprint);
       const create = this.options.createRunner ?? ((path, opts) => OnnxRunner.create(path, opts));
-      const runnerOptions = { ...this.options.runner, ...(manifest.input?.name ? { inputName: manifest.input.name } : {}) };
+      const runnerOptions = {
+        ...this.options.runner,
+        ...(manifest.input?.name ? { inputName: manifest.input.name } : {}),
+        ...(manifest.task ? { task: manifest.task } : {}),
+      };
       for (let i = 0; i < Math.max(1, this.options.instances); i++) {
         runners.push(await create(join(entry.dir, 'model.onnx'), runnerOptions));
       }
@@ -394,9 +407,10 @@ export class ModelRepository {
       const grey = new Uint8Array(width * height * 3).fill(LETTERBOX_PAD_VALUE);
       const warmBatch = Array.from({ length: fixedBatch ?? 1 }, () => grey);
       let dims: number[] = [];
+      let warmOutput: Float32Array = new Float32Array(0);
       for (const runner of runners) {
         for (let i = 0; i < Math.max(1, this.options.warmupRuns); i++) {
-          ({ dims } = await runner.run(warmBatch, width, height));
+          ({ dims, output: warmOutput } = await runner.run(warmBatch, width, height));
         }
       }
       if ((this.options.stallMs ?? 0) > 0) {
@@ -414,7 +428,8 @@ export class ModelRepository {
         };
         for (const [i, runner] of runners.entries()) runners[i] = this.supervise(entry, runner, i, startInstance);
       }
-      const { format, detected } = resolveFormat(manifest.format, [1, ...dims.slice(1)], manifest.labels.length);
+      const declared = first.info.outputs ?? [{ shape: first.info.outputShape }];
+      const { task, format, formatDetected: detected } = resolveLayout(manifest, declared, [1, ...dims.slice(1)], extraOutputsOf(warmOutput));
       const { batching } = this.options;
       const batcherOptions: BatcherOptions = {
         width,
@@ -427,9 +442,11 @@ export class ModelRepository {
         onExpired: () => batching.onExpired?.(entry),
         onShed: (reason) => batching.onShed?.(entry, reason),
         onDepthChange: (depth) => batching.onDepthChange?.(entry, depth),
+        // Box models decode in the instances' threads (labels and format are fixed while loaded).
+        ...(task === 'detect' && format ? { decode: { format, numClasses: manifest.labels.length } } : {}),
       };
       const batcher = new Batcher(runners, batcherOptions);
-      Object.assign(entry, { manifest, format, formatDetected: detected, inputWidth: width, inputHeight: height, runners, batcher });
+      Object.assign(entry, { manifest, format, formatDetected: detected, task, inputWidth: width, inputHeight: height, runners, batcher });
       this.setState(entry, 'READY');
       logger.info(
         {
@@ -438,13 +455,14 @@ export class ModelRepository {
           version: entry.version,
           format,
           format_detected: detected,
+          task,
           input: `${width}x${height}`,
           output_shape: dims,
           instances: runners.length,
           max_batch: batcherOptions.maxBatch,
           max_queue: batcherOptions.maxQueue,
         },
-        `model ${id} READY (${format}${detected ? ', detected from output shape' : ''}, input ${width}x${height}, ${runners.length} instance(s))`,
+        `model ${id} READY (${task === 'detect' ? format : task}${detected ? ', detected from output shape' : ''}, input ${width}x${height}, ${runners.length} instance(s))`,
       );
     } catch (err) {
       await Promise.all(runners.map((r) => r.close().catch(() => undefined)));
@@ -453,6 +471,40 @@ export class ModelRepository {
       this.setState(entry, 'FAILED', reason);
       logger.error({ event: 'model_failed', model: entry.name, version: entry.version, reason }, `model ${id} FAILED: ${reason}`);
     }
+  }
+
+  /**
+   * Hot reload of a READY version's model.json (on refresh: model_control poll or a
+   * load call), once per change of its size or mtime. A valid file that changes only
+   * HOT_FIELDS (verdict rules, thresholds) serves from the next request on; anything
+   * else is refused, logged (`model_config_rejected`) and shown as the version's
+   * `reason`, and the model.json read before keeps serving
+   * (docs/models.md#verdict-rules).
+   */
+  private async rereadManifest(entry: ModelEntry): Promise<void> {
+    const stamp = manifestStampOf(entry.fingerprint);
+    if (!entry.manifest || entry.manifestStamp === undefined || stamp === entry.manifestStamp || stamp === '-') return;
+    entry.manifestStamp = stamp;
+    const { logger } = this.options;
+    const id = `${entry.name}:${entry.version}`;
+    let why: string;
+    try {
+      const next = await readModelManifest(join(entry.dir, 'model.json'));
+      const cold = coldChanges(entry.manifest, next);
+      if (cold.length === 0) {
+        if (entry.state !== 'READY') return;
+        entry.manifest = next;
+        entry.reason = undefined;
+        logger.info({ event: 'model_config_reloaded', model: entry.name, version: entry.version }, `model ${id}: model.json reloaded`);
+        return;
+      }
+      why = `it changes ${cold.join(', ')}, which take effect only when the version is loaded again`;
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    if (entry.state !== 'READY') return;
+    entry.reason = `model.json change not applied (the previous one still serves): ${why}`;
+    logger.error({ event: 'model_config_rejected', model: entry.name, version: entry.version, reason: why }, `model ${id}: ${entry.reason}`);
   }
 
   /** Instances of each entry being replaced by the watchdog. */
@@ -625,6 +677,27 @@ function isDirectory(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The model.json part of a fingerprint. */
+function manifestStampOf(fingerprint: string): string {
+  return fingerprint.slice(fingerprint.indexOf('|') + 1);
+}
+
+/**
+ * Fields of model.json that a READY version takes over without loading again: what
+ * postprocessing and the verdict read per request. Any other change (labels, input,
+ * format, task…) needs the version loaded again (a load call or a new version).
+ */
+const HOT_FIELDS = ['description', 'conf', 'iou', 'max_detections', 'agnostic_nms', 'tiling', 'verdict', 'quality'] as const;
+
+/** The fields of `next` outside HOT_FIELDS that differ from `current`. */
+function coldChanges(current: ModelManifest, next: ModelManifest): string[] {
+  const keys = new Set([...Object.keys(current), ...Object.keys(next)]);
+  const hot: readonly string[] = HOT_FIELDS;
+  return [...keys].filter(
+    (k) => !hot.includes(k) && JSON.stringify((current as Record<string, unknown>)[k]) !== JSON.stringify((next as Record<string, unknown>)[k]),
+  );
 }
 
 function inputSize(manifest: ModelManifest, shape: (number | string)[]): [number, number] {

@@ -1,3 +1,8 @@
+import type { ModelTask } from './task.js';
+import type { OutputFormat } from './model-manifest.js';
+import type { CandidateSettings } from './postprocess/candidates.js';
+import type { Candidate } from './postprocess/nms.js';
+
 /**
  * A loaded model instance that turns letterboxed images into raw output tensors.
  * The ONNX back end runs each instance in its own worker thread; other back ends
@@ -86,6 +91,21 @@ export interface RunHow {
   transfer?: boolean;
   /** On the lone-request session, which uses every core (only while no other run is under way). */
   wide?: boolean;
+  /**
+   * Decode the boxes where the run was made (a worker thread) and return them instead
+   * of the output tensor: a 640 model's output is 2.7 MB per image that the event loop
+   * would otherwise receive, scan and leave to its garbage collector. A back end that
+   * ignores this returns the output, and the caller decodes it.
+   */
+  candidates?: RunCandidates;
+}
+
+/** What decoding boxes in the run's thread needs: the model's layout and each image's settings. */
+export interface RunCandidates {
+  format: OutputFormat;
+  numClasses: number;
+  /** One per image of the batch; null for padding images (nothing decoded). */
+  perImage: (CandidateSettings | null)[];
 }
 
 export interface RunOutput {
@@ -97,6 +117,10 @@ export interface RunOutput {
   inferMs: number;
   /** True when the lone-request session ran it. */
   wide?: boolean;
+  /** Present when RunHow.candidates was honoured: each image's boxes (`output` is then empty). */
+  candidates?: Candidate[][];
+  /** Time spent decoding them. */
+  postprocessMs?: number;
 }
 
 export interface RunnerOptions {
@@ -116,4 +140,9 @@ export interface RunnerOptions {
   loneRequestThreads?: number;
   /** Input tensor name; defaults to the model's first input. */
   inputName?: string;
+  /**
+   * The model's task when model.json sets it; else read from the declared outputs
+   * (task.ts). A `segment` model's runs return its second output too.
+   */
+  task?: ModelTask;
 }

@@ -3,7 +3,7 @@ import type { Priority } from '../protocol/options.js';
 import type { Detection, DetectionResult, StageTimings, TileRun } from '../protocol/results.js';
 import type { Admission, BatchedOutput } from './batcher.js';
 import { letterboxGeometry, unletterboxBox, type Letterbox } from './letterbox.js';
-import { imageCandidates, type CandidateOptions } from './postprocess/candidates.js';
+import { candidateSettings, imageCandidates, type CandidateOptions } from './postprocess/candidates.js';
 import { decodeRaw, regionPixels, type OpenedImage, type PixelRect } from './preprocess.js';
 import type { ReadyModel } from './repository.js';
 import { EDGE_TOLERANCE_INPUT_PX, mergeTiled, type PlacedCandidate, type TilePlan } from './tiling.js';
@@ -77,13 +77,17 @@ export async function detectTiled(
   const t1 = performance.now();
   const priority = options.priority ?? 'normal';
   const last = pixels.length - 1;
-  const outputs = await Promise.all(pixels.map((p, i) => (i < last ? model.batcher.enqueue(p, priority, options.deadline) : admission.submit(p))));
+  // Each tile's boxes are decoded in the instance's thread (in the tile's letterbox, as imageCandidates gives them).
+  const settings = candidateSettings(manifest, options);
+  const outputs = await Promise.all(
+    pixels.map((p, i) => (i < last ? model.batcher.enqueue(p, priority, options.deadline, settings) : admission.submit(p, settings))),
+  );
   const t2 = performance.now();
 
   const placed: PlacedCandidate[] = [];
   for (const [i, out] of outputs.entries()) {
     const run = runs[i]!;
-    for (const c of imageCandidates(model, out.output, out.dims, out.index, options)) {
+    for (const c of out.candidates ?? imageCandidates(model, out.output, out.dims, out.index, options)) {
       const box = unletterboxBox(c, run.lb);
       // A box that lies wholly in the letterbox padding has no area left in the image.
       if (box.x2 - box.x1 <= 0 || box.y2 - box.y1 <= 0) continue;
@@ -135,7 +139,7 @@ export async function detectTiled(
       sumPerBatch(outputs, (o) => o.inferMs),
       3,
     ),
-    postprocess: round(t3 - t2, 3),
+    postprocess: round(t3 - t2 + sumPerBatch(outputs, (o) => o.postprocessMs ?? 0), 3),
     total: round(t3 - t0, 3),
   };
   return {

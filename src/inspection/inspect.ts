@@ -14,6 +14,8 @@ import type { ReadyModel } from '../inference/repository.js';
 import type { DetectOptions, DetectionOutcome } from '../inference/detector.js';
 import { effectiveEnvelope, gatedVerdict, lineOverride, measureLetterboxed, qualityReasons, type QualityMeasures } from '../inference/quality.js';
 import type { Letterbox } from '../inference/letterbox.js';
+import { judge } from '../verdict/judge.js';
+import { recheckVerdictSettings } from '../verdict/settings.js';
 
 const recorders = new WeakMap<Metrics, ShadowRecorder>();
 
@@ -45,7 +47,7 @@ function shadowRun(
 
 /** What an inspection needs, handed in by whoever built it (the server, the worker, a test). */
 export interface InspectionDeps {
-  config: Pick<Config, 'max_image_pixels' | 'store_sync_results'> & Partial<Pick<Config, 'quality_overrides'>>;
+  config: Pick<Config, 'max_image_pixels' | 'store_sync_results'> & Partial<Pick<Config, 'quality_overrides' | 'verdict_rules_file'>>;
   models: ModelRepository;
   metrics: Metrics;
   store: ResultStore;
@@ -122,6 +124,9 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
     sourceSize: options.source_width && options.source_height ? { width: options.source_width, height: options.source_height } : undefined,
     // Tiled inference: the shadow run gets the same, so that its comparison is like for like.
     tiling: options.tiling,
+    // Classification and segmentation models (docs/models.md#task-types).
+    topK: options.top_k,
+    masks: options.masks,
   };
   // The image-quality gate: measured on the model input in this thread, before the
   // batcher transfers its buffer to the worker; nothing is measured without an envelope.
@@ -146,8 +151,19 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
   const camera = inspection.camera ?? DEFAULT_CAMERA;
   const { measures } = seen;
   const quality: ImageQuality | undefined = envelope && measures ? { ...measures, reasons: qualityReasons(measures, envelope) } : undefined;
-  // The shadow run above compares the model's own verdicts; the gate applies to the answer only.
-  const verdict = gatedVerdict(outcome.verdict, quality?.reasons ?? []);
+  // Verdict rules where the image came from: the line's and camera's scale, polygons and rule
+  // changes (docs/models.md#verdict-rules); a classification model keeps its own verdict.
+  const settingsChange = recheckVerdictSettings(config.verdict_rules_file);
+  if (settingsChange && 'rejected' in settingsChange) {
+    logger.error(
+      { event: 'verdict_rules_file_rejected', reason: settingsChange.rejected },
+      'verdict_rules_file change not applied: the settings before it still serve',
+    );
+  } else if (settingsChange) logger.info({ event: 'verdict_rules_file_reloaded', file: config.verdict_rules_file }, 'verdict_rules_file reloaded');
+  const ruled =
+    model.task === 'classify' ? { verdict: outcome.verdict, reasons: [] } : judge(model, outcome.detections, { file: config.verdict_rules_file, line, camera });
+  // The shadow run above compares the model's own verdicts; rules and gate apply to the answer only.
+  const verdict = gatedVerdict(ruled.verdict, quality?.reasons ?? []);
   const result: DetectionResult = {
     request_id: requestId,
     line,
@@ -156,6 +172,7 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
     ...outcome,
     verdict,
     ...(quality ? { quality } : {}),
+    ...(ruled.reasons.length ? { verdict_reasons: ruled.reasons } : {}),
   };
 
   let stored: boolean | undefined;
@@ -187,6 +204,7 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
         version: model.version,
         verdict,
         ...(quality?.reasons.length ? { quality_reasons: quality.reasons } : {}),
+        ...(ruled.reasons.length ? { verdict_rules: ruled.reasons.map((r) => r.rule) } : {}),
         duplicate: !stored,
         ...duration,
       },
@@ -203,6 +221,7 @@ export async function inspect(deps: InspectionDeps, inspection: Inspection): Pro
         version: model.version,
         verdict,
         ...(quality?.reasons.length ? { quality_reasons: quality.reasons } : {}),
+        ...(ruled.reasons.length ? { verdict_rules: ruled.reasons.map((r) => r.rule) } : {}),
         detections: outcome.detections.length,
         labels: outcome.detections.map((d) => d.label),
         ...duration,

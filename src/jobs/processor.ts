@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { JobHandler } from '../queue/index.js';
 import { inspect, type InspectionDeps } from '../inspection/inspect.js';
-import type { TilingMode } from '../protocol/options.js';
+import type { MaskEncoding, TilingMode } from '../protocol/options.js';
 
 /** What a job carries besides its image: the query of POST /v1/jobs. */
 export interface JobOptions {
@@ -16,6 +16,9 @@ export interface JobOptions {
   /** Edge resize: the original image's size, to map boxes back. */
   source_width?: number;
   source_height?: number;
+  /** Classification and segmentation models (docs/models.md#task-types). */
+  top_k?: number;
+  masks?: MaskEncoding;
 }
 
 export interface ProcessorDeps extends InspectionDeps {

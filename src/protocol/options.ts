@@ -29,6 +29,15 @@ export type Priority = (typeof PRIORITIES)[number];
 export const TILING_MODES = ['auto', 'on', 'off'] as const;
 export type TilingMode = (typeof TILING_MODES)[number];
 
+/**
+ * How a segmentation model's masks are answered (docs/models.md#task-types): `rle`
+ * (run-length encoded over the box, the default) or `none` (only `area_px`).
+ */
+export const MASK_ENCODINGS = ['rle', 'none'] as const;
+export type MaskEncoding = (typeof MASK_ENCODINGS)[number];
+/** Largest `top_k`: a classification model answers at most this many classes. */
+export const MAX_TOP_K = 100;
+
 /** Largest source_width / source_height: libvips' own limit on an image side. */
 export const MAX_SOURCE_SIDE = 65_535;
 
@@ -47,6 +56,8 @@ export function detectQuerySchema(maxDetectionsLimit: number) {
       source_width: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SOURCE_SIDE })),
       source_height: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SOURCE_SIDE })),
       tiling: Type.Optional(Type.Union(TILING_MODES.map((m) => Type.Literal(m)))),
+      top_k: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_TOP_K })),
+      masks: Type.Optional(Type.Union(MASK_ENCODINGS.map((m) => Type.Literal(m)))),
     },
     { additionalProperties: false },
   );
@@ -86,6 +97,10 @@ export interface InferenceOptions {
    * `off`; default: the model's `tiling` (off for a model without one).
    */
   tiling?: TilingMode;
+  /** Classification models: the classes answered, most probable first (1–100); default 5. */
+  top_k?: number;
+  /** Segmentation models: `rle` (default) answers each detection's mask, `none` only its `area_px`. */
+  masks?: MaskEncoding;
 }
 
 type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -106,6 +121,8 @@ export const INFERENCE_OPTION_KEYS = [
   'source_width',
   'source_height',
   'tiling',
+  'top_k',
+  'masks',
 ] as const;
 /** Compile-time check: the list names every option, and only options. */
 export type InferenceOptionKeysComplete = Assert<Same<(typeof INFERENCE_OPTION_KEYS)[number], keyof InferenceOptions>>;

@@ -19,14 +19,41 @@ export interface Detection {
   /** In [0, 1], 4 decimals. */
   score: number;
   box: Box;
+  /** Segmentation models: the detection's mask (left out with `masks=none`; docs/models.md#task-types). */
+  mask?: Mask;
+  /** Segmentation models: mask pixels, in original image pixels. */
+  area_px?: number;
+}
+
+/**
+ * A segmentation mask in original image pixels: uncompressed run-length encoding
+ * over the region x, y, width × height (whole pixels holding the box), row-major,
+ * runs alternating background / mask and starting with background (first count 0
+ * when the region starts with a mask pixel); the counts sum to width × height.
+ */
+export interface Mask {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+  counts: number[];
+}
+
+/** A classification model's class and its probability. */
+export interface ClassScore {
+  label: string;
+  class_id: number;
+  /** Probability in [0, 1], 4 decimals. */
+  score: number;
 }
 
 export const VERDICTS = ['ok', 'ng', 'check'] as const;
 /**
  * `check` when the image lies outside the model's image-quality envelope
  * (blurred, badly exposed, noisy: see `quality`), whatever the model saw, so a
- * person or a new picture must decide; else `ng` when a detection of a label
- * named in the model's verdict rule reaches its threshold; `ok` otherwise.
+ * person or a new picture must decide; else `ng` when a verdict rule of the
+ * model fires (by label and score, size, count, region: docs/models.md#verdict-rules),
+ * `check` when one that could have fired cannot be evaluated; `ok` otherwise.
  */
 export type Verdict = (typeof VERDICTS)[number];
 
@@ -89,12 +116,33 @@ export interface DetectionResult {
   model: { name: string; version: string };
   image: { width: number; height: number };
   detections: Detection[];
+  /** Classification models: the top classes, most probable first (`top_k`, default 5); `detections` is empty. */
+  classes?: ClassScore[];
   verdict: Verdict;
   timings_ms: StageTimings;
   /** Image-quality measures and reasons; left out when the model has no quality envelope (or the line's override is `off`). */
   quality?: ImageQuality;
   /** Present only when the image was run as tiles; not kept in the result store. */
   tiles?: TilingSummary;
+  /**
+   * Which verdict rules made the verdict `ng` (or `check`, when a rule could not be
+   * evaluated), one entry per rule (docs/models.md#verdict-rules); left out when no rule
+   * fired. Not kept in the result store.
+   */
+  verdict_reasons?: VerdictReason[];
+}
+
+/** One verdict rule that fired (`ng`) or could not be evaluated (`check`) on a result. */
+export interface VerdictReason {
+  /** The rule's `name` in model.json (or the line's override); `verdict.ng` for the plain label-and-score rule. */
+  rule: string;
+  outcome: 'ng' | 'check';
+  /** Detections that met the rule (for `check`: those whose outcome was unknown). */
+  count: number;
+  /** Their indices in `detections`. */
+  detections: number[];
+  /** For people: what was measured against what, e.g. `1 scratch: length 2.5 mm ≥ 2 mm`. */
+  detail: string;
 }
 
 export const RESULT_SOURCES = ['sync', 'job', 'stream'] as const;

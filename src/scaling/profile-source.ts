@@ -1,4 +1,4 @@
-import type { HistoryStore } from '../history/history-store.js';
+import { lineResults, type HistoryStore } from '../history/history-store.js';
 import type { Role } from './calculator.js';
 import { type ProfileBucket, WeeklyProfile } from './forecast.js';
 import { processRoles } from './signals.js';
@@ -57,7 +57,7 @@ export class ProfileSource {
         const role = roles.get(l.process_id) ?? 'worker';
         let b = fresh.get(l.bucket_ms);
         if (!b) fresh.set(l.bucket_ms, (b = { api: 0, worker: 0 }));
-        b[role] += l.ok + l.ng;
+        b[role] += lineResults(l);
       }
       for (const [bucket, results] of fresh) this.#buckets.set(bucket, results);
     }

@@ -1,5 +1,5 @@
 import { addEncodedHistogram, emptyHistogram, histogramQuantile, type Histogram } from '../history/histogram.js';
-import type { LineRow, ProcessRow } from '../history/history-store.js';
+import { lineResults, type LineRow, type ProcessRow } from '../history/history-store.js';
 import type { Role } from './calculator.js';
 
 /**
@@ -92,11 +92,11 @@ export class SignalReader {
       if (l.bucket_ms >= window.end) continue;
       let byProcess = counts.get(l.bucket_ms);
       if (!byProcess) counts.set(l.bucket_ms, (byProcess = new Map()));
-      byProcess.set(l.process_id, (byProcess.get(l.process_id) ?? 0) + l.ok + l.ng);
+      byProcess.set(l.process_id, (byProcess.get(l.process_id) ?? 0) + lineResults(l));
       if (!current(l.bucket_ms)) continue;
       // A line row without a process row of its process: a worker's, as a worker writes no queue gauge.
       const a = acc[roleOf(l.process_id)];
-      a.results += l.ok + l.ng;
+      a.results += lineResults(l);
       addEncodedHistogram(a.hist, l.latency_hist);
       a.max = Math.max(a.max, l.latency_max);
     }

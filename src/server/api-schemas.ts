@@ -8,6 +8,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { CLIENT_KINDS, TRANSPORTS } from '../connections/index.js';
 import { ErrorResponseSchema } from '../protocol/error-response.js';
+import { VerdictRuleSchema } from '../verdict/rules.js';
 import type { JobStatus, SubmittedJob } from '../protocol/jobs.js';
 import { PRIORITIES } from '../protocol/options.js';
 import { CAMERA_STATES, type LineList } from '../protocol/lines.js';
@@ -42,11 +43,33 @@ const BoxSchema = Type.Object(
   { description: 'In original image pixels, clipped to the image' },
 );
 
+const MaskSchema = Type.Object(
+  {
+    x: Type.Integer(),
+    y: Type.Integer(),
+    width: Type.Integer(),
+    height: Type.Integer(),
+    counts: Type.Array(Type.Integer({ minimum: 0 })),
+  },
+  {
+    description:
+      'Uncompressed RLE over the region x, y, width × height of original image pixels, row-major, runs alternating background / mask starting with background (docs/models.md#task-types)',
+  },
+);
+
 const DetectionSchema = Type.Object({
   label: Type.String(),
   class_id: Type.Integer(),
   score: Type.Number({ minimum: 0, maximum: 1 }),
   box: BoxSchema,
+  mask: Type.Optional(MaskSchema),
+  area_px: Type.Optional(Type.Integer({ minimum: 0, description: 'Segmentation models: mask pixels, in original image pixels' })),
+});
+
+const ClassScoreSchema = Type.Object({
+  label: Type.String(),
+  class_id: Type.Integer(),
+  score: Type.Number({ minimum: 0, maximum: 1, description: 'Probability' }),
 });
 
 const StageTimingsSchema = Type.Object(
@@ -92,6 +115,14 @@ const ImageQualitySchema = Type.Object(
   { description: 'Image-quality measures of the model input; present when the model has a quality envelope (docs/models.md#image-quality-gate)' },
 );
 
+const VerdictReasonSchema = Type.Object({
+  rule: Type.String({ description: "The rule's name (`verdict.ng` for the label-and-score rule)" }),
+  outcome: literals(['ng', 'check'] as const),
+  count: Type.Integer({ minimum: 0, description: 'Detections that met the rule (for check: whose outcome was unknown)' }),
+  detections: Type.Array(Type.Integer({ minimum: 0 }), { description: 'Their indices in `detections`' }),
+  detail: Type.String({ description: 'What was measured against what, for people' }),
+});
+
 export const DetectionResultSchema = Type.Object(
   {
     request_id: Type.String({ description: "The request's X-Request-Id (a job's id for job results)" }),
@@ -100,14 +131,23 @@ export const DetectionResultSchema = Type.Object(
     model: Type.Object({ name: Type.String(), version: Type.String() }),
     image: Type.Object({ width: Type.Integer(), height: Type.Integer() }),
     detections: Type.Array(DetectionSchema),
+    classes: Type.Optional(
+      Type.Array(ClassScoreSchema, { description: 'Classification models: the top classes, most probable first (`top_k`); `detections` is empty' }),
+    ),
     verdict: Type.Unsafe<DetectionResult['verdict']>({
       ...literals(VERDICTS),
       description:
-        "check: the image is outside the model's image-quality envelope (see quality.reasons), whatever the model saw; else ng: a detection reached the model's verdict rule; ok: neither",
+        "check: the image is outside the model's image-quality envelope (see quality.reasons), whatever the model saw; else ng: a verdict rule of the model fired (see verdict_reasons); check: a rule that could have fired could not be evaluated; ok: neither",
     }),
     timings_ms: StageTimingsSchema,
     quality: Type.Optional(ImageQualitySchema),
     tiles: Type.Optional(TilingSummarySchema),
+    verdict_reasons: Type.Optional(
+      Type.Array(VerdictReasonSchema, {
+        description:
+          'Which verdict rules made the verdict ng (or check: a rule that could not be evaluated); left out when none fired (docs/models.md#verdict-rules)',
+      }),
+    ),
   },
   { description: 'A detection result' },
 );
@@ -317,12 +357,18 @@ export const ModelListSchema = Type.Object(
         default: Type.Boolean({ description: 'The model used when a request names none' }),
         description: Type.Optional(Type.String()),
         format: Type.Optional(Type.String({ description: 'yolov8, yolov5 or end2end' })),
+        task: Type.Optional(Type.String({ description: 'detect, classify or segment: from model.json `task` or the outputs (docs/models.md#task-types)' })),
         format_detected: Type.Optional(Type.Boolean({ description: 'True when the format came from the output shape' })),
         input: Type.Optional(Type.Object({ width: Type.Integer(), height: Type.Integer() })),
         labels: Type.Optional(Type.Array(Type.String())),
         thresholds: Type.Optional(Type.Object({ conf: Type.Number(), iou: Type.Number(), max_detections: Type.Integer() })),
         verdict: Type.Optional(
-          Type.Object({ ng: Type.Object({}, { additionalProperties: Type.Number(), description: 'Label → score that makes a result NG' }) }),
+          Type.Object({
+            ng: Type.Object({}, { additionalProperties: Type.Number(), description: 'Label → score that makes a result NG' }),
+            rules: Type.Optional(
+              Type.Array(VerdictRuleSchema, { description: 'Verdict rules of model.json, before any line changes them (docs/models.md#verdict-rules)' }),
+            ),
+          }),
         ),
       }),
     ),

@@ -4,4 +4,4 @@ export { FolderSource, DONE_DIR, FAILED_DIR, PROCESSING_DIR } from './folder.js'
 export { SnapshotSource } from './snapshot.js';
 export { MjpegSource, MultipartSplitter, mjpegBoundary } from './mjpeg.js';
 export { FfmpegSource, JpegSplitter, ffmpegArgs } from './ffmpeg.js';
-export { parseSources, sourceSpec, SOURCE_KINDS, type SourceInput, type SourceKind, type SourceSpec } from './spec.js';
+export { parseSources, redactCredentials, sourceSpec, SOURCE_KINDS, type SourceInput, type SourceKind, type SourceSpec } from './spec.js';

@@ -5,7 +5,7 @@ import { inspect, type InspectionDeps } from '../inspection/inspect.js';
 import { dropReason } from '../lines/drop-reason.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { DetectionResult } from '../protocol/results.js';
-import type { SourceSpec } from './spec.js';
+import { redactCredentials, type SourceSpec } from './spec.js';
 
 /** What a frame of a source ended as: `sightline_source_frames_total{outcome}`. */
 export const SOURCE_FRAME_OUTCOMES = ['processed', 'failed', 'dropped', 'error'] as const;
@@ -187,7 +187,8 @@ export abstract class PulledSource {
     if (was === 'down') this.ctx.logger.info({ event: 'source_up', source: this.spec.name }, `source ${this.spec.name} is back`);
   }
 
-  protected markDown(reason: string): void {
+  protected markDown(failure: string): void {
+    const reason = redactCredentials(failure);
     this.#failures += 1;
     this.#reason = reason;
     this.count('error');
@@ -277,6 +278,7 @@ export abstract class PulledSource {
   status(): SourceStatus {
     return {
       ...this.spec,
+      target: redactCredentials(this.spec.target),
       paused: this.#state === 'paused',
       state: this.#state,
       since: new Date(this.#since).toISOString(),

@@ -35,6 +35,15 @@ export type SourceInput = Partial<SourceSpec> & Pick<SourceSpec, 'name' | 'kind'
 export const MIN_INTERVAL_MS = 50;
 export const MAX_INTERVAL_MS = 3_600_000;
 
+/**
+ * The text with the password of every URL in it (`rtsp://user:secret@cam/…`) replaced by
+ * `***`: a camera's credentials stay out of the sources API (viewer role), the down
+ * reasons, logs and events, which repeat the target and ffmpeg's messages about it.
+ */
+export function redactCredentials(text: string): string {
+  return text.replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s:/?#@]*):[^\s/?#@]*@/gi, '$1:***@');
+}
+
 /** Checks and completes one source; throws INVALID_SOURCE with what is wrong. */
 export function sourceSpec(input: SourceInput): SourceSpec {
   const bad = (why: string) => new Errors.INVALID_SOURCE(`${JSON.stringify(input.name)}: ${why}`);

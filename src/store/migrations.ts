@@ -90,6 +90,15 @@ function migrations(kind: StoreKind, schema: string | undefined): Record<string,
         await builder(db).dropTable('result_reviews').execute();
       },
     },
+    '0004_classes': {
+      // A classification model's top classes (docs/models.md#task-types); null for box models and older rows.
+      async up(db) {
+        await builder(db).alterTable('results').addColumn('classes', json).execute();
+      },
+      async down(db) {
+        await builder(db).alterTable('results').dropColumn('classes').execute();
+      },
+    },
   };
 }
 

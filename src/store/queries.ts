@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
-import type { Detection, ReviewBox, ReviewStatus, StageTimings, Verdict } from '../protocol/results.js';
+import type { ClassScore, Detection, ReviewBox, ReviewStatus, StageTimings, Verdict } from '../protocol/results.js';
 import { encodeCursor } from './cursor.js';
 import {
   REVIEW_STATUSES,
@@ -55,6 +55,7 @@ function toResult(row: ResultRow): StoredResult {
     detections: json(row.detections) as Detection[],
     image: { width: row.image_width, height: row.image_height },
     timings_ms: json(row.timings) as StageTimings,
+    ...(row.classes !== null && row.classes !== undefined ? { classes: json(row.classes) as ClassScore[] } : {}),
     source: row.source,
     created_at: new Date(Number(row.created_at)),
     review: toReview(row),
@@ -83,6 +84,7 @@ export async function insertResult(db: Db, r: NewResult, createdAt: number): Pro
         image_width: r.image.width,
         image_height: r.image.height,
         timings: JSON.stringify(r.timings_ms),
+        ...(r.classes ? { classes: JSON.stringify(r.classes) } : {}),
         source: r.source,
         created_at: createdAt,
       })

@@ -23,6 +23,8 @@ export interface ResultsTable {
   timings: Json;
   source: ResultSource;
   created_at: EpochMs;
+  /** Added by 0004_classes: a classification model's top classes; null otherwise. */
+  classes: ColumnType<unknown, string | null | undefined, never>;
 }
 
 /**

@@ -387,6 +387,8 @@ export class StreamSession {
           agnostic: header.agnostic,
           priority: header.priority,
           tiling: header.tiling,
+          top_k: header.top_k,
+          masks: header.masks,
           source_width: header.source_width,
           source_height: header.source_height,
         },

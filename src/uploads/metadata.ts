@@ -78,6 +78,8 @@ export function jobRequestFromMetadata(metadata: Record<string, string | null> |
       max_det: q.max_det,
       agnostic: q.agnostic,
       tiling: q.tiling,
+      top_k: q.top_k,
+      masks: q.masks,
       source_width: q.source_width,
       source_height: q.source_height,
     },

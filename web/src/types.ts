@@ -117,7 +117,7 @@ export interface HistoryAnswer {
     event_loop_lag_ms: GaugeSeries;
     gpu_utilization?: GaugeSeries;
     gpu_memory_bytes?: GaugeSeries;
-    verdicts: Record<string, { ok: (number | null)[]; ng: (number | null)[] }>;
+    verdicts: Record<string, { ok: (number | null)[]; ng: (number | null)[]; check: (number | null)[] }>;
     [k: string]: unknown;
   };
 }

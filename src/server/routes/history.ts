@@ -71,9 +71,13 @@ export const HistorySchema = Type.Object(
         event_loop_lag_ms: gauge('p99 event-loop lag of a process'),
         gpu_utilization: Type.Optional(gauge('Mean GPU utilization of a machine, 0..1; absent when no process saw a GPU')),
         gpu_memory_bytes: Type.Optional(gauge('GPU memory in use on a machine; absent when no process saw a GPU')),
-        verdicts: Type.Record(Type.String(), Type.Object({ ok: points('OK results'), ng: points('NG results') }), {
-          description: 'By line; `_other` holds lines beyond history_max_lines',
-        }),
+        verdicts: Type.Record(
+          Type.String(),
+          Type.Object({ ok: points('OK results'), ng: points('NG results'), check: points('CHECK results: outside the image-quality envelope') }),
+          {
+            description: 'By line; `_other` holds lines beyond history_max_lines',
+          },
+        ),
       },
       { description: 'One value per timestamp; null where no process recorded' },
     ),

@@ -45,14 +45,14 @@ export async function jobRoutes(app: FastifyInstance): Promise<void> {
       },
     },
     async function submitJob(request, reply) {
-      const { line = DEFAULT_LINE, camera, priority, model, conf, iou, max_det, agnostic, tiling, source_width, source_height } = request.query;
+      const { line = DEFAULT_LINE, camera, priority, model, conf, iou, max_det, agnostic, tiling, source_width, source_height, top_k, masks } = request.query;
       request.line = line;
       // A model that does not exist is refused now, not dead-lettered by a worker later.
       app.sightline.models.find(model);
       const image = await readImage(request);
       // Refuse what is not an image now; what fails to decode later ends in the dead letters.
       const header = await inspectImage(image, config.max_image_pixels);
-      const options: JobOptions = { camera, model, conf, iou, max_det, agnostic, tiling, source_width, source_height };
+      const options: JobOptions = { camera, model, conf, iou, max_det, agnostic, tiling, source_width, source_height, top_k, masks };
       const timeout = request.headers['x-request-timeout-ms'];
       const { job_id, duplicate } = await queue.enqueue({
         line,

@@ -14,8 +14,10 @@ export function describeModel(entry: ModelEntry, isDefault: boolean, serving: bo
     serving,
     in_flight: entry.inflight,
     description: entry.manifest?.description,
-    format: entry.format,
-    format_detected: entry.formatDetected,
+    // A classifier has no box layout.
+    format: entry.task === 'classify' ? undefined : entry.format,
+    format_detected: entry.task === 'classify' ? undefined : entry.formatDetected,
+    task: entry.task,
     input: entry.inputWidth ? { width: entry.inputWidth, height: entry.inputHeight } : undefined,
     labels: entry.manifest?.labels,
     thresholds: entry.manifest ? { conf: entry.manifest.conf, iou: entry.manifest.iou, max_detections: entry.manifest.max_detections } : undefined,

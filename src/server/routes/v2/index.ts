@@ -15,7 +15,8 @@ import { carriesRetryAfter } from '../../../protocol/errors.js';
 import type { ModelEntry, ReadyModel } from '../../../inference/repository.js';
 import type { NamedTensor, TensorMetadata, TensorData } from '../../../inference/runner.js';
 import { prepareImage } from '../../../inference/preprocess.js';
-import { postprocess, verdictOf } from '../../../inference/detector.js';
+import { imageOutcome } from '../../../inference/detector.js';
+import { effectiveEnvelope, gatedVerdict, measureLetterboxed, qualityReasons } from '../../../inference/quality.js';
 import { readiness } from '../../readiness.js';
 import { jsonDepth, MAX_JSON_DEPTH } from '../../image-body.js';
 import { datatypeOf, decodeInput, elementCount, toBinary, toJsonData, toOrt, type Datatype, type DecodedTensor } from './tensors.js';
@@ -286,14 +287,21 @@ async function runImages(app: FastifyInstance, model: ReadyModel, input: Decoded
         admission.release();
         throw err;
       }
+      // The model's image-quality gate as on /v1 (no line here, so no line's override): measured
+      // before the pixels are handed to the worker thread.
+      const envelope = effectiveEnvelope(model.manifest.quality, undefined);
+      const measures = envelope ? measureLetterboxed(prepared.pixels, prepared.letterbox) : undefined;
       const run = await admission.submit(prepared.pixels);
       const perImage = elementCount(run.dims.slice(1));
-      const detections = postprocess(model, run.output, run.dims, run.index, prepared.letterbox, {});
+      // Every task: boxes, boxes with masks, or a classifier's classes (docs/models.md#task-types).
+      const outcome = imageOutcome(model, run.output, run.dims, run.index, prepared.letterbox, {});
+      const quality = envelope && measures ? { ...measures, reasons: qualityReasons(measures, envelope) } : undefined;
       return {
         document: JSON.stringify({
           image: { width: prepared.letterbox.width, height: prepared.letterbox.height },
-          detections,
-          verdict: verdictOf(model, detections),
+          ...outcome,
+          verdict: gatedVerdict(outcome.verdict, quality?.reasons ?? []),
+          ...(quality ? { quality } : {}),
         }),
         raw: run.output.slice(run.index * perImage, (run.index + 1) * perImage),
         dims: run.dims,
