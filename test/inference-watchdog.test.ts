@@ -55,11 +55,32 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, tim
   }
 }
 
-// An abandoned thread still inside the stalling loop cannot be stopped and keeps this
-// process alive until its native call returns (sometimes minutes, not the ~10 s the loop
-// is sized for); once every test has reported, the file's process ends regardless.
-after(() => {
-  setTimeout(() => process.exit(), 5000).unref();
+/** Every real instance the tests start, stalled ones included. */
+const onnxRunners: OnnxRunner[] = [];
+/** Longest wait for their threads at the end; past it the runner's forced exit may abort the file: a real failure. */
+const THREADS_END_WITHIN_MS = 120_000;
+
+// An abandoned thread still inside the stalling loop cannot be stopped, and the process
+// must not end before it leaves its native call (ending the process then aborts it, see
+// OnnxRunner.abandon()); the test runner forces the exit once the tests have reported,
+// so the file waits for every thread here. The loops end about 10 s after they began.
+after(async () => {
+  const ended = new Set<number>();
+  for (const [i, runner] of onnxRunners.entries()) void runner.ended.then(() => ended.add(i));
+  let timer: NodeJS.Timeout | undefined;
+  const late = await Promise.race([
+    Promise.all(onnxRunners.map((r) => r.ended)).then(() => false),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), THREADS_END_WITHIN_MS);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (late) {
+    const running = onnxRunners.map((_, i) => i).filter((i) => !ended.has(i));
+    process.stderr.write(
+      `inference-watchdog: instance threads ${running.join(', ')} of ${onnxRunners.length} still running after ${THREADS_END_WITHIN_MS} ms\n`,
+    );
+  }
 });
 
 test('a run blocked in session.run: 503 INFERENCE_STALLED within the limit, /readyz reports the replacement, a failed restart is retried, the model serves again, a job retries', {
@@ -90,7 +111,9 @@ test('a run blocked in session.run: 503 INFERENCE_STALLED within the limit, /rea
     starts++;
     if (starts === 2) throw new Error('injected start failure');
     if (starts === 3) await held;
-    return OnnxRunner.create(path, options);
+    const runner = await OnnxRunner.create(path, options);
+    onnxRunners.push(runner);
+    return runner;
   };
   const logs = new LogCapture();
   const config = defaultConfig({

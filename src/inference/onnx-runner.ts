@@ -35,6 +35,12 @@ export class OnnxRunner implements ModelRunner {
 
   /** Only on an instance with a lone-request session (RunnerOptions.loneRequestThreads): the batcher looks for it. */
   readonly prepareWide: ((width: number, height: number) => void) | undefined;
+  /**
+   * Resolves once the thread has ended (closed, abandoned and out of its native call, or
+   * crashed). Whoever ends the process on purpose waits for it first: exiting while the
+   * thread is inside session.run aborts the process (see abandon()).
+   */
+  readonly ended: Promise<void>;
 
   private constructor(
     private readonly thread: Worker,
@@ -50,6 +56,7 @@ export class OnnxRunner implements ModelRunner {
     thread.on('message', (msg: OnnxThreadReply) => this.onMessage(msg));
     thread.on('error', (err) => this.failAll(err));
     thread.on('exit', (code) => this.failAll(new Error(`inference worker exited with code ${code}`)));
+    this.ended = new Promise((resolve) => thread.once('exit', () => resolve()));
   }
 
   /** Starts the thread and resolves once the session is created; rejects with ORT's reason. */
