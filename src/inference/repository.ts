@@ -313,7 +313,9 @@ export class ModelRepository {
     // A failed load changes what the policy picks (latest:1 falls back to the one before), hence the rounds.
     for (let round = 0; round < 8; round++) {
       const desired = this.desiredVersions(name);
-      const missing = this.versionsOf(name).filter((e) => desired.has(e.version) && e.state !== 'READY');
+      // A version with instances is loaded, even LOADING while the watchdog replaces every
+      // instance: loading it again would orphan the replacement (its thread never ended).
+      const missing = this.versionsOf(name).filter((e) => desired.has(e.version) && e.state !== 'READY' && !e.runners);
       if (missing.length === 0) break;
       for (const e of missing) {
         if (this.closed) return;
@@ -325,7 +327,8 @@ export class ModelRepository {
     for (const e of this.versionsOf(name)) {
       if (desired.has(e.version) || e.state === 'FAILED') continue;
       const why = o.unloaded || o.excluded?.includes(e.version) ? 'unloaded' : `not selected by the version policy ${formatVersionPolicy(this.policyOf(name))}`;
-      if (e.state === 'READY') await this.unload(e, why);
+      // READY, or LOADING while the watchdog replaces its instances: either way it has instances to release.
+      if (e.runners) await this.unload(e, why);
       else if (e.state === 'UNAVAILABLE' && e.complete && e.reason !== why) this.setState(e, 'UNAVAILABLE', why);
     }
   }
