@@ -124,6 +124,11 @@ test(`the Lines page keeps up with ${LINES} lines at ${FPS} fps for ${DURATION_S
   const watched = await WatchedPage.open(browser, url);
   defer(() => watched.close());
   const { page, context } = watched;
+  // Under this overload (about half the frames are refused OVERLOADED) a new line's first
+  // inspected frame, and its snapshot written in the background, can come after the tile's
+  // first look at latest.jpg: the tile retries and shows "no frame" meanwhile (AuthImage),
+  // and Chromium logs the 404. Any other console error still fails the test.
+  watched.allowed.push(/status of 404 \(Not Found\) \(http:\/\/[^)]+\/v1\/lines\/[^/)]+\/latest\.jpg\?/);
   await context.addInitScript({ content: INSTRUMENT });
   await page.goto(`${url}/#/lines`);
   await page.locator(tid('page-lines')).waitFor();
