@@ -21,7 +21,9 @@ import { AMQP_URL, PG_URL, ROOT, SightlineProcess, cleanups, freshDatabase, wait
 const JOBS = 1000;
 // Enough parallel submitters to run ahead of three workers, however fast a lone job runs (a
 // worker's first job of a burst takes the lone-request session with every core).
-const SUBMIT_CONCURRENCY = 16;
+const SUBMIT_CONCURRENCY = 24;
+/** Submitted and not yet stored before a kill or a SIGTERM: more than the three workers hold (4 each), so the queue has some too. */
+const JOBS_WAITING = 13;
 /**
  * Jobs held back for each scaling step (SIGKILL, SIGTERM, and a third trickled out
  * while a new worker waits for its first job), and how far submission runs ahead of
@@ -255,11 +257,16 @@ test(`cluster: 2 APIs and workers scaling 1 → 3 → 1 (one SIGKILLed, two SIGT
       );
     const counting = setInterval(() => void stored().catch(() => undefined), 200);
     defer(() => clearInterval(counting));
-    /** Releases a reserve and waits until jobs are waiting in the queue, so every worker holds some. */
-    const withJobsWaiting = async () => {
+    /** Releases a reserve and waits until jobs are waiting in the queue, so every worker holds some; answers how many were. */
+    const withJobsWaiting = async (): Promise<number> => {
       feeder.release(RESERVE);
-      // 20: more than the three workers hold (4 each), so the queue itself has some too.
-      await waitFor(async () => feeder.submitted - (await stored()) >= 20, '20 jobs waiting', 60_000);
+      let waiting = 0;
+      await waitFor(
+        async () => (waiting = feeder.submitted - (await stored())) >= JOBS_WAITING,
+        () => `${JOBS_WAITING} jobs waiting (${waiting} now; ${feeder.submitted} submitted)`,
+        60_000,
+      );
+      return waiting;
     };
     const timeline: string[] = [];
     const mark = async (what: string) => timeline.push(`${((Date.now() - started) / 1000).toFixed(1)} s, ${await stored()} stored: ${what}`);
@@ -285,8 +292,7 @@ test(`cluster: 2 APIs and workers scaling 1 → 3 → 1 (one SIGKILLed, two SIGT
     await mark('worker-4 (replacement) consuming');
 
     // 3 → 1: scale-in by SIGTERM while the queue still has work; both must drain and exit 0.
-    await withJobsWaiting();
-    const backlog = feeder.submitted - (await stored());
+    const backlog = await withJobsWaiting();
     w3.child.kill('SIGTERM');
     w4.child.kill('SIGTERM');
     await Promise.all([w3.exited, w4.exited]);
@@ -298,7 +304,7 @@ test(`cluster: 2 APIs and workers scaling 1 → 3 → 1 (one SIGKILLed, two SIGT
         `${w.name} logs worker_stopped\n${w.tail()}`,
       );
     }
-    assert.ok(backlog >= 20, `the scale-in came while jobs were waiting (${backlog})`);
+    assert.ok(backlog >= JOBS_WAITING, `the scale-in came while jobs were waiting (${backlog})`);
     // Jobs in hand at SIGTERM finished during the drain (the rest were given back, unacked).
     const drained = [w3, w4].flatMap((w) => eventsAfter(w, (e) => e.event === 'worker_stopping').filter((e) => e.event === 'job_done'));
     t.diagnostic(`${drained.length} job(s) finished by the SIGTERMed workers during their drain`);
