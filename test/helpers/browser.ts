@@ -91,7 +91,9 @@ export class WatchedPage {
       if (msg.type() !== 'error') return;
       const text = msg.text();
       const url = msg.location()?.url;
-      if (this.allowed.some((re) => re.test(text) || (url !== undefined && re.test(url)))) return;
+      // Also the message as assertClean prints it, so that a pattern can name both (a status and a URL).
+      const printed = url ? `${text} (${url})` : text;
+      if (this.allowed.some((re) => re.test(text) || re.test(printed) || (url !== undefined && re.test(url)))) return;
       this.problems.push({ kind: 'console', text, ...(url ? { url } : {}) });
     });
     page.on('pageerror', (err) => this.problems.push({ kind: 'pageerror', text: `${err.name}: ${err.message}\n${err.stack ?? ''}` }));
