@@ -24,6 +24,8 @@ export interface Settings {
   rawSeconds: number;
   offlineSeconds: number;
   concurrencies: number[];
+  /** Levels measured again with the images scaled to the model's input on the client; absent in older reports. */
+  edgeResize?: number[];
   batches: number[];
   overloadFactor: number;
   maxOutstanding: number;
@@ -50,8 +52,19 @@ export interface ModelInfo {
 /** Server-side figures taken from /metrics after a phase. */
 export type ScrapedMetrics = Record<string, number>;
 
+/** What an edge-resized level sent: the scaled images' size and their originals'. */
+export interface EdgeResizeInfo {
+  width: number;
+  height: number;
+  sourceWidth: number;
+  sourceHeight: number;
+  meanKiB: number;
+}
+
 export interface LevelResult {
   load: LoadResult;
+  /** Present on a level whose images were edge-resized. */
+  edge?: EdgeResizeInfo;
   server: WindowStats;
   /** Cores other processes used during the measured window. */
   foreignCores: number;
@@ -108,7 +121,7 @@ export function contaminated(r: BenchResult): { phase: string; cores: number }[]
   const out: { phase: string; cores: number }[] = [];
   for (const c of r.raw) if ((c.foreignCores ?? 0) >= FOREIGN_LIMIT) out.push({ phase: `raw ${layoutName(c)} b${c.batch}`, cores: c.foreignCores! });
   if ((r.offline?.foreignCores ?? 0) >= FOREIGN_LIMIT) out.push({ phase: 'offline', cores: r.offline!.foreignCores! });
-  for (const l of r.server?.levels ?? []) if (l.foreignCores >= FOREIGN_LIMIT) out.push({ phase: `c=${l.load.concurrency}`, cores: l.foreignCores });
+  for (const l of r.server?.levels ?? []) if (l.foreignCores >= FOREIGN_LIMIT) out.push({ phase: levelName(l), cores: l.foreignCores });
   const ov = r.server?.overload;
   if (ov && ov.foreignCores >= FOREIGN_LIMIT) out.push({ phase: 'overload', cores: ov.foreignCores });
   return out.sort((a, b) => b.cores - a.cores);
@@ -122,8 +135,13 @@ export interface Headline {
   pass: boolean | undefined;
 }
 
-function level(result: BenchResult, concurrency: number): LevelResult | undefined {
-  return result.server?.levels.find((l) => l.load.concurrency === concurrency);
+function level(result: BenchResult, concurrency: number, edge = false): LevelResult | undefined {
+  return result.server?.levels.find((l) => l.load.concurrency === concurrency && !!l.edge === edge);
+}
+
+/** `c=16`, or `c=16 edge 640×360` for an edge-resized level. */
+export function levelName(l: LevelResult): string {
+  return `c=${l.load.concurrency}${l.edge ? ` edge ${l.edge.width}×${l.edge.height}` : ''}`;
 }
 
 /** The best session.run time of one image over the raw sweep's layouts: the lone part's hardware best. */
@@ -137,11 +155,12 @@ export function bestSingleSessionMs(r: BenchResult): number | undefined {
  * ceiling (0.90 at 640, 0.80 for the cheaper 320, where decoding weighs more), and
  * memory that does not grow with concurrency.
  */
-function latencyHeadlines(r: BenchResult): Headline[] {
+/** The c=1 and c=16 targets, on the full-size images or on the edge-resized ones. */
+function lonePartAndCeiling(r: BenchResult, edge: boolean): Headline[] {
   const out: Headline[] = [];
-  const c1 = level(r, 1);
-  const c16 = level(r, 16);
-  const c64 = level(r, 64);
+  const c1 = level(r, 1, edge);
+  const c16 = level(r, 16, edge);
+  const sent = (l: LevelResult) => (l.edge ? ` (edge resize: ${l.edge.width}×${l.edge.height} of ${l.edge.sourceWidth}×${l.edge.sourceHeight} sent)` : '');
   const best = bestSingleSessionMs(r);
   if (c1 && best !== undefined) {
     const t = c1.load.serverTimingsMs;
@@ -149,7 +168,7 @@ function latencyHeadlines(r: BenchResult): Headline[] {
     const bound = best + decode + 10;
     const p50 = c1.load.latencyOkMs.p50;
     out.push({
-      target: 'c=1 median latency ≤ best single-image session.run + decode + 10 ms',
+      target: `c=1 median latency ≤ best single-image session.run + decode + 10 ms${sent(c1)}`,
       measured:
         `**${fmt(p50, 1)} ms** vs ${fmt(best, 1)} + ${fmt(decode, 1)} + 10 = ${fmt(bound, 1)} ms; medians: decode ${fmt(decode, 2)}, preprocess ${fmt(t.preprocess?.p50, 2)}, ` +
         `queue ${fmt(t.queue?.p50, 2)}, infer ${fmt(t.infer?.p50, 2)}, postprocess ${fmt(t.postprocess?.p50, 2)}, outside the server's timings ${fmt(c1.load.httpOverheadMs.p50, 2)} ms`,
@@ -160,11 +179,18 @@ function latencyHeadlines(r: BenchResult): Headline[] {
     const want = r.model.name.includes('320') ? 0.8 : 0.9;
     const ratio = c16.load.okPerSec / r.rawBest.imagesPerSec;
     out.push({
-      target: `c=16 ≥ ${fmt(want, 2)} × raw ceiling (${layoutName(r.rawBest)}, batch ${r.rawBest.batch})`,
+      target: `c=16 ≥ ${fmt(want, 2)} × raw ceiling (${layoutName(r.rawBest)}, batch ${r.rawBest.batch})${sent(c16)}`,
       measured: `${fmt(c16.load.okPerSec)} / ${fmt(r.rawBest.imagesPerSec)} img/s = **${fmt(ratio, 2)}**`,
       pass: ratio >= want,
     });
   }
+  return out;
+}
+
+function latencyHeadlines(r: BenchResult): Headline[] {
+  const out = [...lonePartAndCeiling(r, false), ...lonePartAndCeiling(r, true)];
+  const c1 = level(r, 1);
+  const c64 = level(r, 64);
   if (c1 && c64) {
     const growth = c64.server.rssPeakMiB - c1.server.rssPeakMiB;
     out.push({
@@ -226,7 +252,7 @@ export function rssFlat(ov: OverloadResult): boolean {
 }
 
 function bestClosed(r: BenchResult): number {
-  return Math.max(0, ...(r.server?.levels.map((l) => l.load.okPerSec) ?? []));
+  return Math.max(0, ...(r.server?.levels.filter((l) => !l.edge).map((l) => l.load.okPerSec) ?? []));
 }
 
 /** Share of sent requests answered 503/504 (shed by admission control or deadline). */
@@ -277,6 +303,12 @@ export function renderMarkdown(r: BenchResult): string {
   L.push(`- Node ${m.node}, onnxruntime-node ${m.onnxruntime}, sharp ${m.sharp} (libvips ${m.libvips})`);
   L.push(`- Run ${r.startedAt} → ${r.finishedAt}`);
   L.push(`- Images: ${s.images.count} × 1280×720 JPEG (${s.images.source}), mean ${fmt(s.images.meanKiB, 0)} KiB, posted raw (\`image/jpeg\`)`);
+  const edge = r.server?.levels.find((l) => l.edge)?.edge;
+  if (edge) {
+    L.push(
+      `- Edge-resized levels (c=${(s.edgeResize ?? []).join(', ')}): the same images scaled to ${edge.width}×${edge.height} by the SDK's \`edgeResize\` (JPEG quality 95, mean ${fmt(edge.meanKiB, 0)} KiB), sent with \`source_width=${edge.sourceWidth}&source_height=${edge.sourceHeight}\``,
+    );
+  }
   L.push(
     `- Raw sweep ${s.rawSeconds} s per cell; offline pipeline ${s.offlineSeconds} s; server levels ${s.warmupS} s warm-up + ${s.durationS} s measured; overload ${s.durationS} s at ${s.overloadFactor}× the best closed-loop throughput, at most ${s.maxOutstanding} outstanding, ${s.drainS} s drain`,
   );
@@ -333,7 +365,7 @@ export function renderMarkdown(r: BenchResult): string {
       const d = l.load;
       const errs = { ...d.byCode, ...d.transportErrors };
       L.push(
-        `| ${d.concurrency} | ${fmt(d.okPerSec)} | ${ms(d.latencyOkMs)} (${fmt(d.latencyOkMs.max)}) | ${kv(d.byStatus)}${Object.keys(errs).length ? '; ' + kv(errs) : ''} | ${fmt(d.overheadMs.p50, 2)} / ${fmt(d.overheadMs.p95, 2)} | ${fmt(d.overheadExclDecodeMs.p50, 2)} | ${fmt(d.httpOverheadMs.p50, 2)} | ` +
+        `| ${levelName(l).slice(2)} | ${fmt(d.okPerSec)} | ${ms(d.latencyOkMs)} (${fmt(d.latencyOkMs.max)}) | ${kv(d.byStatus)}${Object.keys(errs).length ? '; ' + kv(errs) : ''} | ${fmt(d.overheadMs.p50, 2)} / ${fmt(d.overheadMs.p95, 2)} | ${fmt(d.overheadExclDecodeMs.p50, 2)} | ${fmt(d.httpOverheadMs.p50, 2)} | ` +
           `${r.offline ? fmt(d.okPerSec / r.offline.imagesPerSec, 2) : '–'} | ${r.rawBest ? fmt(d.okPerSec / r.rawBest.imagesPerSec, 2) : '–'} | ${fmt(l.server.cpuPct, 0)} % | ${fmt(d.generatorCpuPct, 0)} % | ` +
           `${fmt(l.server.livezMs.p50, 1)} / ${fmt(l.server.livezMs.max, 1)}${l.server.livezFailures ? ` (${l.server.livezFailures} failed)` : ''} | ${fmt((l.metrics.nodejs_eventloop_lag_p99_seconds ?? NaN) * 1000, 1)} / ${fmt((l.metrics.nodejs_eventloop_lag_max_seconds ?? NaN) * 1000, 1)} | ${fmt(l.server.rssPeakMiB, 0)} | ${fmt(l.foreignCores, 2)}${l.foreignCores >= FOREIGN_LIMIT ? ' ⚠' : ''} |`,
       );
@@ -349,7 +381,7 @@ export function renderMarkdown(r: BenchResult): string {
       L.push(`| c | ${keys.join(' | ')} |`, `| --- | ${keys.map(() => '---').join(' | ')} |`);
       for (const l of srv.levels) {
         L.push(
-          `| ${l.load.concurrency} | ${keys
+          `| ${levelName(l).slice(2)} | ${keys
             .map((k) => {
               const t = l.load.serverTimingsMs[k];
               return t ? `${fmt(t.p50, 2)} (${fmt(t.p95, 1)})` : '–';
@@ -393,7 +425,7 @@ export function renderMarkdown(r: BenchResult): string {
     );
     L.push(`Sightline metrics exposed: ${srv.sightlineMetricNames.map((n) => `\`${n}\``).join(', ') || 'none'}.`, '');
     if (srv.sightlineSamplesAfter.length) L.push('After the run (non-bucket samples):', '', '```', ...srv.sightlineSamplesAfter.slice(0, 60), '```', '');
-    const allEvents = [...srv.levels.map((l) => [`c=${l.load.concurrency}`, l.logEvents] as const), ...(ov ? [['overload', ov.logEvents] as const] : [])];
+    const allEvents = [...srv.levels.map((l) => [levelName(l), l.logEvents] as const), ...(ov ? [['overload', ov.logEvents] as const] : [])];
     const logged = allEvents.filter(([, e]) => Object.keys(e).length);
     L.push(`Server log lines at level warn and above, by event: ${logged.length ? logged.map(([n, e]) => `${n}: ${kv(e)}`).join('; ') : 'none'}.`, '');
     if (srv.crashed) L.push(`**Server crashed:** ${srv.crashed}`, '');

@@ -3,7 +3,7 @@
  *
  * Per model, in one run: (a) raw ONNX Runtime throughput sweep, (a′) the offline
  * pipeline, (b) the built server under closed-loop load from a separate generator
- * process, (c) an open-loop overload; writes bench/results/<date>-<model>.md + .json.
+ * process, at full size and with the images edge-resized, (c) an open-loop overload; writes bench/results/<date>-<model>.md + .json.
  * Child processes and temporary directories are cleaned up on every exit path.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -13,6 +13,7 @@ import { availableParallelism, cpus, platform, release, tmpdir, totalmem } from 
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
+import { edgeResize } from '../src/client/edge-resize.js';
 import { generateImages, loadImages } from './images.js';
 import { BUILTIN_MODEL_DIR, PROJECT_ROOT, fixturePath, prepareModel, specFor, type ModelSpec, type PreparedModel } from './models.js';
 import { bestCell, layoutName, rawSweep, type Layout } from './raw.js';
@@ -24,6 +25,7 @@ import {
   headlines,
   FOREIGN_LIMIT,
   type BenchResult,
+  type EdgeResizeInfo,
   type LevelResult,
   type OverloadResult,
   type MachineInfo,
@@ -52,7 +54,11 @@ const HELP = `Usage: npm run bench -- (--model PATH | --fixture NAME | --all) [o
   --max-outstanding N     open-loop cap on requests in flight (default 2000)
   --drain S               after the overload window, how long answers may take (default 30)
   --images N              generated 1280×720 JPEGs (default 16)
-  --images-dir DIR        use the JPEGs in DIR instead
+  --images-dir DIR        use the JPEGs in DIR instead (all of one size for --edge-resize)
+  --edge-resize LIST      closed-loop levels measured again, in the same server, with the
+                          images scaled to the model's input on the client (the SDK's
+                          edgeResize) and their original size sent as source_width /
+                          source_height (default 1,16; none: skip)
   --server-arg ARG        extra argument for \`sightline serve\` (repeatable), e.g.
                           --server-arg=--max-queue=64 or --server-arg max_queue=64;
                           SIGHTLINE_* environment variables reach the server too
@@ -77,6 +83,8 @@ interface Options
     'durationS' | 'warmupS' | 'rawSeconds' | 'offlineSeconds' | 'concurrencies' | 'batches' | 'overloadFactor' | 'maxOutstanding' | 'drainS'
   > {
   specs: ModelSpec[];
+  /** Closed-loop levels measured again with edge-resized images (none: []). */
+  edgeResize: number[];
   labels: number | undefined;
   imageCount: number;
   imagesDir: string | undefined;
@@ -133,6 +141,7 @@ function parseOptions(argv: string[]): Options | undefined {
       drain: { type: 'string' },
       images: { type: 'string' },
       'images-dir': { type: 'string' },
+      'edge-resize': { type: 'string' },
       'server-arg': { type: 'string', multiple: true },
       header: { type: 'string', multiple: true },
       phases: { type: 'string' },
@@ -174,6 +183,7 @@ function parseOptions(argv: string[]): Options | undefined {
     rawSeconds: positive('raw-seconds', values['raw-seconds'], 4),
     offlineSeconds: positive('offline-seconds', values['offline-seconds'], durationS),
     concurrencies: numList(values.concurrency ?? '1,4,16,64'),
+    edgeResize: values['edge-resize'] === 'none' ? [] : numList(values['edge-resize'] ?? '1,16'),
     batches: numList(values.batches ?? '1,2,4,8'),
     overloadFactor: positive('overload-factor', values['overload-factor'], 4),
     maxOutstanding: positive('max-outstanding', values['max-outstanding'], 2000),
@@ -372,6 +382,45 @@ function layoutsFor(cores: number): Layout[] {
   return layouts;
 }
 
+interface EdgeImages {
+  dir: string;
+  /** /v1/detect with the originals' size, so boxes come back in their pixels. */
+  path: string;
+  info: EdgeResizeInfo;
+}
+
+/**
+ * The bench's images as an edge-resizing client sends them: scaled to fit the model's
+ * input with the SDK's own edgeResize (so the figure is what that option gives). One
+ * request path serves every image, so all must share one size; a reason when not.
+ */
+async function edgeImages(jpegs: Buffer[], model: PreparedModel, dir: string): Promise<EdgeImages | string> {
+  const out = join(dir, `edge-${model.inputWidth}x${model.inputHeight}`);
+  await mkdir(out, { recursive: true });
+  let source: { width: number; height: number } | undefined;
+  let size: { width: number; height: number } | undefined;
+  let bytes = 0;
+  for (const [i, jpeg] of jpegs.entries()) {
+    const scaled = await edgeResize(jpeg, { width: model.inputWidth, height: model.inputHeight });
+    if (!scaled.source) return `image ${i} already fits the model's input (${model.inputWidth}×${model.inputHeight})`;
+    if (source && (scaled.source.width !== source.width || scaled.source.height !== source.height)) {
+      return `the images are not all of one size (${source.width}×${source.height}, ${scaled.source.width}×${scaled.source.height})`;
+    }
+    source = scaled.source;
+    size ??= await sharp(scaled.image)
+      .metadata()
+      .then((m) => ({ width: m.width ?? 0, height: m.height ?? 0 }));
+    bytes += scaled.image.length;
+    await writeFile(join(out, `img${String(i).padStart(3, '0')}.jpg`), scaled.image);
+  }
+  if (!source || !size) return 'no images';
+  return {
+    dir: out,
+    path: `/v1/detect?source_width=${source.width}&source_height=${source.height}`,
+    info: { ...size, sourceWidth: source.width, sourceHeight: source.height, meanKiB: bytes / jpegs.length / 1024 },
+  };
+}
+
 async function serverPhases(ctx: Context, model: PreparedModel, dir: string, r: BenchResult): Promise<ServerResult> {
   const { options } = ctx;
   const logPath = join(dir, 'server.log');
@@ -402,22 +451,24 @@ async function serverPhases(ctx: Context, model: PreparedModel, dir: string, r: 
       maxOutstanding: options.maxOutstanding,
       headers: options.headers,
     };
-    for (const c of options.concurrencies) {
-      if (!server.alive) break;
+    const runLevel = async (c: number, edge?: EdgeImages): Promise<void> => {
+      const tag = edge ? `edge-c${c}` : `c${c}`;
       const level = await measured(
         ctx,
         r,
-        `c=${c}`,
+        edge ? `c=${c} edge` : `c=${c}`,
         async (): Promise<LevelResult> => {
           await scrape(server);
           const from = logSize(logPath);
-          const load = await runGenerator({ ...base, mode: 'closed', concurrency: c, drainS: 60 }, dir, `c${c}`);
+          const config = edge ? { ...base, imagesDir: edge.dir, path: edge.path } : base;
+          const load = await runGenerator({ ...config, mode: 'closed', concurrency: c, drainS: 60 }, dir, tag);
           return {
             load,
             server: server.window(load.windowStartMs, load.windowEndMs),
             foreignCores: monitor.window(load.windowStartMs, load.windowEndMs).foreignCores,
             metrics: (await scrape(server)).values,
             logEvents: logEvents(logPath, from),
+            ...(edge ? { edge: edge.info } : {}),
           };
         },
         (l) => l.foreignCores,
@@ -428,10 +479,24 @@ async function serverPhases(ctx: Context, model: PreparedModel, dir: string, r: 
         .map(([k, v]) => `${k} ${v}`)
         .join(', ');
       log(
-        `  c=${String(c).padStart(2)}: ${fmt(load.okPerSec)} img/s, p50 ${fmt(load.latencyOkMs.p50)} p99 ${fmt(load.latencyOkMs.p99)} ms, overhead p50 ${fmt(load.overheadMs.p50, 2)} ms${errs ? `, errors: ${errs}` : ''}${otherCpu(level.foreignCores)}`,
+        `  c=${String(c).padStart(2)}${edge ? ` (edge ${edge.info.width}×${edge.info.height})` : ''}: ${fmt(load.okPerSec)} img/s, p50 ${fmt(load.latencyOkMs.p50)} p99 ${fmt(load.latencyOkMs.p99)} ms, overhead p50 ${fmt(load.overheadMs.p50, 2)} ms${errs ? `, errors: ${errs}` : ''}${otherCpu(level.foreignCores)}`,
       );
+    };
+    for (const c of options.concurrencies) {
+      if (!server.alive) break;
+      await runLevel(c);
     }
-    const best = Math.max(0, ...result.levels.map((l) => l.load.okPerSec));
+    if (options.edgeResize.length && server.alive) {
+      const edge = await edgeImages(ctx.jpegs, model, dir);
+      if (typeof edge === 'string') r.notes.push(`Edge-resize levels skipped: ${edge}.`);
+      else {
+        for (const c of options.edgeResize) {
+          if (!server.alive) break;
+          await runLevel(c, edge);
+        }
+      }
+    }
+    const best = Math.max(0, ...result.levels.filter((l) => !l.edge).map((l) => l.load.okPerSec));
     if (options.phases.has('overload') && server.alive) {
       const rate = options.overloadFactor * (best > 0 ? best : (r.offline?.imagesPerSec ?? 10));
       const overload = await measured(
@@ -523,6 +588,7 @@ async function benchModel(ctx: Context, spec: ModelSpec): Promise<BenchResult> {
     rawSeconds: options.rawSeconds,
     offlineSeconds: options.offlineSeconds,
     concurrencies: options.concurrencies,
+    edgeResize: options.edgeResize,
     batches: model.fixedBatch ? [model.fixedBatch] : options.batches,
     overloadFactor: options.overloadFactor,
     maxOutstanding: options.maxOutstanding,
