@@ -170,7 +170,15 @@ function checkNothingAfterEnd(bytes: Buffer, format: 'jpeg' | 'png' | 'webp'): v
  * the pixel limit, so a decompression bomb costs a few bytes of parsing.
  */
 export async function inspectImage(bytes: Buffer, maxPixels: number): Promise<ImageHeader> {
-  return (await openImage(bytes, maxPixels)).header;
+  return (await openWithMetadata(bytes, maxPixels, checkedFormat(bytes))).header;
+}
+
+/** The format by magic bytes, once the bytes are known not to be empty and to end where the image ends. */
+function checkedFormat(bytes: Buffer): 'jpeg' | 'png' | 'webp' {
+  if (bytes.length === 0) throw new Errors.EMPTY_BODY();
+  const sniffed = sniffImageFormat(bytes);
+  checkNothingAfterEnd(bytes, sniffed);
+  return sniffed;
 }
 
 /** An image whose header passed inspectImage's checks, ready to decode once. */
@@ -182,12 +190,24 @@ export interface OpenedImage {
 /**
  * inspectImage's checks on one sharp instance that prepareImage then decodes from:
  * the header is read once, and no second instance (input buffer wrapping, option
- * parsing) is built per image.
+ * parsing) is built per image. A plain JPEG (no EXIF, so upright as stored) has its
+ * size read from its frame header here, and sharp is called once, for the decode:
+ * sharp's metadata() cost about 1 ms of the event loop per image (option parsing
+ * and the result object) plus a libuv round trip, a ninth of a 320 model's
+ * per-request work on the event loop (bench/results/2026-12-03-inference-speed.md).
  */
 export async function openImage(bytes: Buffer, maxPixels: number): Promise<OpenedImage> {
-  if (bytes.length === 0) throw new Errors.EMPTY_BODY();
-  const sniffed = sniffImageFormat(bytes);
-  checkNothingAfterEnd(bytes, sniffed);
+  const sniffed = checkedFormat(bytes);
+  const frame = sniffed === 'jpeg' ? plainJpegSize(bytes) : undefined;
+  if (!frame) return openWithMetadata(bytes, maxPixels, sniffed);
+  checkPixelCount(frame.width * frame.height, maxPixels);
+  // libvips checks the limit again against the size libjpeg reads, so a frame header
+  // read differently here cannot let a larger image through to the decoder.
+  return { header: { format: 'jpeg', ...frame }, image: sharp(bytes, { pages: 1, limitInputPixels: maxPixels }) };
+}
+
+/** inspectImage's path for every image: libvips reads the header (the jobs and upload checks stay exactly libvips' view). */
+async function openWithMetadata(bytes: Buffer, maxPixels: number, sniffed: 'jpeg' | 'png' | 'webp'): Promise<OpenedImage> {
   // The header is read with sharp's own pixel limit off, so that an oversized image is
   // answered 413 IMAGE_TOO_LARGE below rather than 400 by sharp; the decode is bounded
   // by that check (and by the output size: the image is shrunk while it is decoded).
@@ -203,13 +223,47 @@ export async function openImage(bytes: Buffer, maxPixels: number): Promise<Opene
     throw new Errors.UNSUPPORTED_MEDIA_TYPE(`(content is ${format})`);
   }
   if (!meta.width || !meta.height) throw new Errors.INVALID_IMAGE('no dimensions in the header');
-  const pixelCount = meta.width * meta.height;
-  if (pixelCount > maxPixels) {
-    throw new Errors.IMAGE_TOO_LARGE(pixelCount, maxPixels);
-  }
+  checkPixelCount(meta.width * meta.height, maxPixels);
   // EXIF orientations 5–8 turn the image by 90°: width and height swap.
   const turned = (meta.orientation ?? 1) >= 5;
   return { header: { format, width: turned ? meta.height : meta.width, height: turned ? meta.width : meta.height }, image };
+}
+
+function checkPixelCount(pixelCount: number, maxPixels: number): void {
+  if (pixelCount > maxPixels) throw new Errors.IMAGE_TOO_LARGE(pixelCount, maxPixels);
+}
+
+/**
+ * The size in a JPEG's frame header (SOF0–SOF15), read by walking the markers up to
+ * the first scan; undefined for anything this walk does not vouch for, which then
+ * goes to libvips' own header reader: an EXIF segment (its orientation may turn the
+ * image), a missing or zero-sized frame, a cut or malformed marker.
+ */
+export function plainJpegSize(b: Buffer): { width: number; height: number } | undefined {
+  let size: { width: number; height: number } | undefined;
+  let p = 2;
+  while (p < b.length) {
+    if (b[p] !== 0xff) return undefined;
+    while (p < b.length && b[p] === 0xff) p++; // fill bytes
+    if (p >= b.length) return undefined;
+    const marker = b[p++]!;
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) continue; // standalone markers
+    if (marker === 0x00 || marker === 0xd8 || marker === 0xd9 || p + 2 > b.length) return undefined;
+    const length = b.readUInt16BE(p);
+    if (length < 2 || p + length > b.length) return undefined;
+    if (marker === 0xda) return size; // SOS: the header is over
+    if (marker === 0xe1 && length >= 8 && b.toString('latin1', p + 2, p + 8) === 'Exif\0\0') return undefined;
+    // SOF0–SOF15 but DHT (C4), JPG (C8) and DAC (CC): precision, height, width.
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      if (size || length < 8) return undefined;
+      const height = b.readUInt16BE(p + 3);
+      const width = b.readUInt16BE(p + 5);
+      if (width === 0 || height === 0) return undefined;
+      size = { width, height };
+    }
+    p += length;
+  }
+  return undefined;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect, type PostgresPool } from 'kysely';
+import { Kysely, PostgresDialect, SqliteDialect, type PostgresPool, type SqliteDatabase, type SqliteStatement } from 'kysely';
 import pg from 'pg';
 import type { LockRetry } from './lock-retry.js';
 
@@ -87,9 +87,37 @@ export function sqliteDialect(path: string): SqliteDialect {
       // whole operation (OpenDatabase.lockRetry, which every user must apply).
       db.pragma(`busy_timeout = ${SYNC_BUSY_TIMEOUT_MS}`);
       db.pragma('foreign_keys = ON');
-      return db;
+      return withStatementCache(db);
     },
   });
+}
+
+/** Distinct statements kept prepared per connection; past it the cache starts again (multi-row inserts vary their SQL). */
+const STATEMENT_CACHE_SIZE = 256;
+
+/**
+ * Kysely's SQLite driver prepares every query afresh; better-sqlite3 statements can
+ * be reused, which takes about a tenth off a result insert's event-loop time (0.28
+ * against 0.31 ms per save, bench/results/2026-12-03-inference-speed.md). Only
+ * statements that return no rows are reused: they run to completion synchronously,
+ * whereas a reader may still be iterating (a streamed query) when the same SQL comes
+ * again.
+ */
+function withStatementCache(db: Database.Database): SqliteDatabase {
+  const cache = new Map<string, SqliteStatement>();
+  return {
+    close: () => db.close(),
+    prepare: (sql) => {
+      const cached = cache.get(sql);
+      if (cached) return cached;
+      const statement = db.prepare(sql);
+      if (!statement.reader) {
+        if (cache.size >= STATEMENT_CACHE_SIZE) cache.clear();
+        cache.set(sql, statement);
+      }
+      return statement;
+    },
+  };
 }
 
 /** A SQLite file opened the way every Sightline database is; the file and its directory appear on first use. */
