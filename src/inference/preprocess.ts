@@ -192,9 +192,9 @@ export interface OpenedImage {
  * the header is read once, and no second instance (input buffer wrapping, option
  * parsing) is built per image. A plain JPEG (no EXIF, so upright as stored) has its
  * size read from its frame header here, and sharp is called once, for the decode:
- * sharp's metadata() cost about 1 ms of the event loop per image (option parsing
- * and the result object) plus a libuv round trip, a ninth of a 320 model's
- * per-request work on the event loop (bench/results/2026-12-03-inference-speed.md).
+ * sharp's metadata() cost 0.2–0.25 ms of the event loop per image (option parsing,
+ * the result object) and a libuv round trip; without it a 320×180 JPEG is ready in
+ * 1.4 instead of 1.9 ms (bench/results/2026-12-03-inference-speed.md).
  */
 export async function openImage(bytes: Buffer, maxPixels: number): Promise<OpenedImage> {
   const sniffed = checkedFormat(bytes);
