@@ -139,9 +139,14 @@ function level(result: BenchResult, concurrency: number, edge = false): LevelRes
   return result.server?.levels.find((l) => l.load.concurrency === concurrency && !!l.edge === edge);
 }
 
-/** `c=16`, or `c=16 edge 640×360` for an edge-resized level. */
-export function levelName(l: LevelResult): string {
-  return `c=${l.load.concurrency}${l.edge ? ` edge ${l.edge.width}×${l.edge.height}` : ''}`;
+/** `16`, or `16 edge 640×360` for an edge-resized level (the tables' first column). */
+function levelLabel(l: LevelResult): string {
+  return `${l.load.concurrency}${l.edge ? ` edge ${l.edge.width}×${l.edge.height}` : ''}`;
+}
+
+/** `c=16`, or `c=16 edge 640×360`. */
+function levelName(l: LevelResult): string {
+  return `c=${levelLabel(l)}`;
 }
 
 /** The best session.run time of one image over the raw sweep's layouts: the lone part's hardware best. */
@@ -365,7 +370,7 @@ export function renderMarkdown(r: BenchResult): string {
       const d = l.load;
       const errs = { ...d.byCode, ...d.transportErrors };
       L.push(
-        `| ${levelName(l).slice(2)} | ${fmt(d.okPerSec)} | ${ms(d.latencyOkMs)} (${fmt(d.latencyOkMs.max)}) | ${kv(d.byStatus)}${Object.keys(errs).length ? '; ' + kv(errs) : ''} | ${fmt(d.overheadMs.p50, 2)} / ${fmt(d.overheadMs.p95, 2)} | ${fmt(d.overheadExclDecodeMs.p50, 2)} | ${fmt(d.httpOverheadMs.p50, 2)} | ` +
+        `| ${levelLabel(l)} | ${fmt(d.okPerSec)} | ${ms(d.latencyOkMs)} (${fmt(d.latencyOkMs.max)}) | ${kv(d.byStatus)}${Object.keys(errs).length ? '; ' + kv(errs) : ''} | ${fmt(d.overheadMs.p50, 2)} / ${fmt(d.overheadMs.p95, 2)} | ${fmt(d.overheadExclDecodeMs.p50, 2)} | ${fmt(d.httpOverheadMs.p50, 2)} | ` +
           `${r.offline ? fmt(d.okPerSec / r.offline.imagesPerSec, 2) : '–'} | ${r.rawBest ? fmt(d.okPerSec / r.rawBest.imagesPerSec, 2) : '–'} | ${fmt(l.server.cpuPct, 0)} % | ${fmt(d.generatorCpuPct, 0)} % | ` +
           `${fmt(l.server.livezMs.p50, 1)} / ${fmt(l.server.livezMs.max, 1)}${l.server.livezFailures ? ` (${l.server.livezFailures} failed)` : ''} | ${fmt((l.metrics.nodejs_eventloop_lag_p99_seconds ?? NaN) * 1000, 1)} / ${fmt((l.metrics.nodejs_eventloop_lag_max_seconds ?? NaN) * 1000, 1)} | ${fmt(l.server.rssPeakMiB, 0)} | ${fmt(l.foreignCores, 2)}${l.foreignCores >= FOREIGN_LIMIT ? ' ⚠' : ''} |`,
       );
@@ -381,7 +386,7 @@ export function renderMarkdown(r: BenchResult): string {
       L.push(`| c | ${keys.join(' | ')} |`, `| --- | ${keys.map(() => '---').join(' | ')} |`);
       for (const l of srv.levels) {
         L.push(
-          `| ${levelName(l).slice(2)} | ${keys
+          `| ${levelLabel(l)} | ${keys
             .map((k) => {
               const t = l.load.serverTimingsMs[k];
               return t ? `${fmt(t.p50, 2)} (${fmt(t.p95, 1)})` : '–';
