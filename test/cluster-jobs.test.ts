@@ -22,8 +22,13 @@ const JOBS = 1000;
 // Enough parallel submitters to run ahead of three workers, however fast a lone job runs (a
 // worker's first job of a burst takes the lone-request session with every core).
 const SUBMIT_CONCURRENCY = 24;
-/** Submitted and not yet stored before a kill or a SIGTERM: more than the three workers hold (4 each), so the queue has some too. */
-const JOBS_WAITING = 13;
+/**
+ * Accepted and not yet stored before a kill or a SIGTERM: well over what the three workers
+ * hold (4 each), so the queue has some too. The workers are held still (SIGSTOP) while this
+ * backlog forms: left running, three of them kept up with what two APIs accepted and CI runs
+ * timed out waiting for 13 or 20.
+ */
+const JOBS_WAITING = 30;
 /**
  * Jobs held back for each scaling step (SIGKILL, SIGTERM, and a third trickled out
  * while a new worker waits for its first job), and how far submission runs ahead of
@@ -257,16 +262,24 @@ test(`cluster: 2 APIs and workers scaling 1 → 3 → 1 (one SIGKILLed, two SIGT
       );
     const counting = setInterval(() => void stored().catch(() => undefined), 200);
     defer(() => clearInterval(counting));
-    /** Releases a reserve and waits until jobs are waiting in the queue, so every worker holds some; answers how many were. */
-    const withJobsWaiting = async (): Promise<number> => {
+    /**
+     * Holds `workers` still (SIGSTOP: each keeps the jobs it was running or had prefetched),
+     * releases a reserve and waits until that many accepted jobs have no result, so the
+     * queue has work too; answers how many were waiting. The caller kills, then `resume`s.
+     */
+    const withJobsWaiting = async (workers: SightlineProcess[]): Promise<number> => {
+      for (const w of workers) w.child.kill('SIGSTOP');
       feeder.release(RESERVE);
       let waiting = 0;
       await waitFor(
-        async () => (waiting = feeder.submitted - (await stored())) >= JOBS_WAITING,
-        () => `${JOBS_WAITING} jobs waiting (${waiting} now; ${feeder.submitted} submitted)`,
+        async () => (waiting = feeder.ids.length - (await stored())) >= JOBS_WAITING,
+        () => `${JOBS_WAITING} jobs waiting (${waiting} now; ${feeder.ids.length} accepted)`,
         60_000,
       );
       return waiting;
+    };
+    const resume = (workers: SightlineProcess[]) => {
+      for (const w of workers) if (w.alive) w.child.kill('SIGCONT');
     };
     const timeline: string[] = [];
     const mark = async (what: string) => timeline.push(`${((Date.now() - started) / 1000).toFixed(1)} s, ${await stored()} stored: ${what}`);
@@ -281,22 +294,26 @@ test(`cluster: 2 APIs and workers scaling 1 → 3 → 1 (one SIGKILLed, two SIGT
     await mark('3 workers consuming');
 
     // One of them dies without warning: what it held goes back to the queue. A replacement starts.
-    await withJobsWaiting();
+    const waitingAtKill = await withJobsWaiting([w1, w2, w3]);
     w2.child.kill('SIGKILL');
     await w2.exited;
+    resume([w1, w3]);
     assert.equal(w2.exitStatus, 'SIGKILL');
-    await mark(`worker-2 SIGKILLed after ${w2.jobsDone().size} jobs`);
+    await mark(`worker-2 SIGKILLed after ${w2.jobsDone().size} jobs, ${waitingAtKill} jobs waiting`);
     const w4 = startWorker('worker-4');
     await consuming(w4);
     await ran(w4, 1);
     await mark('worker-4 (replacement) consuming');
 
     // 3 → 1: scale-in by SIGTERM while the queue still has work; both must drain and exit 0.
-    const backlog = await withJobsWaiting();
+    const backlog = await withJobsWaiting([w1, w3, w4]);
+    resume([w1]);
+    // Delivered while they are stopped, acted on when they go on: each still holds what it had.
     w3.child.kill('SIGTERM');
     w4.child.kill('SIGTERM');
+    resume([w3, w4]);
     await Promise.all([w3.exited, w4.exited]);
-    await mark('worker-3 and worker-4 SIGTERMed and exited');
+    await mark(`worker-3 and worker-4 SIGTERMed with ${backlog} jobs waiting, and exited`);
     for (const w of [w3, w4]) {
       assert.equal(w.exitStatus, 'code 0', `${w.name} exits 0 after its drain\n${w.tail()}`);
       assert.ok(
