@@ -16,13 +16,14 @@ import sharp from 'sharp';
 import { edgeResize } from '../src/client/edge-resize.js';
 import { generateImages, loadImages } from './images.js';
 import { BUILTIN_MODEL_DIR, PROJECT_ROOT, fixturePath, prepareModel, specFor, type ModelSpec, type PreparedModel } from './models.js';
-import { bestCell, layoutName, rawSweep, type Layout } from './raw.js';
+import { bestCell, layoutName, rawSweep, type Layout, type RawCell } from './raw.js';
 import { offlinePipeline } from './offline.js';
 import type { LoadConfig, LoadResult } from './load.js';
 import { ServerProcess, epochMs, logEvents, logSize } from './server.js';
 import {
   writeReport,
   headlines,
+  bestSingleCell,
   FOREIGN_LIMIT,
   type BenchResult,
   type EdgeResizeInfo,
@@ -59,6 +60,10 @@ const HELP = `Usage: npm run bench -- (--model PATH | --fixture NAME | --all) [o
                           images scaled to the model's input on the client (the SDK's
                           edgeResize) and their original size sent as source_width /
                           source_height (default 1,16; none: skip)
+  --raw-beside S          measure the raw cell the c=1 and c=16 levels are judged
+                          against (the ceiling; the best single-image run) again
+                          right before and after each of them, S s each, and judge
+                          against the mean of the two (default: --raw-seconds; 0: off)
   --server-arg ARG        extra argument for \`sightline serve\` (repeatable), e.g.
                           --server-arg=--max-queue=64 or --server-arg max_queue=64;
                           SIGHTLINE_* environment variables reach the server too
@@ -83,6 +88,8 @@ interface Options
     'durationS' | 'warmupS' | 'rawSeconds' | 'offlineSeconds' | 'concurrencies' | 'batches' | 'overloadFactor' | 'maxOutstanding' | 'drainS'
   > {
   specs: ModelSpec[];
+  /** Seconds of each raw measurement beside the c=1 and c=16 levels; 0: none. */
+  rawBesideS: number;
   /** Closed-loop levels measured again with edge-resized images (none: []). */
   edgeResize: number[];
   labels: number | undefined;
@@ -134,6 +141,7 @@ function parseOptions(argv: string[]): Options | undefined {
       warmup: { type: 'string' },
       'raw-seconds': { type: 'string' },
       'offline-seconds': { type: 'string' },
+      'raw-beside': { type: 'string' },
       concurrency: { type: 'string' },
       batches: { type: 'string' },
       'overload-factor': { type: 'string' },
@@ -181,6 +189,7 @@ function parseOptions(argv: string[]): Options | undefined {
     durationS,
     warmupS: values.warmup === '0' ? 0 : positive('warmup', values.warmup, 2),
     rawSeconds: positive('raw-seconds', values['raw-seconds'], 4),
+    rawBesideS: values['raw-beside'] === '0' ? 0 : positive('raw-beside', values['raw-beside'] ?? values['raw-seconds'], 4),
     offlineSeconds: positive('offline-seconds', values['offline-seconds'], durationS),
     concurrencies: numList(values.concurrency ?? '1,4,16,64'),
     edgeResize: values['edge-resize'] === 'none' ? [] : numList(values['edge-resize'] ?? '1,16'),
@@ -375,6 +384,22 @@ async function measured<T>(ctx: Context, r: BenchResult, phase: string, run: () 
   }
 }
 
+/** One raw cell measured again (same layout and batch), for the level beside it. */
+async function rawBeside(ctx: Context, model: PreparedModel, cell: RawCell): Promise<RawCell> {
+  const { instances, intraOpThreads, spinning, loneRequestThreads } = cell;
+  const [again] = await rawSweep({
+    modelPath: model.modelPath,
+    inputName: model.inputName,
+    width: model.inputWidth,
+    height: model.inputHeight,
+    batches: [cell.batch],
+    layouts: [{ instances, intraOpThreads, ...(spinning === undefined ? {} : { spinning }), ...(loneRequestThreads ? { loneRequestThreads } : {}) }],
+    seconds: ctx.options.rawBesideS,
+  });
+  again!.foreignCores = monitor.window(again!.startedMs, again!.endedMs).foreignCores;
+  return again!;
+}
+
 function layoutsFor(cores: number): Layout[] {
   const layouts: Layout[] = [{ instances: 1, intraOpThreads: cores }];
   if (cores >= 4) layouts.push({ instances: 2, intraOpThreads: Math.floor(cores / 2) });
@@ -451,18 +476,24 @@ async function serverPhases(ctx: Context, model: PreparedModel, dir: string, r: 
       maxOutstanding: options.maxOutstanding,
       headers: options.headers,
     };
+    // The cell a headline level is judged against; the server idles while it runs beside it.
+    const judgedBy = (c: number) => (c === 16 ? r.rawBest : c === 1 ? bestSingleCell(r) : undefined);
     const runLevel = async (c: number, edge?: EdgeImages): Promise<void> => {
       const tag = edge ? `edge-c${c}` : `c${c}`;
+      const cell = options.rawBesideS > 0 ? judgedBy(c) : undefined;
       const level = await measured(
         ctx,
         r,
         edge ? `c=${c} edge` : `c=${c}`,
         async (): Promise<LevelResult> => {
+          const before = cell && (await rawBeside(ctx, model, cell));
           await scrape(server);
           const from = logSize(logPath);
           const config = edge ? { ...base, imagesDir: edge.dir, path: edge.path } : base;
           const load = await runGenerator({ ...config, mode: 'closed', concurrency: c, drainS: 60 }, dir, tag);
+          const after = cell && (await rawBeside(ctx, model, cell));
           return {
+            ...(before && after ? { rawBeside: { before, after } } : {}),
             load,
             server: server.window(load.windowStartMs, load.windowEndMs),
             foreignCores: monitor.window(load.windowStartMs, load.windowEndMs).foreignCores,
@@ -481,6 +512,13 @@ async function serverPhases(ctx: Context, model: PreparedModel, dir: string, r: 
       log(
         `  c=${String(c).padStart(2)}${edge ? ` (edge ${edge.info.width}×${edge.info.height})` : ''}: ${fmt(load.okPerSec)} img/s, p50 ${fmt(load.latencyOkMs.p50)} p99 ${fmt(load.latencyOkMs.p99)} ms, overhead p50 ${fmt(load.overheadMs.p50, 2)} ms${errs ? `, errors: ${errs}` : ''}${otherCpu(level.foreignCores)}`,
       );
+      const beside = level.rawBeside;
+      if (beside) {
+        const [b, a] = c === 1 ? [beside.before.meanSessionMs, beside.after.meanSessionMs] : [beside.before.imagesPerSec, beside.after.imagesPerSec];
+        log(
+          `    raw ${layoutName(beside.before)}, batch ${beside.before.batch} beside it: ${fmt(b)} before, ${fmt(a)} after ${c === 1 ? 'ms per session.run' : 'img/s'}`,
+        );
+      }
     };
     for (const c of options.concurrencies) {
       if (!server.alive) break;
@@ -586,6 +624,7 @@ async function benchModel(ctx: Context, spec: ModelSpec): Promise<BenchResult> {
     durationS: options.durationS,
     warmupS: options.warmupS,
     rawSeconds: options.rawSeconds,
+    rawBesideS: options.rawBesideS,
     offlineSeconds: options.offlineSeconds,
     concurrencies: options.concurrencies,
     edgeResize: options.edgeResize,
