@@ -11,6 +11,7 @@ import type { OnnxThreadData, OnnxThreadReply, OnnxThreadRequest } from './onnx-
 import type { NamedTensor, TensorData, TensorMetadata } from './runner.js';
 import type { ExtraOutput } from './extra-outputs.js';
 import { outputsNeeded, taskFromOutputs } from './task.js';
+import { garbageCounter } from './thread-gc.js';
 
 const port = parentPort!;
 const { modelPath, options } = workerData as OnnxThreadData;
@@ -87,6 +88,8 @@ async function main(): Promise<void> {
     return wide;
   };
 
+  const dropped = garbageCounter();
+
   port.on('message', async (msg: OnnxThreadRequest) => {
     if (msg.type === 'prepareWide') {
       await wideSession(msg.width, msg.height)?.catch(() => undefined);
@@ -134,6 +137,8 @@ async function main(): Promise<void> {
           candidates,
           postprocessMs: performance.now() - t2,
         } satisfies OnnxThreadReply);
+        // After the reply, so that a collection never delays it: the pixels and the output die here.
+        dropped(pixelBytes(msg.images) + output.byteLength);
         return;
       }
       // The binding hands each output over in an ArrayBuffer of its own: transferred as it
@@ -154,12 +159,18 @@ async function main(): Promise<void> {
         ...(extra ? { extra } : {}),
       };
       port.postMessage(reply, transfer);
+      // The outputs went to the event loop; the pixels die here.
+      dropped(pixelBytes(msg.images));
     } catch (err) {
       port.postMessage({ type: 'error', id: msg.id, message: (err as Error).message } satisfies OnnxThreadReply);
     } finally {
       running--;
     }
   });
+}
+
+function pixelBytes(images: readonly Uint8Array[]): number {
+  return images.reduce((sum, p) => sum + p.byteLength, 0);
 }
 
 /** A further float32 output in a buffer of its own (ownBuffer), listed for transfer. */
