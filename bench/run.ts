@@ -63,7 +63,7 @@ const HELP = `Usage: npm run bench -- (--model PATH | --fixture NAME | --all) [o
   --raw-beside S          measure the raw cell the c=1 and c=16 levels are judged
                           against (the ceiling; the best single-image run) again
                           right before and after each of them, S s each, and judge
-                          against the mean of the two (default: --raw-seconds; 0: off)
+                          against the better of the two (default: --raw-seconds; 0: off)
   --server-arg ARG        extra argument for \`sightline serve\` (repeatable), e.g.
                           --server-arg=--max-queue=64 or --server-arg max_queue=64;
                           SIGHTLINE_* environment variables reach the server too
