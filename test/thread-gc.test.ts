@@ -31,10 +31,12 @@ test('a model thread collects dropped buffers once they add up to the limit, and
   assert.equal(await forcedCollections(threeMiB), 0, 'the count starts again');
 });
 
-/** Allocates `n` buffers of 1 MiB and drops them; answers the bytes held just before the drop. */
+/** Allocates `n` buffers of 1 MiB and drops them (on return); answers the bytes held while they lived. */
 function allocateAndDrop(n: number): number {
   const held = Array.from({ length: n }, () => new ArrayBuffer(MiB));
-  return held.length && process.memoryUsage().arrayBuffers;
+  const bytes = process.memoryUsage().arrayBuffers;
+  assert.equal(held.length, n);
+  return bytes;
 }
 
 test('the collection frees the dropped buffers', async () => {
