@@ -64,7 +64,8 @@ export async function startInstances(modelPath: string, layout: Layout, inputNam
         await OnnxRunner.create(modelPath, {
           intraOpThreads: layout.intraOpThreads,
           interOpThreads: 1,
-          ...(layout.spinning === undefined ? {} : { intraOpSpinning: layout.spinning }),
+          // A layout's spinning is every session's, the lone-request session's too.
+          ...(layout.spinning === undefined ? {} : { intraOpSpinning: layout.spinning, loneRequestSpinning: layout.spinning }),
           // Only the first instance: the batcher uses the first that has one.
           ...(i === 0 && (layout.loneRequestThreads ?? 0) > 1 ? { loneRequestThreads: layout.loneRequestThreads } : {}),
           ...(inputName ? { inputName } : {}),

@@ -30,6 +30,7 @@ export function repositoryOptions(
       interOpThreads: config.inter_op_threads,
       intraOpSpinning: config.intra_op_spinning,
       loneRequestThreads: loneRequestThreads(config.lone_request_threads, layout.intraOpThreads, cores),
+      loneRequestSpinning: config.lone_request_spinning,
     },
     instances: layout.instances,
     warmupRuns: config.warmup_runs,

@@ -86,7 +86,7 @@ async function main(): Promise<void> {
   let wide: Promise<ort.InferenceSession> | undefined;
   const wideSession = (width: number, height: number): Promise<ort.InferenceSession> | undefined => {
     if (!options.loneRequestThreads || options.loneRequestThreads <= 0) return undefined;
-    wide ??= createSession(options.loneRequestThreads, options.intraOpSpinning, true).then(async (s) => {
+    wide ??= createSession(options.loneRequestThreads, options.loneRequestSpinning, true).then(async (s) => {
       // Two warm-up runs: the first allocates the arena and picks kernels, the second plans the memory pattern.
       const grey = new Float32Array(3 * width * height).fill(LETTERBOX_PAD_VALUE / 255);
       for (let run = 0; run < 2; run++) await s.run({ [inputName]: new ort.Tensor('float32', grey, [1, 3, height, width]) }, [outputName]);

@@ -138,6 +138,8 @@ export interface RunnerOptions {
    * instead of one (docs/batching.md). 0 or absent: none.
    */
   loneRequestThreads?: number;
+  /** Whether the lone-request session's threads spin (ONNX Runtime's default, and absent here); intraOpSpinning is the instances'. */
+  loneRequestSpinning?: boolean;
   /** Input tensor name; defaults to the model's first input. */
   inputName?: string;
   /**
