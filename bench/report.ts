@@ -1,4 +1,5 @@
 /** The result of one model's benchmark and its Markdown + JSON report. */
+import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LoadResult } from './load.js';
@@ -490,7 +491,10 @@ function firstModel(models: unknown): unknown {
 /** Writes `<out>/<YYYY-MM-DD>-<model>.md` and `.json`; returns the two paths. */
 export async function writeReport(r: BenchResult, outDir: string): Promise<string[]> {
   await mkdir(outDir, { recursive: true });
-  const base = join(outDir, `${r.startedAt.slice(0, 10)}-${r.model.name}`);
+  const stem = join(outDir, `${r.startedAt.slice(0, 10)}-${r.model.name}`);
+  // A second run of the same model on the same day gets -2, -3, …: a result already written is never replaced.
+  let base = stem;
+  for (let n = 2; existsSync(`${base}.md`) || existsSync(`${base}.json`); n++) base = `${stem}-${n}`;
   await writeFile(`${base}.md`, renderMarkdown(r));
   await writeFile(`${base}.json`, JSON.stringify(r, null, 1));
   return [`${base}.md`, `${base}.json`];
