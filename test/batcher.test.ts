@@ -236,3 +236,31 @@ test('a lone request at an idle model runs on the lone-request session; company 
   assert.equal((await next).wide, false);
   decoding.release();
 });
+
+test('with several instances, each idle one takes a request of its own before any batch forms', async () => {
+  const [one, two] = [new HeldRunner(), new HeldRunner()];
+  const b = new Batcher([one, two], { width: 1, height: 1, maxBatch: 2, maxDelayMs: 1000, maxQueue: 100 });
+  // One request queued, one still decoding: waiting for it would hand both to one instance while the other idles.
+  const decoding = b.admit('normal');
+  const first = b.enqueue(pixel(1), 'normal');
+  await tick(20);
+  assert.equal(one.batches.length + two.batches.length, 1, 'the queued request went at once, without waiting for company');
+  const second = decoding.submit(pixel(2));
+  await tick();
+  assert.deepEqual([...one.batches, ...two.batches].sort(), [[1], [2]]);
+  // Both busy: what queues meanwhile is the surplus, and a freed instance batches it.
+  const rest = [3, 4, 5].map((v) => b.enqueue(pixel(v), 'normal'));
+  one.releaseOne();
+  await tick();
+  assert.deepEqual(one.batches.at(-1), [3, 4]);
+  two.releaseOne();
+  await tick();
+  assert.deepEqual(two.batches.at(-1), [5]);
+  one.releaseOne();
+  two.releaseOne();
+  const results = await Promise.all([first, second, ...rest]);
+  assert.deepEqual(
+    results.map((r) => r.batchSize),
+    [1, 1, 2, 2, 1],
+  );
+});

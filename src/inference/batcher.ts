@@ -232,7 +232,11 @@ export class Batcher {
         void this.dispatch(wide, batch, now, true);
         continue;
       }
-      if (this.queued < this.batchLimit && this.decoding > 0 && this.options.maxDelayMs > 0) {
+      // Batch only what the idle instances cannot take one each: on a CPU two instances
+      // running one image each beat one running both, and a batch that waits for company
+      // while another instance idles only adds latency.
+      const share = Math.min(this.batchLimit, Math.ceil(this.queued / this.idle.length));
+      if (share < this.batchLimit && this.queued + this.decoding > this.idle.length && this.decoding > 0 && this.options.maxDelayMs > 0) {
         const wait = this.options.maxDelayMs - this.oldestWait(now);
         if (wait > 0) {
           if (!this.flushTimer) {
@@ -245,18 +249,18 @@ export class Batcher {
           return;
         }
       }
-      const batch = this.take(now);
+      const batch = this.take(now, share);
       if (batch.length === 0) continue;
       void this.dispatch(this.idle.pop()!, batch, now);
     }
   }
 
-  /** Up to batchLimit live requests, high priority first; expired ones are answered, never run. */
-  private take(now: number): Queued[] {
+  /** Up to `limit` live requests, high priority first; expired ones are answered, never run. */
+  private take(now: number, limit = this.batchLimit): Queued[] {
     const batch: Queued[] = [];
     for (const p of PRIORITIES) {
       const lane = this.lanes[p];
-      while (lane.length > 0 && batch.length < this.batchLimit) {
+      while (lane.length > 0 && batch.length < limit) {
         const item = lane.shift()!;
         if (item.timer) clearTimeout(item.timer);
         if (item.deadline <= now) {
