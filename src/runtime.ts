@@ -6,6 +6,7 @@ import { startSystemSampler } from './metrics/system-sampler.js';
 import { effectiveLimits, type EffectiveLimits } from './metrics/cgroup.js';
 import { ModelRepository, type ModelEntry, type RepositoryOptions } from './inference/repository.js';
 import { repositoryOptions } from './inference/from-config.js';
+import { imageDecodeCounts } from './inference/preprocess.js';
 import { ModelControl, ModelControlStore } from './models/index.js';
 import { createResultStore, type ResultStore } from './store/index.js';
 import type { JobQueue } from './queue/index.js';
@@ -107,7 +108,7 @@ async function buildParts(config: Config, options: RuntimeOptions, wrapEvents: (
   const { logger } = options;
   // verdict_rules_file is first read and checked here: a bad file stops the start with its reason (later changes: src/verdict/settings.ts).
   verdictSettings(config.verdict_rules_file);
-  const metrics = createMetrics();
+  const metrics = createMetrics({ imageDecodes: imageDecodeCounts });
   const limits = effectiveLimits();
   const queueLabel = (entry: ModelEntry) => ({ queue: `infer:${entry.name}:${entry.version}` });
   const models = new ModelRepository(

@@ -664,6 +664,11 @@ export const ConfigSchema = Type.Object(
       description:
         'Images decoded at once, across all models (waiting for a slot counts in timings_ms.decode); 0: one per core. More add no throughput, only memory (docs/batching.md#decoding).',
     }),
+    native_jpeg_decoder: Type.Boolean({
+      default: true,
+      description:
+        'Decode plain JPEGs whose size is the model input times 1, 2, 4 or 8 (edge-resized images, many camera frames) with the native libjpeg-turbo decoder, built at install time; off, or where it is not built, sharp decodes every image (docs/batching.md#decoding).',
+    }),
     max_batch_size: Type.Integer({
       default: 1,
       minimum: 1,

@@ -4,6 +4,7 @@ import type { BatchingOptions, RepositoryOptions } from './repository.js';
 import { parseVersionPolicies } from '../config/version-policy.js';
 import { layoutCores, loneRequestThreads, threadLayout } from './thread-layout.js';
 import { setDecodeConcurrency } from './preprocess.js';
+import { jpegDecoderStatus, setNativeJpegDecoder } from './jpeg-native.js';
 
 /**
  * Repository settings from the validated config; the server and `sightline eval` share them.
@@ -22,6 +23,12 @@ export function repositoryOptions(
   const { batching, ...rest } = extra;
   // Process-wide, not per model: every model's images share one decoder and the cores.
   setDecodeConcurrency(config.decode_concurrency > 0 ? config.decode_concurrency : cores);
+  setNativeJpegDecoder(config.native_jpeg_decoder);
+  const decoder = jpegDecoderStatus();
+  logger.info(
+    { event: 'jpeg_decoder', ...decoder },
+    decoder.reason ? `JPEGs are decoded by sharp: ${decoder.reason}` : 'JPEGs at an exact scale of the model input are decoded by libjpeg-turbo (native)',
+  );
   return {
     dir: config.models_dir,
     defaultModel: config.default_model,

@@ -3,6 +3,7 @@ import pLimit from 'p-limit';
 import { Errors } from '../errors.js';
 import { letterboxGeometry, LETTERBOX_PAD_VALUE, type Letterbox } from './letterbox.js';
 import { layoutCores } from './thread-layout.js';
+import { exactJpegScale, nativeJpegDecoder } from './jpeg-native.js';
 
 // Every image is new: libvips' operation cache would only hold memory.
 sharp.cache(false);
@@ -185,6 +186,16 @@ function checkedFormat(bytes: Buffer): 'jpeg' | 'png' | 'webp' {
 export interface OpenedImage {
   header: ImageHeader;
   image: Sharp;
+  /** The bytes of a plain JPEG (no EXIF, no ICC profile), which the native decoder may take. */
+  plainJpeg?: Buffer;
+}
+
+/** Images decoded for model input since the process started, by decoder (sightline_image_decodes_total). */
+const decodeCounts = { 'libjpeg-turbo': 0, sharp: 0 };
+
+/** Decodes by decoder so far: the native path's share shows whether it is in use. */
+export function imageDecodeCounts(): Readonly<typeof decodeCounts> {
+  return decodeCounts;
 }
 
 /**
@@ -202,8 +213,18 @@ export async function openImage(bytes: Buffer, maxPixels: number): Promise<Opene
   if (!frame) return openWithMetadata(bytes, maxPixels, sniffed);
   checkPixelCount(frame.width * frame.height, maxPixels);
   // libvips checks the limit again against the size libjpeg reads, so a frame header
-  // read differently here cannot let a larger image through to the decoder.
-  return { header: { format: 'jpeg', ...frame }, image: sharp(bytes, { pages: 1, limitInputPixels: maxPixels }) };
+  // read differently here cannot let a larger image through to the decoder (the native
+  // decoder likewise refuses any size but the one expected from this header). The sharp
+  // instance is built only when it is used: the native decoder needs none.
+  let image: Sharp | undefined;
+  return {
+    header: { format: 'jpeg', ...frame },
+    get image() {
+      image ??= sharp(bytes, { pages: 1, limitInputPixels: maxPixels });
+      return image;
+    },
+    plainJpeg: bytes,
+  };
 }
 
 /** inspectImage's path for every image: libvips reads the header (the jobs and upload checks stay exactly libvips' view). */
@@ -237,7 +258,8 @@ function checkPixelCount(pixelCount: number, maxPixels: number): void {
  * The size in a JPEG's frame header (SOF0–SOF15), read by walking the markers up to
  * the first scan; undefined for anything this walk does not vouch for, which then
  * goes to libvips' own header reader: an EXIF segment (its orientation may turn the
- * image), a missing or zero-sized frame, a cut or malformed marker.
+ * image), an ICC profile (sharp converts the colours to sRGB by it), a missing or
+ * zero-sized frame, a cut or malformed marker.
  */
 export function plainJpegSize(b: Buffer): { width: number; height: number } | undefined {
   let size: { width: number; height: number } | undefined;
@@ -253,6 +275,7 @@ export function plainJpegSize(b: Buffer): { width: number; height: number } | un
     if (length < 2 || p + length > b.length) return undefined;
     if (marker === 0xda) return size; // SOS: the header is over
     if (marker === 0xe1 && length >= 8 && b.toString('latin1', p + 2, p + 8) === 'Exif\0\0') return undefined;
+    if (marker === 0xe2 && length >= 14 && b.toString('latin1', p + 2, p + 14) === 'ICC_PROFILE\0') return undefined;
     // SOF0–SOF15 but DHT (C4), JPG (C8) and DAC (CC): precision, height, width.
     if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
       if (size || length < 8) return undefined;
@@ -280,8 +303,11 @@ export async function prepareImage(bytes: Buffer, options: PrepareOptions): Prom
 
 /** prepareImage after openImage: for a caller that looks at the header first (tiling decides on it). */
 export async function prepareOpened(opened: OpenedImage, options: Omit<PrepareOptions, 'maxPixels'>): Promise<PreparedImage> {
-  const { header, image } = opened;
+  const { header } = opened;
   const lb = letterboxGeometry(header.width, header.height, options.inputWidth, options.inputHeight);
+  const native = opened.plainJpeg && (await decodeJpegNative(opened.plainJpeg, header, lb));
+  if (native) return { pixels: native, letterbox: lb, format: header.format };
+  const image = opened.image;
   let data: Buffer;
   let info: OutputInfo;
   try {
@@ -302,7 +328,32 @@ export async function prepareOpened(opened: OpenedImage, options: Omit<PrepareOp
   if (info.channels !== 3 || info.width !== lb.scaledWidth || info.height !== lb.scaledHeight) {
     throw new Errors.INVALID_IMAGE(`decoded to ${info.width}×${info.height}×${info.channels}, expected RGB`);
   }
+  decodeCounts.sharp++;
   return { pixels: padLetterbox(data, lb), letterbox: lb, format: header.format };
+}
+
+/**
+ * The native decoder's path (src/inference/jpeg-native.ts): a plain JPEG whose size
+ * at 1/1, 1/2, 1/4 or 1/8 is exactly the letterboxed size (an edge-resized image; a
+ * frame 2, 4 or 8 times the model input) is decoded by libjpeg-turbo straight into
+ * the padded input, with no resampling and no copy. At 320×180 that is 0.25 instead
+ * of 1.3 ms of CPU, and for a 1280×720 frame 2.8 instead of 5.6 ms (bench/results/
+ * 2026-12-03-inference-speed.md). Undefined when it does not apply or libjpeg
+ * refuses the file: sharp then decodes it and gives the error, if there is one.
+ */
+async function decodeJpegNative(bytes: Buffer, header: ImageHeader, lb: Letterbox): Promise<Uint8Array | undefined> {
+  const decoder = nativeJpegDecoder();
+  const denom = decoder && exactJpegScale(header.width, header.height, lb.scaledWidth, lb.scaledHeight);
+  if (!decoder || !denom) return undefined;
+  const rowBytes = lb.inputWidth * 3;
+  const out = new Uint8Array(rowBytes * lb.inputHeight).fill(LETTERBOX_PAD_VALUE);
+  try {
+    await decodeSlots(() => decoder.decodeInto(bytes, denom, out, lb.scaledWidth, lb.scaledHeight, rowBytes, lb.padTop * rowBytes + lb.padLeft * 3));
+  } catch {
+    return undefined;
+  }
+  decodeCounts['libjpeg-turbo']++;
+  return out;
 }
 
 /** A whole decoded image: upright RGB, uint8, HWC, width × height × 3. */

@@ -9,8 +9,14 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 /** prom-client default metrics left out of /metrics (see createMetrics). */
 export const REDUNDANT_DEFAULT_METRICS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
+/** Process-wide figures that live outside the registry and are read when /metrics is scraped. */
+export interface MetricSources {
+  /** Images decoded for model input so far, by decoder (libjpeg-turbo, sharp). */
+  imageDecodes?: () => Readonly<Record<string, number>>;
+}
+
 /** Sightline's Prometheus metrics, one registry per server instance (names in docs/metrics.md). */
-export function createMetrics() {
+export function createMetrics(sources: MetricSources = {}) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   // prom-client's *_total gauges break Prometheus naming (promtool check metrics: a
@@ -57,6 +63,20 @@ export function createMetrics() {
       help: "Images outside their model's image-quality envelope, by line and reason (blurred, noisy, underexposed, overexposed, low contrast, high contrast, clipped dark, clipped bright).",
       labelNames: ['line', 'reason'] as const,
       registers,
+    }),
+    imageDecodes: new Counter({
+      name: 'sightline_image_decodes_total',
+      help: 'Images decoded for model input, by decoder: libjpeg-turbo (the native path for plain JPEGs at an exact scale) or sharp (everything else).',
+      labelNames: ['decoder'] as const,
+      registers,
+      // The decoders count process-wide (src/inference/preprocess.ts); the counter shows
+      // those totals at each scrape rather than being incremented per request.
+      collect() {
+        const counts = sources.imageDecodes?.();
+        if (!counts) return;
+        this.reset();
+        for (const [decoder, n] of Object.entries(counts)) this.inc({ decoder }, n);
+      },
     }),
     batchSize: new Histogram({
       name: 'sightline_batch_size',

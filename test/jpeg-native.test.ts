@@ -1,0 +1,190 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import sharp, { type JpegOptions } from 'sharp';
+import { imageDecodeCounts, prepareImage } from '../src/inference/preprocess.js';
+import { exactJpegScale, JPEG_ADDON_PATH, jpegDecoderStatus, nativeJpegDecoder, setNativeJpegDecoder } from '../src/inference/jpeg-native.js';
+import { createMetrics } from '../src/metrics/metrics.js';
+import { requireOrSkip } from './helpers/requirements.js';
+
+/**
+ * The native JPEG decoder (native/jpeg-decode) against sharp, the reference: the same
+ * model input where it applies, sharp wherever it does not, and the same refusals.
+ */
+
+/** A 1280×720 scene with edges and noise: shapes, so that scaling differences show. */
+async function scene(width: number, height: number, options: JpegOptions = {}, greyscale = false): Promise<Buffer> {
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">
+    <rect width="100%" height="100%" fill="#3a6"/>
+    <circle cx="${width * 0.3}" cy="${height * 0.4}" r="${height * 0.2}" fill="#e33"/>
+    <rect x="${width * 0.55}" y="${height * 0.2}" width="${width * 0.3}" height="${height * 0.5}" fill="#22c" transform="rotate(12)"/>
+  </svg>`;
+  const shapes = await sharp(Buffer.from(svg)).removeAlpha().raw().toBuffer();
+  const noise = await sharp({ create: { width, height, channels: 3, background: '#000', noise: { type: 'gaussian', mean: 128, sigma: 12 } } })
+    .raw()
+    .toBuffer();
+  for (let i = 0; i < shapes.length; i++) shapes[i] = Math.min(255, Math.max(0, shapes[i]! + noise[i]! - 128));
+  const image = sharp(shapes, { raw: { width, height, channels: 3 } });
+  return (greyscale ? image.greyscale() : image).jpeg({ quality: 90, ...options }).toBuffer();
+}
+
+const input = (size: number) => ({ inputWidth: size, inputHeight: size, maxPixels: 50_000_000 });
+
+/** The model input sharp makes of `bytes` (the native decoder off), and which decoder took each. */
+async function both(bytes: Buffer, size: number) {
+  const before = { ...imageDecodeCounts() };
+  const native = await prepareImage(bytes, input(size));
+  const nativeTook = imageDecodeCounts()['libjpeg-turbo'] - before['libjpeg-turbo'];
+  setNativeJpegDecoder(false);
+  try {
+    return { native, reference: await prepareImage(bytes, input(size)), nativeTook };
+  } finally {
+    setNativeJpegDecoder(true);
+  }
+}
+
+function difference(a: Uint8Array, b: Uint8Array): { max: number; mean: number } {
+  assert.equal(a.length, b.length);
+  let max = 0;
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    sum += d;
+    if (d > max) max = d;
+  }
+  return { max, mean: sum / a.length };
+}
+
+const built = nativeJpegDecoder() !== undefined;
+
+describe('native JPEG decoder', () => {
+  after(() => setNativeJpegDecoder(true));
+
+  test('is built by npm install and used', (t) => {
+    if (!requireOrSkip(t, built, `the native JPEG decoder (${JPEG_ADDON_PATH}, npm run build:native)`)) return;
+    assert.deepEqual(jpegDecoderStatus(), { decoder: 'libjpeg-turbo' });
+  });
+
+  test('the exact DCT scale: the largest of 1/8 … 1/1 whose size is the letterboxed size', () => {
+    assert.equal(exactJpegScale(1280, 720, 320, 180), 4);
+    assert.equal(exactJpegScale(1280, 720, 640, 360), 2);
+    assert.equal(exactJpegScale(320, 180, 320, 180), 1);
+    assert.equal(exactJpegScale(2560, 1440, 320, 180), 8);
+    assert.equal(exactJpegScale(1277, 719, 320, 180), 4, 'libjpeg rounds a scaled size up');
+    assert.equal(exactJpegScale(1920, 1080, 640, 360), undefined, 'a factor of 3 needs resampling');
+    assert.equal(exactJpegScale(1000, 700, 320, 224), undefined);
+  });
+
+  test('an image at the model input size (edge resize) decodes to exactly what sharp makes, letterbox included', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    for (const [w, h, size, options] of [
+      [320, 180, 320, {}],
+      [640, 360, 640, { progressive: true }],
+      [180, 320, 320, { chromaSubsampling: '4:4:4' }],
+    ] as const) {
+      const { native, reference, nativeTook } = await both(await scene(w, h, options), size);
+      assert.equal(nativeTook, 1, `${w}×${h} went to the native decoder`);
+      assert.deepEqual(native.letterbox, reference.letterbox);
+      const d = difference(native.pixels, reference.pixels);
+      assert.ok(d.max <= 2 && d.mean < 0.01, `${w}×${h} → ${size}: ${JSON.stringify(d)}`);
+    }
+  });
+
+  test('a greyscale JPEG becomes the same RGB input as with sharp', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    const { native, reference, nativeTook } = await both(await scene(320, 240, {}, true), 320);
+    assert.equal(nativeTook, 1);
+    assert.ok(difference(native.pixels, reference.pixels).max <= 2);
+  });
+
+  test('a frame 2 or 4 times the input size is decoded at 1/2 or 1/4 scale, close to sharp’s shrink and resample', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    const frame = await scene(1280, 720);
+    for (const size of [320, 640]) {
+      const { native, reference, nativeTook } = await both(frame, size);
+      assert.equal(nativeTook, 1);
+      // Different filters (DCT scaling against shrink-on-load plus a linear kernel): the
+      // same picture, a grey level or two apart on average, more only on sharp edges.
+      const d = difference(native.pixels, reference.pixels);
+      assert.ok(d.mean < 3, `1280×720 → ${size}: ${JSON.stringify(d)}`);
+    }
+  });
+
+  test('what it does not vouch for goes to sharp: another scale, CMYK, an ICC profile', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    const cmyk = await sharp(await scene(320, 180))
+      .toColourspace('cmyk')
+      .jpeg()
+      .toBuffer();
+    const icc = await sharp(await scene(320, 180))
+      .withIccProfile('p3')
+      .jpeg()
+      .toBuffer();
+    for (const [name, bytes] of [
+      ['1000×700', await scene(1000, 700)],
+      ['CMYK', cmyk],
+      ['ICC profile', icc],
+    ] as const) {
+      const { native, reference, nativeTook } = await both(bytes, 320);
+      assert.equal(nativeTook, 0, `${name} went to sharp`);
+      assert.deepEqual(native.pixels, reference.pixels, name);
+    }
+  });
+
+  test('a cut or corrupt JPEG is refused with the same INVALID_IMAGE as sharp gives', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    const whole = await scene(320, 180);
+    const cut = whole.subarray(0, Math.floor(whole.length * 0.6));
+    const corrupt = Buffer.from(whole);
+    // Garbage in the middle of the entropy-coded data: libjpeg warns, and a warning fails.
+    corrupt.fill(0xff, Math.floor(whole.length * 0.5), Math.floor(whole.length * 0.5) + 40);
+    for (const bytes of [cut, corrupt]) {
+      const failure = await prepareImage(bytes, input(320)).then(
+        () => undefined,
+        (err: { code?: string; message: string }) => err,
+      );
+      setNativeJpegDecoder(false);
+      const reference = await prepareImage(bytes, input(320)).then(
+        () => undefined,
+        (err: { code?: string; message: string }) => err,
+      );
+      setNativeJpegDecoder(true);
+      assert.equal(failure?.code, reference?.code);
+      assert.equal(failure?.message, reference?.message);
+      assert.equal(failure?.code, 'INVALID_IMAGE');
+    }
+  });
+
+  test('native_jpeg_decoder off: sharp decodes every image', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    setNativeJpegDecoder(false);
+    const before = { ...imageDecodeCounts() };
+    await prepareImage(await scene(320, 180), input(320));
+    assert.equal(imageDecodeCounts()['libjpeg-turbo'], before['libjpeg-turbo']);
+    assert.equal(imageDecodeCounts().sharp, before.sharp + 1);
+    assert.equal(jpegDecoderStatus().decoder, 'sharp');
+    setNativeJpegDecoder(true);
+  });
+
+  test('the addon checks its arguments: a wrong call throws or rejects, it never writes outside the buffer', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    const addon = createRequire(import.meta.url)(JPEG_ADDON_PATH) as NonNullable<ReturnType<typeof nativeJpegDecoder>>;
+    const bytes = await scene(320, 180);
+    const out = new Uint8Array(320 * 180 * 3);
+    assert.throws(() => addon.decodeInto(bytes, 3, out, 320, 180, 960, 0), RangeError);
+    assert.throws(() => addon.decodeInto(bytes, 1, out, 320, 180, 100, 0), RangeError);
+    assert.throws(() => (addon.decodeInto as (...a: unknown[]) => unknown)('x', 1, out, 320, 180, 960, 0), TypeError);
+    await assert.rejects(addon.decodeInto(bytes, 1, out, 320, 180, 960, 3), /output buffer too small/);
+    await assert.rejects(addon.decodeInto(bytes, 1, out, 160, 90, 960, 0), /size differs/);
+    await addon.decodeInto(bytes, 1, out, 320, 180, 960, 0);
+  });
+
+  test('/metrics counts decodes by decoder', async () => {
+    await prepareImage(await scene(320, 180), input(320));
+    const metrics = createMetrics({ imageDecodes: imageDecodeCounts });
+    const text = await metrics.registry.metrics();
+    const counts = imageDecodeCounts();
+    for (const [decoder, n] of Object.entries(counts)) assert.match(text, new RegExp(`sightline_image_decodes_total\\{decoder="${decoder}"\\} ${n}\\b`));
+    assert.ok(counts.sharp + counts['libjpeg-turbo'] > 0);
+  });
+});
