@@ -7,10 +7,19 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 
 # ---- build: TypeScript and the dashboard need the dev dependencies (tsc, vite) ----
 FROM ${NODE_IMAGE} AS build
+# The native JPEG decoder (native/jpeg-decode) is compiled by npm ci's install script:
+# a C compiler, make, python3 (node-gyp) and libjpeg-turbo's headers.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential python3 libjpeg62-turbo-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Lockfile and .npmrc first, so that a source change does not redo the install layer.
 COPY package.json package-lock.json .npmrc ./
+COPY scripts/build-native.mjs ./scripts/
+COPY native/jpeg-decode/binding.gyp native/jpeg-decode/jpeg_decode.c ./native/jpeg-decode/
 RUN npm ci --no-audit --no-fund
+# Without a working decoder the image would quietly decode with sharp only: fail here instead.
+RUN node -e "require('./native/jpeg-decode/build/Release/jpeg_decode.node')"
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY web ./web
@@ -22,8 +31,9 @@ FROM ${NODE_IMAGE} AS runtime
 # tini as PID 1: Node as PID 1 gets no default signal handlers and reaps no zombies;
 # tini forwards SIGTERM so that serve and worker drain (finish in-flight work, exit 0).
 # ffmpeg: pulled sources of kind ffmpeg (RTSP, HTTP video, files) run it as a child process (docs/sources.md).
+# libjpeg62-turbo: the library the native JPEG decoder links to.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tini ffmpeg \
+ && apt-get install -y --no-install-recommends tini ffmpeg libjpeg62-turbo \
  && rm -rf /var/lib/apt/lists/*
 # A fixed numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER,
 # and volume permissions (fsGroup, chown on the host) need a number to agree on.
@@ -34,10 +44,13 @@ WORKDIR /app
 # keeps what they freed, so RSS grew with every load/unload (bench/results/*-model-swap.md).
 ENV NODE_ENV=production MALLOC_ARENA_MAX=2
 COPY package.json package-lock.json .npmrc ./
+COPY scripts/build-native.mjs ./scripts/
 # .npmrc carries onnxruntime-node-install=skip: the CPU binaries ship in the package,
-# and the install script would otherwise download CUDA libraries.
-RUN npm ci --omit=dev --no-audit --no-fund \
+# and the install script would otherwise download CUDA libraries. No compiler here:
+# the native decoder comes built from the build stage.
+RUN SIGHTLINE_SKIP_NATIVE=1 npm ci --omit=dev --no-audit --no-fund \
  && npm cache clean --force
+COPY --from=build /src/native/jpeg-decode/build/Release/jpeg_decode.node ./native/jpeg-decode/build/Release/
 COPY --from=build /src/dist ./dist
 # The built-in model: ./models under WORKDIR is the default models_dir. Mount another
 # model repository over /app/models (or set SIGHTLINE_MODELS_DIR) to serve yours.

@@ -27,7 +27,9 @@ export function repositoryOptions(
   const decoder = jpegDecoderStatus();
   logger.info(
     { event: 'jpeg_decoder', ...decoder },
-    decoder.reason ? `JPEGs are decoded by sharp: ${decoder.reason}` : 'JPEGs at an exact scale of the model input are decoded by libjpeg-turbo (native)',
+    decoder.reason
+      ? `JPEGs are decoded by sharp: ${decoder.reason}`
+      : `plain JPEGs at the model input's size${config.native_jpeg_decoder === 'scaled' ? ' or 2, 4 or 8 times it' : ''} are decoded by libjpeg-turbo (native), the rest by sharp`,
   );
   return {
     dir: config.models_dir,

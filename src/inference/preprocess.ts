@@ -333,22 +333,22 @@ export async function prepareOpened(opened: OpenedImage, options: Omit<PrepareOp
 }
 
 /**
- * The native decoder's path (src/inference/jpeg-native.ts): a plain JPEG whose size
- * at 1/1, 1/2, 1/4 or 1/8 is exactly the letterboxed size (an edge-resized image; a
- * frame 2, 4 or 8 times the model input) is decoded by libjpeg-turbo straight into
+ * The native decoder's path (src/inference/jpeg-native.ts): a plain JPEG already at
+ * the letterboxed size (an edge-resized image; with native_jpeg_decoder 'scaled' also
+ * a frame 2, 4 or 8 times it, at DCT scale) is decoded by libjpeg-turbo straight into
  * the padded input, with no resampling and no copy. At 320×180 that is 0.25 instead
- * of 1.3 ms of CPU, and for a 1280×720 frame 2.8 instead of 5.6 ms (bench/results/
- * 2026-12-03-inference-speed.md). Undefined when it does not apply or libjpeg
- * refuses the file: sharp then decodes it and gives the error, if there is one.
+ * of 1.3 ms of CPU (bench/results/2026-12-03-inference-speed.md). Undefined when it
+ * does not apply or libjpeg refuses the file: sharp then decodes it and gives the
+ * error, if there is one.
  */
 async function decodeJpegNative(bytes: Buffer, header: ImageHeader, lb: Letterbox): Promise<Uint8Array | undefined> {
-  const decoder = nativeJpegDecoder();
-  const denom = decoder && exactJpegScale(header.width, header.height, lb.scaledWidth, lb.scaledHeight);
-  if (!decoder || !denom) return undefined;
+  const native = nativeJpegDecoder();
+  const denom = native && exactJpegScale(header.width, header.height, lb.scaledWidth, lb.scaledHeight, native.scaled);
+  if (!native || !denom) return undefined;
   const rowBytes = lb.inputWidth * 3;
   const out = new Uint8Array(rowBytes * lb.inputHeight).fill(LETTERBOX_PAD_VALUE);
   try {
-    await decodeSlots(() => decoder.decodeInto(bytes, denom, out, lb.scaledWidth, lb.scaledHeight, rowBytes, lb.padTop * rowBytes + lb.padLeft * 3));
+    await decodeSlots(() => native.addon.decodeInto(bytes, denom, out, lb.scaledWidth, lb.scaledHeight, rowBytes, lb.padTop * rowBytes + lb.padLeft * 3));
   } catch {
     return undefined;
   }
