@@ -4,7 +4,7 @@
 // (Debian: build-essential libjpeg62-turbo-dev). Where they are missing the build
 // is skipped with a warning and never fails the install: sharp then decodes every
 // image, as before (docs/batching.md#decoding). A built decoder newer than its
-// sources is kept, so the Docker image's runtime stage reuses the build stage's.
+// sources is kept: a second install does not compile it again.
 import { spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
