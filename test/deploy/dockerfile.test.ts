@@ -130,11 +130,34 @@ test('the image is built in stages: sources and dev dependencies stay in the bui
   const copies = all(finalStage, 'COPY').map((c) => copyParts(c.args));
   const fromBuild = copies.filter((c) => c.options.from === build.name);
   assert.deepEqual(
-    fromBuild.map((c) => c.sources),
-    [['/src/dist']],
-    'the runtime takes only dist/ (server and dashboard) from the build stage, not its node_modules',
+    fromBuild.map((c) => c.sources).sort(),
+    [['/src/dist'], ['/src/native/jpeg-decode/build/Release/jpeg_decode.node']],
+    'the runtime takes only dist/ (server and dashboard) and the built native JPEG decoder from the build stage, not its node_modules',
   );
   assert.ok(!copies.some((c) => c.sources.some((s) => /^(\.\/)?(src|web|test)(\/|$)/.test(s))), 'no sources in the runtime stage');
+});
+
+test('the native JPEG decoder is compiled in the build stage and only its library and module reach the runtime', () => {
+  const build = buildStages.find((s) => all(s, 'RUN').some((r) => /\bnpm run build\b/.test(r.args)))!;
+  const buildRuns = all(build, 'RUN').map((r) => r.args);
+  assert.ok(
+    buildRuns.some((r) => /build-essential/.test(r) && /libjpeg62-turbo-dev/.test(r)),
+    'the build stage has a compiler and libjpeg headers',
+  );
+  assert.ok(
+    buildRuns.some((r) => /jpeg_decode\.node/.test(r)),
+    'the build stage checks that the module loads',
+  );
+  const runtimeRuns = all(finalStage, 'RUN').map((r) => r.args);
+  assert.ok(
+    runtimeRuns.some((r) => /apt-get install[^&]*\blibjpeg62-turbo\b(?!-dev)/.test(r)),
+    'the runtime installs libjpeg62-turbo',
+  );
+  assert.ok(!runtimeRuns.some((r) => /build-essential|libjpeg62-turbo-dev/.test(r)), 'no compiler or headers in the runtime');
+  assert.ok(
+    runtimeRuns.some((r) => /SIGHTLINE_SKIP_NATIVE=1 npm ci/.test(r)),
+    'the runtime install does not try to compile it',
+  );
 });
 
 test('the runtime stage installs production dependencies only, with the .npmrc that skips the CUDA download', () => {
