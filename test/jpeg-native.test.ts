@@ -166,6 +166,43 @@ describe('native JPEG decoder', () => {
     }
   });
 
+  test('mutated JPEGs (bytes overwritten, cut short): the native path accepts and refuses exactly what sharp does, and never crashes', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    // Input-size JPEGs, so that every one that parses reaches the native decoder first.
+    const base = await sharp({ create: { width: 64, height: 48, channels: 3, background: 'grey', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+      .jpeg({ quality: 85 })
+      .toBuffer();
+    let seed = 7;
+    const random = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
+    const outcome = (bytes: Buffer): Promise<{ pixels?: Uint8Array; error?: string }> =>
+      prepareImage(bytes, input(64)).then(
+        (p) => ({ pixels: p.pixels }),
+        (err: { code?: string; message: string }) => ({ error: `${err.code}: ${err.message}` }),
+      );
+    const tally = { decoded: 0, refused: 0 };
+    const nativeBefore = imageDecodeCounts()['libjpeg-turbo'];
+    for (let i = 0; i < 400; i++) {
+      const mutated = Buffer.from(base);
+      for (let k = 1 + Math.floor(random() * 6); k > 0; k--) mutated[2 + Math.floor(random() * (mutated.length - 2))] = Math.floor(random() * 256);
+      const bytes = random() < 0.3 ? mutated.subarray(0, 2 + Math.floor(random() * (mutated.length - 2))) : mutated;
+      const native = await outcome(bytes);
+      setNativeJpegDecoder('off');
+      const reference = await outcome(bytes);
+      setNativeJpegDecoder('exact');
+      assert.equal(native.error, reference.error, `case ${i}`);
+      if (native.pixels && reference.pixels) {
+        assert.ok(difference(native.pixels, reference.pixels).max <= 2, `case ${i}`);
+        tally.decoded++;
+      } else tally.refused++;
+    }
+    // Both kinds occur, so the comparison covers decodes and refusals alike.
+    assert.ok(tally.decoded > 20 && tally.refused > 20, JSON.stringify(tally));
+    assert.ok(imageDecodeCounts()['libjpeg-turbo'] - nativeBefore > 20, 'the native decoder took the decodable ones');
+  });
+
   test('native_jpeg_decoder off: sharp decodes every image', async (t) => {
     if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
     setNativeJpegDecoder('off');
