@@ -12,6 +12,9 @@ import {
   setNativeJpegDecoder,
 } from '../src/inference/jpeg-native.js';
 import { createMetrics } from '../src/metrics/metrics.js';
+import { repositoryOptions } from '../src/inference/from-config.js';
+import { defaultConfig } from '../src/config/load.js';
+import { createLogger } from '../src/logger.js';
 import { requireOrSkip } from './helpers/requirements.js';
 
 /**
@@ -225,6 +228,29 @@ describe('native JPEG decoder', () => {
     await assert.rejects(addon.decodeInto(bytes, 1, out, 320, 180, 960, 3), /output buffer too small/);
     await assert.rejects(addon.decodeInto(bytes, 1, out, 160, 90, 960, 0), /size differs/);
     await addon.decodeInto(bytes, 1, out, 320, 180, 960, 0);
+  });
+
+  test('config native_jpeg_decoder reaches the decoder, and the startup log says which decodes', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    const lines: { event?: string; decoder?: string; msg: string }[] = [];
+    const logger = createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const frame = await scene(320, 180);
+    try {
+      for (const [mode, decoder] of [
+        ['off', 'sharp'],
+        ['exact', 'libjpeg-turbo'],
+      ] as const) {
+        repositoryOptions(defaultConfig({ native_jpeg_decoder: mode }), logger, {}, 2);
+        const logged = lines.filter((l) => l.event === 'jpeg_decoder').at(-1);
+        assert.equal(logged?.decoder, decoder, mode);
+        const before = imageDecodeCounts()[decoder];
+        await prepareImage(frame, input(320));
+        assert.equal(imageDecodeCounts()[decoder], before + 1, `${mode}: ${decoder} decoded it`);
+      }
+      assert.match(lines.find((l) => l.decoder === 'sharp')!.msg, /native_jpeg_decoder is off/);
+    } finally {
+      setNativeJpegDecoder('exact');
+    }
   });
 
   test('/metrics counts decodes by decoder', async () => {
