@@ -290,12 +290,13 @@ export function plainJpegSize(b: Buffer): { width: number; height: number } | un
 }
 
 /**
- * Decodes, orients and letterboxes one image with sharp (libvips threads, off the
- * event loop), in one pass from the bytes to the model's input pixels. A JPEG
- * much larger than the model input is decoded straight at 1/2, 1/4 or 1/8 scale
- * (libjpeg's DCT scaling, libvips shrink-on-load; WebP likewise) and only the
- * rest is resampled: a 1280×720 JPEG for a 320 model decodes 320×180 pixels
- * instead of 921 600 (bench/results/2026-12-03-inference-speed.md has the steps).
+ * Decodes, orients and letterboxes one image off the event loop, in one pass from
+ * the bytes to the model's input pixels: a plain JPEG already at the input size by
+ * the native decoder (decodeJpegNative), everything else by sharp. Sharp decodes a
+ * JPEG 4 or more times the input at a reduced DCT scale (libvips shrink-on-load;
+ * WebP likewise), leaving at least a factor of 2 to its linear kernel: a 1280×720
+ * JPEG for a 320 model decodes 640×360 pixels instead of 921 600
+ * (bench/results/2026-12-03-inference-speed.md has the steps).
  */
 export async function prepareImage(bytes: Buffer, options: PrepareOptions): Promise<PreparedImage> {
   return prepareOpened(await openImage(bytes, options.maxPixels), options);
@@ -346,7 +347,7 @@ async function decodeJpegNative(bytes: Buffer, header: ImageHeader, lb: Letterbo
   const denom = native && exactJpegScale(header.width, header.height, lb.scaledWidth, lb.scaledHeight, native.scaled);
   if (!native || !denom) return undefined;
   const rowBytes = lb.inputWidth * 3;
-  const out = new Uint8Array(rowBytes * lb.inputHeight).fill(LETTERBOX_PAD_VALUE);
+  const out = paddedInput(lb);
   try {
     await decodeSlots(() => native.addon.decodeInto(bytes, denom, out, lb.scaledWidth, lb.scaledHeight, rowBytes, lb.padTop * rowBytes + lb.padLeft * 3));
   } catch {
@@ -400,7 +401,7 @@ export interface PixelRect {
 export async function regionPixels(raw: RawImage, rect: PixelRect, lb: Letterbox): Promise<Uint8Array> {
   if (lb.scaledWidth === rect.width && lb.scaledHeight === rect.height) {
     const rowBytes = lb.inputWidth * 3;
-    const out = new Uint8Array(rowBytes * lb.inputHeight).fill(LETTERBOX_PAD_VALUE);
+    const out = paddedInput(lb);
     const srcRow = raw.width * 3;
     for (let y = 0; y < rect.height; y++) {
       const start = (rect.y + y) * srcRow + rect.x * 3;
@@ -423,6 +424,11 @@ export async function regionPixels(raw: RawImage, rect: PixelRect, lb: Letterbox
   return padLetterbox(data, lb);
 }
 
+/** The model input of `lb`'s size, all padding: each path writes the scaled image into it. */
+function paddedInput(lb: Letterbox): Uint8Array {
+  return new Uint8Array(lb.inputWidth * 3 * lb.inputHeight).fill(LETTERBOX_PAD_VALUE);
+}
+
 /**
  * Places the scaled image in the padded model input. Done here rather than with
  * sharp's extend(): copying rows costs a fraction of a millisecond, while extend
@@ -431,7 +437,7 @@ export async function regionPixels(raw: RawImage, rect: PixelRect, lb: Letterbox
 function padLetterbox(scaled: Buffer, lb: Letterbox): Uint8Array {
   const rowBytes = lb.inputWidth * 3;
   const scaledRowBytes = lb.scaledWidth * 3;
-  const out = new Uint8Array(rowBytes * lb.inputHeight).fill(LETTERBOX_PAD_VALUE);
+  const out = paddedInput(lb);
   for (let y = 0; y < lb.scaledHeight; y++) {
     const start = y * scaledRowBytes;
     out.set(scaled.subarray(start, start + scaledRowBytes), (lb.padTop + y) * rowBytes + lb.padLeft * 3);
