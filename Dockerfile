@@ -16,7 +16,7 @@ WORKDIR /src
 # Lockfile and .npmrc first, so that a source change does not redo the install layer.
 COPY package.json package-lock.json .npmrc ./
 COPY scripts/build-native.mjs ./scripts/
-COPY native/jpeg-decode/binding.gyp native/jpeg-decode/jpeg_decode.c ./native/jpeg-decode/
+COPY native/jpeg-decode/binding.gyp native/jpeg-decode/jpeg_decode.c native/jpeg-decode/linear_reduce.c native/jpeg-decode/linear_reduce.h ./native/jpeg-decode/
 RUN npm ci --no-audit --no-fund
 # Without a working decoder the image would quietly decode with sharp only: fail here instead.
 RUN node -e "require('./native/jpeg-decode/build/Release/jpeg_decode.node')"

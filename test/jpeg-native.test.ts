@@ -4,11 +4,11 @@ import { createRequire } from 'node:module';
 import sharp, { type JpegOptions } from 'sharp';
 import { imageDecodeCounts, prepareImage } from '../src/inference/preprocess.js';
 import {
-  exactJpegScale,
   JPEG_ADDON_PATH,
   type NativeJpegMode,
   jpegDecoderStatus,
   nativeJpegDecoder,
+  nativeJpegScale,
   setNativeJpegDecoder,
 } from '../src/inference/jpeg-native.js';
 import { createMetrics } from '../src/metrics/metrics.js';
@@ -76,16 +76,22 @@ describe('native JPEG decoder', () => {
     assert.deepEqual(jpegDecoderStatus(), { decoder: 'libjpeg-turbo' });
   });
 
-  test('the exact DCT scale: the largest of 1/8 … 1/1 whose size is the letterboxed size, 1/1 only unless scaled', () => {
-    assert.equal(exactJpegScale(1280, 720, 320, 180, true), 4);
-    assert.equal(exactJpegScale(1280, 720, 640, 360, true), 2);
-    assert.equal(exactJpegScale(320, 180, 320, 180, true), 1);
-    assert.equal(exactJpegScale(2560, 1440, 320, 180, true), 8);
-    assert.equal(exactJpegScale(1277, 719, 320, 180, true), 4, 'libjpeg rounds a scaled size up');
-    assert.equal(exactJpegScale(1920, 1080, 640, 360, true), undefined, 'a factor of 3 needs resampling');
-    assert.equal(exactJpegScale(1000, 700, 320, 224, true), undefined);
-    assert.equal(exactJpegScale(320, 180, 320, 180, false), 1);
-    assert.equal(exactJpegScale(1280, 720, 640, 360, false), undefined, 'by default a frame is sharp’s');
+  test('the decode scale: sharp’s shrink-on-load by default; with scaled, a DCT scale that reaches the size exactly', () => {
+    // sharp's rule: the largest of 8, 4, 2 the smaller factor reaches, halved when the factor's whole part equals it.
+    assert.equal(nativeJpegScale(320, 180, 320, 180, false), 1);
+    assert.equal(nativeJpegScale(1280, 720, 640, 360, false), 1, 'a factor of 2: full size, then the kernel');
+    assert.equal(nativeJpegScale(1280, 720, 320, 180, false), 2, 'a factor of 4: 1/2, then the kernel');
+    assert.equal(nativeJpegScale(1280, 720, 416, 234, false), 2, 'a factor of 3.08');
+    assert.equal(nativeJpegScale(2560, 1440, 320, 180, false), 4);
+    assert.equal(nativeJpegScale(4000, 3000, 320, 240, false), 8, 'a factor of 12.5');
+    assert.equal(nativeJpegScale(640, 480, 416, 312, false), 1);
+    assert.equal(nativeJpegScale(200, 150, 320, 240, false), undefined, 'enlarging is sharp’s');
+    assert.equal(nativeJpegScale(320, 180, 320, 181, false), undefined);
+    assert.equal(nativeJpegScale(1280, 720, 320, 180, true), 4);
+    assert.equal(nativeJpegScale(1280, 720, 640, 360, true), 2);
+    assert.equal(nativeJpegScale(2560, 1440, 320, 180, true), 8);
+    assert.equal(nativeJpegScale(1277, 719, 320, 180, true), 4, 'libjpeg rounds a scaled size up');
+    assert.equal(nativeJpegScale(1920, 1080, 640, 360, true), 2, 'a factor of 3: no DCT scale reaches it, so sharp’s rule');
   });
 
   test('an image at the model input size (edge resize) decodes to exactly what sharp makes, letterbox included', async (t) => {
@@ -110,21 +116,61 @@ describe('native JPEG decoder', () => {
     assert.ok(difference(native.pixels, reference.pixels).max <= 2);
   });
 
-  test('a frame 2 or 4 times the input size: sharp’s by default, at 1/2 or 1/4 DCT scale with scaled, close to sharp’s', async (t) => {
+  test('a frame larger than the input decodes to exactly what sharp makes: its DCT scale, then libvips’ linear reduce', async (t) => {
     if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
     const frame = await scene(1280, 720);
-    assert.equal((await both(frame, 640)).nativeTook, 0, 'exact (the default) leaves frames to sharp');
+    for (const size of [640, 416, 320, 160]) {
+      const { native, reference, nativeTook } = await both(frame, size);
+      assert.equal(nativeTook, 1, `1280×720 → ${size} went to the native decoder`);
+      assert.deepEqual(native.letterbox, reference.letterbox);
+      assert.deepEqual(difference(native.pixels, reference.pixels), { max: 0, mean: 0 }, `1280×720 → ${size}`);
+    }
+  });
+
+  test('sizes at random, odd ones, every DCT scale: the native decoder gives sharp’s pixels to the last bit', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    const base = await scene(1600, 1000);
+    let seed = 19;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed / 2147483648;
+    };
+    const scales = new Set<number>();
+    for (let i = 0; i < 40; i++) {
+      const width = 24 + Math.floor(random() * 1570);
+      const height = 24 + Math.floor(random() * 970);
+      const size = 16 + Math.floor(random() * Math.min(width, height, 640));
+      const subsampling = (['4:2:0', '4:4:4'] as const)[i % 2];
+      const bytes = await sharp(base)
+        .resize(width, height, { fit: 'fill' })
+        .jpeg({ quality: 60 + Math.floor(random() * 40), chromaSubsampling: subsampling, progressive: i % 3 === 0 })
+        .toBuffer();
+      const { native, reference, nativeTook } = await both(bytes, size);
+      const lb = native.letterbox;
+      const scale = nativeJpegScale(width, height, lb.scaledWidth, lb.scaledHeight, false);
+      if (scale) scales.add(scale);
+      // A reduce by 4 or more after the DCT scale (a thin image's short side) is sharp's: libvips box-shrinks first.
+      assert.equal(nativeTook, scale ? 1 : 0, `${width}×${height} → ${lb.scaledWidth}×${lb.scaledHeight}: the native decoder took it, or sharp`);
+      assert.deepEqual(difference(native.pixels, reference.pixels), { max: 0, mean: 0 }, `${width}×${height} ${subsampling} → ${size}`);
+    }
+    assert.deepEqual([...scales].sort(), [1, 2, 4, 8], 'the draw covered every DCT scale');
+    assert.equal(nativeJpegScale(558, 38, 19, 1, false), undefined, 'from 38 rows to 1 libvips box-shrinks first');
+  });
+
+  test('with scaled, a frame 2 or 4 times the input size is decoded at that DCT scale, close to sharp’s', async (t) => {
+    if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
+    const frame = await scene(1280, 720);
     for (const size of [320, 640]) {
       const { native, reference, nativeTook } = await both(frame, size, 'scaled');
       assert.equal(nativeTook, 1);
       // Different filters (DCT scaling against sharp's decode and linear kernel): the
       // same picture, a few grey levels apart on average, more only on sharp edges.
       const d = difference(native.pixels, reference.pixels);
-      assert.ok(d.mean < 5, `1280×720 → ${size}: ${JSON.stringify(d)}`);
+      assert.ok(d.max > 0 && d.mean < 5, `1280×720 → ${size}: ${JSON.stringify(d)}`);
     }
   });
 
-  test('what it does not vouch for goes to sharp: another scale, CMYK, an ICC profile', async (t) => {
+  test('what it does not vouch for goes to sharp: a smaller image, CMYK, an ICC profile', async (t) => {
     if (!requireOrSkip(t, built, 'the native JPEG decoder')) return;
     const cmyk = await sharp(await scene(320, 180))
       .toColourspace('cmyk')
@@ -135,7 +181,7 @@ describe('native JPEG decoder', () => {
       .jpeg()
       .toBuffer();
     for (const [name, bytes] of [
-      ['1000×700', await scene(1000, 700)],
+      ['200×150, enlarged', await scene(200, 150)],
       ['CMYK', cmyk],
       ['ICC profile', icc],
     ] as const) {
@@ -226,7 +272,10 @@ describe('native JPEG decoder', () => {
     assert.throws(() => addon.decodeInto(bytes, 1, out, 320, 180, 100, 0), RangeError);
     assert.throws(() => (addon.decodeInto as (...a: unknown[]) => unknown)('x', 1, out, 320, 180, 960, 0), TypeError);
     await assert.rejects(addon.decodeInto(bytes, 1, out, 320, 180, 960, 3), /output buffer too small/);
-    await assert.rejects(addon.decodeInto(bytes, 1, out, 160, 90, 960, 0), /size differs/);
+    await assert.rejects(addon.decodeInto(bytes, 1, out, 640, 360, 1920, 0), /not one sharp's linear reduce takes/, 'enlarging');
+    await assert.rejects(addon.decodeInto(bytes, 1, out, 320, 40, 960, 0), /not one sharp's linear reduce takes/, 'a factor of 4.5: libvips box-shrinks first');
+    // A reduce whose last row would end past the buffer is refused before anything is written.
+    await assert.rejects(addon.decodeInto(bytes, 1, new Uint8Array(160 * 90 * 3 - 1), 160, 90, 480, 0), /output buffer too small/);
     await addon.decodeInto(bytes, 1, out, 320, 180, 960, 0);
   });
 

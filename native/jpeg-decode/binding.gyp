@@ -2,9 +2,9 @@
   "targets": [
     {
       "target_name": "jpeg_decode",
-      "sources": ["jpeg_decode.c"],
+      "sources": ["jpeg_decode.c", "linear_reduce.c"],
       "libraries": ["-ljpeg"],
-      "cflags": ["-O2", "-Wall", "-Wextra"]
+      "cflags": ["-O3", "-Wall", "-Wextra"]
     }
   ]
 }

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <jpeglib.h>
 
+#include "linear_reduce.h"
+
 typedef struct {
   struct jpeg_error_mgr pub;
   jmp_buf jump;
@@ -50,6 +52,8 @@ typedef struct {
   unsigned int height;
   size_t row_stride;
   size_t offset;
+  /* A decode that is resized: its rows go through this. */
+  Reducer reducer;
   int failed;
   char message[JMSG_LENGTH_MAX + 64];
 } DecodeJob;
@@ -62,7 +66,7 @@ static void fail(DecodeJob *job, const char *message) {
 static void decode(DecodeJob *job) {
   struct jpeg_decompress_struct cinfo;
   ErrorManager err;
-  JSAMPROW rows[16];
+  JSAMPROW rows[REDUCE_BATCH_ROWS];
   cinfo.err = jpeg_std_error(&err.pub);
   err.pub.error_exit = on_error;
   err.pub.emit_message = on_message;
@@ -83,10 +87,23 @@ static void decode(DecodeJob *job) {
   cinfo.out_color_space = JCS_RGB;
   cinfo.scale_num = 1;
   cinfo.scale_denom = (unsigned int)job->scale_denom;
-  jpeg_start_decompress(&cinfo);
-  if (cinfo.output_width != job->width || cinfo.output_height != job->height || cinfo.output_components != 3) {
+  jpeg_calc_output_dimensions(&cinfo);
+  if (cinfo.output_components != 3) {
     jpeg_destroy_decompress(&cinfo);
-    fail(job, "decoded size differs from the expected size");
+    fail(job, "not decoded to RGB");
+    return;
+  }
+  /* At the expected size the rows go straight to the output; otherwise through
+   * sharp's linear reduce (linear_reduce.c), from the pixels libvips keeps of a
+   * DCT-scaled decode: libjpeg rounds the scaled size up, libvips crops it down
+   * (jpeg2vips.c, "strict round down on shrink-on-load"). Planned before anything is
+   * decoded, so that a size this path does not take costs only the header. */
+  const int resize = cinfo.output_width != job->width || cinfo.output_height != job->height;
+  ReduceAxis v, h;
+  if (resize && (!reduce_plan(&v, (int)(cinfo.image_height / cinfo.scale_denom), (int)job->height) ||
+                 !reduce_plan(&h, (int)(cinfo.image_width / cinfo.scale_denom), (int)job->width))) {
+    jpeg_destroy_decompress(&cinfo);
+    fail(job, "decoded size is not one sharp's linear reduce takes to the expected size");
     return;
   }
   /* The last row must end inside the output buffer. */
@@ -95,13 +112,22 @@ static void decode(DecodeJob *job) {
     fail(job, "output buffer too small");
     return;
   }
+  /* From here libjpeg may jump back to the setjmp above: the reducer goes with the job. */
+  if (resize && !reducer_start(&job->reducer, &v, &h, (size_t)cinfo.output_width * 3, job->output + job->offset, job->row_stride)) {
+    jpeg_destroy_decompress(&cinfo);
+    fail(job, "out of memory");
+    return;
+  }
+  jpeg_start_decompress(&cinfo);
   while (cinfo.output_scanline < cinfo.output_height) {
-    unsigned int count = cinfo.output_height - cinfo.output_scanline;
-    if (count > 16) count = 16;
+    const unsigned int y = cinfo.output_scanline;
+    unsigned int count = cinfo.output_height - y;
+    if (count > REDUCE_BATCH_ROWS) count = REDUCE_BATCH_ROWS;
     for (unsigned int i = 0; i < count; i++) {
-      rows[i] = job->output + job->offset + (size_t)(cinfo.output_scanline + i) * job->row_stride;
+      rows[i] = resize ? reducer_row(&job->reducer, (int)(y + i)) : job->output + job->offset + (size_t)(y + i) * job->row_stride;
     }
-    jpeg_read_scanlines(&cinfo, rows, count);
+    const unsigned int read = jpeg_read_scanlines(&cinfo, rows, count);
+    if (resize && read > 0) reducer_push(&job->reducer, (int)(y + read - 1));
   }
   jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);
@@ -109,7 +135,9 @@ static void decode(DecodeJob *job) {
 
 static void execute(napi_env env, void *data) {
   (void)env;
-  decode((DecodeJob *)data);
+  DecodeJob *job = data;
+  decode(job);
+  reducer_end(&job->reducer);
 }
 
 static void complete(napi_env env, napi_status status, void *data) {

@@ -667,7 +667,7 @@ export const ConfigSchema = Type.Object(
     native_jpeg_decoder: Type.Union([Type.Literal('exact'), Type.Literal('scaled'), Type.Literal('off')], {
       default: 'exact',
       description:
-        "Plain JPEGs the native libjpeg-turbo decoder (built at install time) takes: exact, those already at the model input's letterboxed size (edge-resized; the same pixels as sharp's); scaled, also frames 2, 4 or 8 times that size, decoded at DCT scale (faster, slightly different pixels: held-out mAP50-95 -0.004 to -0.006); off, none. The rest, and everything where it is not built, sharp decodes (docs/batching.md#decoding).",
+        "Plain JPEGs the native libjpeg-turbo decoder (built at install time) takes: exact, every one at or above the model input's letterboxed size, with sharp's pixels exactly (sharp's shrink-on-load, then libvips' linear reduce); scaled, as exact, but a frame 2, 4 or 8 times that size is decoded at DCT scale with no resampling (faster, slightly different pixels: held-out mAP50-95 -0.004 to -0.006); off, none. The rest (smaller images, EXIF, ICC profiles, CMYK), and everything where it is not built, sharp decodes (docs/batching.md#decoding).",
     }),
     max_batch_size: Type.Integer({
       default: 1,

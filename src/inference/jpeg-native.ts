@@ -2,14 +2,19 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 /**
- * The native JPEG decoder (native/jpeg-decode: libjpeg-turbo with DCT scaling,
- * straight into the letterboxed model input, on the libuv thread pool). It is built
+ * The native JPEG decoder (native/jpeg-decode: libjpeg-turbo with DCT scaling and
+ * libvips' linear reduce, straight into the letterboxed model input, on the libuv
+ * thread pool). It is built
  * at install time where a C compiler and libjpeg's headers exist (scripts/
  * build-native.mjs); where it is not built, or native_jpeg_decoder is off, sharp
  * decodes everything, as it always did (docs/batching.md#decoding).
  */
 interface JpegAddon {
-  /** Decodes `input` at 1/scaleDenom into `output`, row r at offset + r × rowStride; rejects on anything libjpeg warns about. */
+  /**
+   * Decodes `input` at 1/scaleDenom, reduced to width × height as sharp's linear
+   * resize would where that is larger, into `output`, row r at offset + r × rowStride;
+   * rejects on anything libjpeg warns about and on a size it does not reduce as sharp.
+   */
   decodeInto(input: Uint8Array, scaleDenom: number, output: Uint8Array, width: number, height: number, rowStride: number, offset: number): Promise<void>;
 }
 
@@ -52,20 +57,37 @@ export function jpegDecoderStatus(): { decoder: 'libjpeg-turbo' | 'sharp'; reaso
 }
 
 /**
- * The DCT scale (1/1, 1/2, 1/4, 1/8 where `scaled`, else only 1/1) at which
- * libjpeg's output is exactly the scaled size, the largest that is; undefined when
- * none is (the image then needs resampling, which sharp does). libjpeg rounds scaled
- * sizes up.
+ * The DCT scale the native decoder decodes a width × height JPEG at for a
+ * scaledWidth × scaledHeight model input; undefined when it leaves the image to sharp.
  *
- * Why 1/1 only by default: for a frame 2 or 4 times the input, sharp decodes at full
- * or half size and resamples with its linear kernel, while DCT scaling filters
- * differently; the model then sees other pixels (about 1–4 grey levels apart on
- * average), and the built-in model's held-out mAP50-95 fell by 0.004 at 1/2 and 0.006
- * at 1/4 (bench/results/2026-12-03-inference-speed.md, eighth pass).
+ * By default (and in `scaled` mode where the next rule does not apply) it is the
+ * scale sharp picks (its JPEG shrink-on-load with fastShrinkOnLoad: the largest of
+ * 8, 4, 2 that the smaller of the two factors reaches, halved when the factor's
+ * whole part equals it). The addon then resamples what libvips keeps of that decode
+ * with libvips' linear reduce, so the model gets sharp's pixels exactly
+ * (native/jpeg-decode/linear_reduce.c). Sharp enlarges a smaller image with another
+ * operation, so anything but a reduction is sharp's, as is a reduce that libvips
+ * starts with a box shrink (a factor of 4 or more left after the DCT scale).
+ *
+ * With `scaled`, a frame whose size libjpeg's DCT scaling reaches exactly (1/2, 1/4,
+ * 1/8; libjpeg rounds scaled sizes up) is decoded at that scale with no resampling at
+ * all: cheaper, but the model sees other pixels (1–4 grey levels apart on average),
+ * and the built-in model's held-out mAP50-95 fell by 0.004 at 1/2 and 0.006 at 1/4
+ * (bench/results/2026-12-03-inference-speed.md, eighth pass).
  */
-export function exactJpegScale(width: number, height: number, scaledWidth: number, scaledHeight: number, scaled: boolean): 1 | 2 | 4 | 8 | undefined {
-  for (const denom of scaled ? ([8, 4, 2, 1] as const) : ([1] as const)) {
-    if (Math.ceil(width / denom) === scaledWidth && Math.ceil(height / denom) === scaledHeight) return denom;
+export function nativeJpegScale(width: number, height: number, scaledWidth: number, scaledHeight: number, scaled: boolean): 1 | 2 | 4 | 8 | undefined {
+  if (scaled) {
+    for (const denom of [8, 4, 2] as const) {
+      if (Math.ceil(width / denom) === scaledWidth && Math.ceil(height / denom) === scaledHeight) return denom;
+    }
   }
-  return undefined;
+  if (scaledWidth > width || scaledHeight > height) return undefined;
+  // sharp's pipeline.cc: ResolveShrink for fit 'fill', then its JPEG shrink-on-load.
+  const shrink = Math.min(width / scaledWidth, height / scaledHeight);
+  let denom: 1 | 2 | 4 | 8 = shrink >= 8 ? 8 : shrink >= 4 ? 4 : shrink >= 2 ? 2 : 1;
+  if (denom > 1 && Math.trunc(shrink) === denom) denom = (denom / 2) as 1 | 2 | 4;
+  // libvips keeps the scaled decode's whole pixels; from there a factor of 4 or more (a
+  // thin image's short side) starts with a box shrink, which the addon does not do.
+  const residual = Math.max(Math.floor(width / denom) / scaledWidth, Math.floor(height / denom) / scaledHeight);
+  return Math.floor(residual / 2) > 1 ? undefined : denom;
 }

@@ -3,7 +3,7 @@ import pLimit from 'p-limit';
 import { Errors } from '../errors.js';
 import { letterboxGeometry, LETTERBOX_PAD_VALUE, type Letterbox } from './letterbox.js';
 import { layoutCores } from './thread-layout.js';
-import { exactJpegScale, nativeJpegDecoder } from './jpeg-native.js';
+import { nativeJpegDecoder, nativeJpegScale } from './jpeg-native.js';
 
 // Every image is new: libvips' operation cache would only hold memory.
 sharp.cache(false);
@@ -291,11 +291,11 @@ export function plainJpegSize(b: Buffer): { width: number; height: number } | un
 
 /**
  * Decodes, orients and letterboxes one image off the event loop, in one pass from
- * the bytes to the model's input pixels: a plain JPEG already at the input size by
- * the native decoder (decodeJpegNative), everything else by sharp. Sharp decodes a
+ * the bytes to the model's input pixels: a plain JPEG at or above the input size by
+ * the native decoder (decodeJpegNative), everything else by sharp. Both decode a
  * JPEG 4 or more times the input at a reduced DCT scale (libvips shrink-on-load;
- * WebP likewise), leaving at least a factor of 2 to its linear kernel: a 1280×720
- * JPEG for a 320 model decodes 640×360 pixels instead of 921 600
+ * sharp does WebP likewise), leaving at least a factor of 2 to the linear kernel: a
+ * 1280×720 JPEG for a 320 model decodes 640×360 pixels instead of 921 600
  * (bench/results/2026-12-03-inference-speed.md has the steps).
  */
 export async function prepareImage(bytes: Buffer, options: PrepareOptions): Promise<PreparedImage> {
@@ -334,17 +334,17 @@ export async function prepareOpened(opened: OpenedImage, options: Omit<PrepareOp
 }
 
 /**
- * The native decoder's path (src/inference/jpeg-native.ts): a plain JPEG already at
- * the letterboxed size (an edge-resized image; with native_jpeg_decoder 'scaled' also
- * a frame 2, 4 or 8 times it, at DCT scale) is decoded by libjpeg-turbo straight into
- * the padded input, with no resampling and no copy. At 320×180 that is 0.25 instead
- * of 1.3 ms of CPU (bench/results/2026-12-03-inference-speed.md). Undefined when it
- * does not apply or libjpeg refuses the file: sharp then decodes it and gives the
- * error, if there is one.
+ * The native decoder's path (src/inference/jpeg-native.ts): a plain JPEG at or above
+ * the letterboxed size is decoded by libjpeg-turbo straight into the padded input,
+ * at the DCT scale sharp would use and reduced as sharp would (the same pixels), with
+ * no copy. An edge-resized 320×180 image costs 0.25 instead of 1.3 ms of CPU, a
+ * 1280×720 frame for a 640 model 5.7 instead of 7.3 ms
+ * (bench/results/2026-12-03-inference-speed.md). Undefined when it does not apply or
+ * libjpeg refuses the file: sharp then decodes it and gives the error, if there is one.
  */
 async function decodeJpegNative(bytes: Buffer, header: ImageHeader, lb: Letterbox): Promise<Uint8Array | undefined> {
   const native = nativeJpegDecoder();
-  const denom = native && exactJpegScale(header.width, header.height, lb.scaledWidth, lb.scaledHeight, native.scaled);
+  const denom = native && nativeJpegScale(header.width, header.height, lb.scaledWidth, lb.scaledHeight, native.scaled);
   if (!native || !denom) return undefined;
   const rowBytes = lb.inputWidth * 3;
   const out = paddedInput(lb);
