@@ -1,4 +1,5 @@
 import { createServer } from 'node:net';
+import { logHeapGrowth } from './heap-growth.js';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from '../server/app.js';
@@ -76,6 +77,7 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   const logger = createLogger(config.log_level, undefined, config.log_format);
   logger.info({ event: 'paths', models_dir: paths.modelsDir, data_dir: paths.dataDir, built_in_models: paths.builtInModels }, describePaths(paths));
+  logHeapGrowth(logger, config.heap_growing_percent);
   const app = await buildApp(config, { logger });
   try {
     await app.listen({ host: config.host, port: config.port });

@@ -1,4 +1,5 @@
 import { createServer } from 'node:net';
+import { logHeapGrowth } from './heap-growth.js';
 import { createLogger } from '../logger.js';
 import { startWorkerRuntime } from '../runtime.js';
 import { buildWorkerApp } from '../server/worker-app.js';
@@ -59,6 +60,7 @@ export async function runWorker(argv: string[]): Promise<number> {
   }
   const logger = createLogger(config.log_level, undefined, config.log_format);
   logger.info({ event: 'paths', models_dir: paths.modelsDir, data_dir: paths.dataDir, built_in_models: paths.builtInModels }, describePaths(paths));
+  logHeapGrowth(logger, config.heap_growing_percent);
   const runtime = await startWorkerRuntime(config, { logger });
   let draining: string | undefined;
   const app = buildWorkerApp({ runtime, logger, draining: () => draining });

@@ -669,6 +669,13 @@ export const ConfigSchema = Type.Object(
       description:
         "Plain JPEGs the native libjpeg-turbo decoder (built at install time) takes: exact, every one at or above the model input's letterboxed size, with sharp's pixels exactly (sharp's shrink-on-load, then libvips' linear reduce); scaled, as exact, but a frame 2, 4 or 8 times that size is decoded at DCT scale with no resampling (faster, slightly different pixels: held-out mAP50-95 -0.004 to -0.006); off, none. The rest (smaller images, EXIF, ICC profiles, CMYK), and everything where it is not built, sharp decodes (docs/batching.md#decoding).",
     }),
+    heap_growing_percent: Type.Integer({
+      default: 200,
+      minimum: 0,
+      maximum: 1000,
+      description:
+        "How far V8 lets the JavaScript heap grow past what its last full collection kept before the next one, in percent (V8's --heap-growing-percent); 0: V8's own choice, which on a busy server left a full collection every 300-400 ms (2-3 ms of CPU per request at 320, c=16). 200 costs about 10 MiB (docs/batching.md#memory).",
+    }),
     max_batch_size: Type.Integer({
       default: 1,
       minimum: 1,
