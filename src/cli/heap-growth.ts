@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
  * started again within moments of each full collection: a Mark-Compact every
  * 300–400 ms, 2–3 ms of CPU per request on the 2-core bench machine (320 model,
  * 1280×720 JPEGs, c=16). A fixed factor of 3 (200 %) spaces them 2–3 s apart for about
- * 10 MiB more memory (docs/batching.md#memory).
+ * 20 MiB more memory (docs/batching.md#memory).
  *
  * The flag is read at every collection, so setting it at startup takes effect from the
  * next one. Node started with its own --heap-growing-percent keeps it.

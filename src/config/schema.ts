@@ -674,7 +674,7 @@ export const ConfigSchema = Type.Object(
       minimum: 0,
       maximum: 1000,
       description:
-        "How far V8 lets the JavaScript heap grow past what its last full collection kept before the next one, in percent (V8's --heap-growing-percent); 0: V8's own choice, which on a busy server left a full collection every 300-400 ms (2-3 ms of CPU per request at 320, c=16). 200 costs about 10 MiB (docs/batching.md#memory).",
+        "How far V8 lets the JavaScript heap grow past what its last full collection kept before the next one, in percent (V8's --heap-growing-percent); 0: V8's own choice, which on a busy server left a full collection every 300-400 ms (2-3 ms of CPU per request at 320, c=16). 200 costs about 20 MiB (docs/batching.md#memory).",
     }),
     max_batch_size: Type.Integer({
       default: 1,

@@ -4,10 +4,9 @@ import { fileURLToPath } from 'node:url';
 /**
  * The native JPEG decoder (native/jpeg-decode: libjpeg-turbo with DCT scaling and
  * libvips' linear reduce, straight into the letterboxed model input, on the libuv
- * thread pool). It is built
- * at install time where a C compiler and libjpeg's headers exist (scripts/
- * build-native.mjs); where it is not built, or native_jpeg_decoder is off, sharp
- * decodes everything, as it always did (docs/batching.md#decoding).
+ * thread pool). It is built at install time where a C compiler and libjpeg's headers
+ * exist (scripts/build-native.mjs); where it is not built, or native_jpeg_decoder is
+ * off, sharp decodes everything, as it always did (docs/batching.md#decoding).
  */
 interface JpegAddon {
   /**
