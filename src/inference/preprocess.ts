@@ -293,9 +293,9 @@ export function plainJpegSize(b: Buffer): { width: number; height: number } | un
  * Decodes, orients and letterboxes one image off the event loop, in one pass from
  * the bytes to the model's input pixels: a plain JPEG at or above the input size by
  * the native decoder (decodeJpegNative), everything else by sharp. Both decode a
- * JPEG 4 or more times the input at a reduced DCT scale (libvips shrink-on-load;
- * sharp does WebP likewise), leaving at least a factor of 2 to the linear kernel: a
- * 1280×720 JPEG for a 320 model decodes 640×360 pixels instead of 921 600
+ * JPEG 3 or more times the input at a reduced DCT scale (libvips shrink-on-load, by
+ * sharp's rule: nativeJpegScale; sharp does WebP likewise) and leave the rest to the
+ * linear kernel: a 1280×720 JPEG for a 320 model decodes 640×360 pixels instead of 921 600
  * (bench/results/2026-12-03-inference-speed.md has the steps).
  */
 export async function prepareImage(bytes: Buffer, options: PrepareOptions): Promise<PreparedImage> {
