@@ -1,6 +1,7 @@
 /*
  * JPEG decode straight into the model's letterboxed input, with libjpeg-turbo's
- * DCT scaling (1/1, 1/2, 1/4, 1/8), on the libuv thread pool.
+ * DCT scaling (1/1, 1/2, 1/4, 1/8) and, where the decode is larger than the input,
+ * sharp's linear reduce (linear_reduce.c), on the libuv thread pool.
  *
  * Why by hand: sharp (libvips) decodes the same way, with the same library, but
  * builds a libvips pipeline per image; for a 320×180 JPEG that costs ~3 ms of CPU
@@ -8,8 +9,8 @@
  * millisecond is taken from inference (bench/results/2026-12-03-inference-speed.md).
  * No maintained npm package decodes with DCT scaling into a caller's buffer without
  * downloading binaries at install time. Anything this path does not vouch for
- * (another size, CMYK, a libjpeg warning) is refused here and goes to sharp, which
- * stays the reference decoder and gives the errors.
+ * (a size sharp would enlarge or box-shrink to, CMYK, a libjpeg warning) is refused
+ * here and goes to sharp, which stays the reference decoder and gives the errors.
  */
 #include <node_api.h>
 #include <setjmp.h>
@@ -176,7 +177,8 @@ static int typed_bytes(napi_env env, napi_value value, void **data, size_t *leng
 }
 
 /* decodeInto(input: Uint8Array, scaleDenom, output: Uint8Array, width, height,
- *            rowStride, offset): Promise<void> */
+ *            rowStride, offset): Promise<void>; width × height is the size written,
+ *            reached by the reduce when the decode at 1/scaleDenom is larger. */
 static napi_value decode_into(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value argv[7];
